@@ -1,0 +1,316 @@
+//! Turtles' software x86-64 CPU.
+//!
+//! One [`Cpu`] is one logical processor: its architectural state
+//! ([`Regs`]), a software TLB ([`mmu`]), a cache of decoded instruction
+//! blocks ([`decode`]) and the executor ([`exec`]). The VMM drives it with
+//! [`Cpu::run`], handing it guest RAM ([`Memory`]) and the platform
+//! ([`Bus`]); it returns when its instruction budget is spent, when it
+//! halts, or when it shuts down (triple fault).
+//!
+//! Hot path: a block of up to 32 decoded instructions is looked up by the
+//! physical address of its first byte, then each instruction's handler is
+//! called through the pointer chosen when it was decoded. Interrupts and
+//! other asynchronous events are checked between blocks, and only when
+//! something that can change them happened (`events` flags), so the common
+//! path pays one predictable branch per block.
+//!
+//! The points where VMX non-root operation may exit (SDM vol. 3C, ch. 25
+//! "VMX Non-Root Operation") are the handlers of the instructions concerned
+//! and the event-delivery path; none of them sits on the ALU/memory path.
+#![forbid(unsafe_code)]
+
+mod access;
+pub mod bus;
+pub mod cpuid;
+pub mod decode;
+pub mod exec;
+pub mod fault;
+pub mod flags;
+pub mod interrupt;
+pub mod mem;
+pub mod mmu;
+pub mod seg;
+pub mod state;
+
+pub use bus::{Bus, NullBus};
+pub use cpuid::CpuidModel;
+pub use fault::Fault;
+pub use mem::{MemError, Memory};
+pub use state::{DescTable, Mode, Regs, Segment};
+
+use decode::BlockCache;
+use mmu::Tlb;
+
+/// Why [`Cpu::run`] returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunExit {
+    /// The instruction budget is spent.
+    Budget,
+    /// The CPU executed HLT (or waits for SIPI) and no interrupt is pending.
+    Halted,
+    /// A triple fault (or an unrecoverable delivery failure) shut the CPU
+    /// down.
+    Shutdown(String),
+}
+
+/// Events the run loop must look at between blocks.
+pub mod events {
+    /// The interrupt lines or IF may have changed: poll the bus.
+    pub const IRQ: u32 = 1 << 0;
+    /// Leave the current block after this instruction (mode change,
+    /// self-modifying code, HLT...).
+    pub const STOP: u32 = 1 << 1;
+}
+
+/// Per-vCPU counters for `--stats`, indexed by vector.
+#[derive(Clone, Debug)]
+pub struct CpuStats {
+    /// Exceptions delivered, by vector.
+    pub exceptions: [u64; 32],
+    /// Interrupts delivered (external and INT n), by vector.
+    pub interrupts: [u64; 256],
+    /// Instructions that raised #UD because Turtles does not implement
+    /// them, by mnemonic.
+    pub unimplemented: std::collections::BTreeMap<String, u64>,
+    /// Blocks decoded.
+    pub blocks_decoded: u64,
+    /// The most recent exception.
+    pub last_exception: Option<(Fault, u64)>,
+}
+
+impl Default for CpuStats {
+    fn default() -> Self {
+        CpuStats {
+            exceptions: [0; 32],
+            interrupts: [0; 256],
+            unimplemented: Default::default(),
+            blocks_decoded: 0,
+            last_exception: None,
+        }
+    }
+}
+
+/// Activity state (SDM vol. 3A, 10.4 "Multiple-Processor (MP)
+/// Initialization"; HLT).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activity {
+    /// Executing instructions.
+    Active,
+    /// Halted by HLT until an interrupt, NMI or INIT.
+    Halted,
+    /// An application processor after INIT, waiting for a startup IPI.
+    WaitForSipi,
+    /// Shut down by a triple fault.
+    Shutdown,
+}
+
+/// One logical processor.
+pub struct Cpu {
+    /// Architectural registers.
+    pub regs: Regs,
+    /// Instructions retired.
+    pub icount: u64,
+    /// Virtual time at `clock_icount`, in nanoseconds.
+    pub clock_ns: u64,
+    /// Instruction count at which `clock_ns` was taken.
+    pub clock_icount: u64,
+    /// Activity state.
+    pub activity: Activity,
+    /// CPUID answers and the features they imply.
+    pub cpuid: CpuidModel,
+    /// Counters.
+    pub stats: CpuStats,
+    /// Local APIC id.
+    pub apic_id: u32,
+    pub(crate) mode: Mode,
+    pub(crate) cpl: u8,
+    /// Decoder bitness of the current code segment (16, 32, 64).
+    pub(crate) bitness: u32,
+    pub(crate) tlb: Tlb,
+    pub(crate) cache: BlockCache,
+    pub(crate) events: u32,
+    /// Interrupts are inhibited while `icount` equals this (STI, MOV SS).
+    pub(crate) inhibit_at: u64,
+    /// NMIs are blocked until the next IRET.
+    pub(crate) nmi_blocked: bool,
+    /// RIP after the instruction being executed; branches overwrite it.
+    pub(crate) next_rip: u64,
+    /// Start of the instruction being executed (for faults and reports).
+    pub(crate) insn_rip: u64,
+    /// Exception being delivered, for double-fault detection.
+    pub(crate) delivering: Option<u8>,
+    /// Shutdown reason once a triple fault happened.
+    pub(crate) shutdown: Option<String>,
+}
+
+/// What handlers receive besides the CPU: RAM and the platform.
+pub struct Ctx<'a> {
+    /// Guest RAM.
+    pub mem: &'a mut Memory,
+    /// The platform.
+    pub bus: &'a mut dyn Bus,
+}
+
+/// Nanoseconds of virtual time per retired instruction.
+pub const NS_PER_INSN: u64 = 1;
+/// Virtual TSC frequency in kHz (2 GHz); the TSC is virtual time times 2.
+pub const TSC_KHZ: u64 = 2_000_000;
+
+impl Cpu {
+    /// A processor in its power-on state (real mode at F000:FFF0).
+    pub fn new(apic_id: u32, cpuid: CpuidModel) -> Cpu {
+        let mut cpu = Cpu {
+            regs: Regs::reset(),
+            icount: 0,
+            clock_ns: 0,
+            clock_icount: 0,
+            activity: Activity::Active,
+            cpuid,
+            stats: CpuStats::default(),
+            apic_id,
+            mode: Mode::Real,
+            cpl: 0,
+            bitness: 16,
+            tlb: Tlb::default(),
+            cache: BlockCache::new(),
+            events: events::IRQ,
+            inhibit_at: u64::MAX,
+            nmi_blocked: false,
+            next_rip: 0,
+            insn_rip: 0,
+            delivering: None,
+            shutdown: None,
+        };
+        cpu.regs.gpr[2] = cpu.cpuid.signature() as u64;
+        cpu.state_changed();
+        cpu
+    }
+
+    /// Current operating mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Current privilege level.
+    pub fn cpl(&self) -> u8 {
+        self.cpl
+    }
+
+    /// Virtual time now, in nanoseconds.
+    #[inline]
+    pub fn now_ns(&self) -> u64 {
+        self.clock_ns + (self.icount - self.clock_icount) * NS_PER_INSN
+    }
+
+    /// Sets the virtual clock (the VMM's global time at the start of a
+    /// slice).
+    pub fn set_clock(&mut self, now_ns: u64) {
+        self.clock_ns = now_ns;
+        self.clock_icount = self.icount;
+    }
+
+    /// The guest-visible TSC.
+    pub fn tsc(&self) -> u64 {
+        (self.now_ns() * (TSC_KHZ / 1_000_000)).wrapping_add(self.regs.msr.tsc_offset as u64)
+    }
+
+    /// Recomputes everything derived from the registers (mode, CPL,
+    /// decoder bitness) and flushes the TLB. Call after changing `regs`
+    /// from outside.
+    pub fn state_changed(&mut self) {
+        self.mode = self.regs.compute_mode();
+        let cs = self.regs.seg[x86::seg::sreg::CS];
+        self.bitness = match self.mode {
+            Mode::Long => 64,
+            Mode::Real | Mode::Vm86 => 16,
+            _ => {
+                if cs.ar & x86::seg::ar::DB != 0 {
+                    32
+                } else {
+                    16
+                }
+            }
+        };
+        self.cpl = match self.mode {
+            Mode::Real => 0,
+            Mode::Vm86 => 3,
+            _ => (cs.selector & 3) as u8,
+        };
+        self.tlb.flush_all();
+        self.tlb.disabled = self.data_breakpoints_armed();
+        self.events |= events::IRQ | events::STOP;
+    }
+
+    /// Puts an application processor into wait-for-SIPI (INIT).
+    pub fn init(&mut self) {
+        let id = self.apic_id;
+        let cpuid = core::mem::take(&mut self.cpuid);
+        let icount = self.icount;
+        *self = Cpu::new(id, cpuid);
+        self.icount = icount;
+        self.clock_icount = icount;
+        self.activity = Activity::WaitForSipi;
+    }
+
+    /// Starts a processor waiting for SIPI at `vector << 12` in real mode
+    /// (SDM vol. 3A, 10.4.4 "MP Initialization Example").
+    pub fn sipi(&mut self, vector: u8) {
+        if self.activity != Activity::WaitForSipi {
+            return;
+        }
+        let sel = u16::from(vector) << 8;
+        self.regs.seg[x86::seg::sreg::CS] = Segment::real(sel, true);
+        self.regs.rip = 0;
+        self.activity = Activity::Active;
+        self.state_changed();
+    }
+
+    /// Runs until `budget` more instructions have retired, the CPU halts or
+    /// it shuts down.
+    pub fn run(&mut self, mem: &mut Memory, bus: &mut dyn Bus, budget: u64) -> RunExit {
+        let mut ctx = Ctx { mem, bus };
+        if self.tlb.code_epoch != ctx.mem.code_epoch() {
+            self.tlb.flush_writes();
+            self.tlb.code_epoch = ctx.mem.code_epoch();
+        }
+        self.events |= events::IRQ;
+        let end = self.icount.saturating_add(budget);
+        loop {
+            if self.events != 0 {
+                self.events &= !events::STOP;
+                if self.events & events::IRQ != 0 {
+                    self.events &= !events::IRQ;
+                    self.check_interrupts(&mut ctx);
+                }
+            }
+            match self.activity {
+                Activity::Active => {}
+                Activity::Halted | Activity::WaitForSipi => return RunExit::Halted,
+                Activity::Shutdown => {
+                    return RunExit::Shutdown(self.shutdown.clone().unwrap_or_default())
+                }
+            }
+            if self.icount >= end {
+                return RunExit::Budget;
+            }
+            self.execute_block(&mut ctx, end);
+        }
+    }
+
+    fn data_breakpoints_armed(&self) -> bool {
+        let dr7 = self.regs.dr[7];
+        (0..4).any(|i| (dr7 >> (i * 2)) & 3 != 0 && (dr7 >> (16 + i * 4)) & 3 != 0)
+    }
+
+    /// Whether any debug feature needs the slow, one-instruction-at-a-time
+    /// path (single-step, armed breakpoints).
+    #[inline(always)]
+    pub(crate) fn needs_single_step(&self) -> bool {
+        self.regs.rflags & x86::Rflags::TF.bits() != 0 || self.regs.dr[7] & 0xff != 0
+    }
+}
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+pub mod testutil;

@@ -1,0 +1,371 @@
+//! Linear-to-physical translation and the software TLB (SDM vol. 3A, ch. 4
+//! "Paging": 4.3 32-bit paging, 4.4 PAE paging, 4.5 4-level and 5-level
+//! paging, 4.6 "Access Rights", 4.7 "Page-Fault Exceptions", 4.8 "Accessed
+//! and Dirty Flags", 4.10 "Caching Translation Information").
+//!
+//! The TLB follows QEMU's softmmu: one small direct-mapped table per access
+//! kind (read, write, fetch) and privilege (supervisor, user), mapping a
+//! linear page to the offset of its frame in the RAM buffer. A hit is a
+//! compare and an add. Entries are filled only after a full walk that
+//! passed every access check, so a hit needs no further check. The write
+//! table is filled only when the dirty bit is already set and the frame
+//! holds no decoded code, so writes to code always take the slow path.
+//! Flushing more than the architecture requires is always allowed; this
+//! TLB does so freely (CR3 loads flush global entries too).
+
+use crate::fault::Fault;
+use crate::mem::Memory;
+use crate::state::Regs;
+use x86::paging::{self, pf};
+use x86::{Cr0, Cr4, Efer, Rflags};
+
+/// Kind of memory access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Access {
+    /// Data read.
+    Read = 0,
+    /// Data write.
+    Write = 1,
+    /// Instruction fetch.
+    Fetch = 2,
+}
+
+/// Physical-address width this CPU implements (CPUID 0x80000008 EAX[7:0]).
+pub const MAXPHYADDR: u32 = 40;
+const PHYS_MASK: u64 = ((1u64 << MAXPHYADDR) - 1) & !0xfff;
+
+const TLB_BITS: usize = 8;
+const TLB_SIZE: usize = 1 << TLB_BITS;
+const INVALID: u64 = 1;
+
+/// One direct-mapped TLB set (one access kind, one privilege).
+#[derive(Clone)]
+struct TlbSet {
+    /// Linear page address, or [`INVALID`].
+    tag: Box<[u64; TLB_SIZE]>,
+    /// Offset of the frame in the RAM buffer.
+    off: Box<[u64; TLB_SIZE]>,
+}
+
+impl TlbSet {
+    fn new() -> Self {
+        TlbSet { tag: Box::new([INVALID; TLB_SIZE]), off: Box::new([0; TLB_SIZE]) }
+    }
+}
+
+/// The software TLB: sets indexed by `access * 2 + user`.
+#[derive(Clone)]
+pub struct Tlb {
+    sets: [TlbSet; 6],
+    /// Some entry came from a large page: INVLPG must flush everything.
+    large: bool,
+    /// [`Memory::code_epoch`] when the write sets were last validated.
+    pub(crate) code_epoch: u64,
+    /// Fills are suppressed (data breakpoints armed): every access walks.
+    pub(crate) disabled: bool,
+}
+
+impl Default for Tlb {
+    fn default() -> Self {
+        Tlb {
+            sets: core::array::from_fn(|_| TlbSet::new()),
+            large: false,
+            code_epoch: 0,
+            disabled: false,
+        }
+    }
+}
+
+impl Tlb {
+    /// Looks up `la`; returns the RAM offset of the byte.
+    #[inline(always)]
+    pub fn lookup(&self, la: u64, access: Access, user: bool) -> Option<usize> {
+        let set = &self.sets[access as usize * 2 + user as usize];
+        let i = ((la >> 12) as usize) & (TLB_SIZE - 1);
+        if set.tag[i] == la & !0xfff {
+            Some((set.off[i] + (la & 0xfff)) as usize)
+        } else {
+            None
+        }
+    }
+
+    fn fill(&mut self, la: u64, access: Access, user: bool, frame_off: u64) {
+        if self.disabled {
+            return;
+        }
+        let set = &mut self.sets[access as usize * 2 + user as usize];
+        let i = ((la >> 12) as usize) & (TLB_SIZE - 1);
+        set.tag[i] = la & !0xfff;
+        set.off[i] = frame_off;
+    }
+
+    /// Drops every entry.
+    pub fn flush_all(&mut self) {
+        for s in &mut self.sets {
+            s.tag.fill(INVALID);
+        }
+        self.large = false;
+    }
+
+    /// Drops the write entries (a page became a code page somewhere).
+    pub fn flush_writes(&mut self) {
+        self.sets[2].tag.fill(INVALID);
+        self.sets[3].tag.fill(INVALID);
+    }
+
+    /// INVLPG: drops the translation of one page (all of them when large
+    /// pages were cached, since a large page spans many entries).
+    pub fn flush_page(&mut self, la: u64) {
+        if self.large {
+            self.flush_all();
+            return;
+        }
+        let i = ((la >> 12) as usize) & (TLB_SIZE - 1);
+        for s in &mut self.sets {
+            if s.tag[i] == la & !0xfff {
+                s.tag[i] = INVALID;
+            }
+        }
+    }
+}
+
+/// Result of a successful translation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    /// Physical address.
+    pub pa: u64,
+    /// Whether the mapping is a large page.
+    pub large: bool,
+    /// Whether every level allows user access.
+    pub user_page: bool,
+}
+
+/// Everything a walk needs to know about the access.
+#[derive(Clone, Copy, Debug)]
+pub struct AccessCtx {
+    /// Kind of access.
+    pub access: Access,
+    /// CPL 3 access (and not an implicit supervisor access).
+    pub user: bool,
+    /// Implicit supervisor access (descriptor tables, TSS): SMAP applies
+    /// regardless of RFLAGS.AC.
+    pub implicit: bool,
+}
+
+/// Walks the paging structures of `regs` for `la`. Sets accessed and dirty
+/// bits as the SDM describes on success.
+pub fn walk(regs: &Regs, mem: &mut Memory, la: u64, ac: AccessCtx) -> Result<Translation, Fault> {
+    let cr0 = regs.cr0;
+    if cr0 & Cr0::PG.bits() == 0 {
+        return Ok(Translation { pa: la & 0xffff_ffff, large: false, user_page: true });
+    }
+    let cr4 = regs.cr4;
+    let nxe = regs.efer & Efer::NXE.bits() != 0;
+    let write = ac.access == Access::Write;
+    let fetch = ac.access == Access::Fetch;
+    // Error-code bits common to every #PF of this access (SDM 4.7).
+    let mut ec = 0u32;
+    if write {
+        ec |= pf::W;
+    }
+    if ac.user {
+        ec |= pf::U;
+    }
+    let pae = cr4 & Cr4::PAE.bits() != 0;
+    if fetch && ((pae && nxe) || cr4 & Cr4::SMEP.bits() != 0) {
+        ec |= pf::ID;
+    }
+
+    // Entries visited, to set their accessed bits once the walk succeeds.
+    let mut visited: [(u64, bool); 5] = [(0, false); 5];
+    let mut nvisited = 0;
+    let mut rw = true;
+    let mut us = true;
+    let mut xd = false;
+    let pa;
+    let large;
+    let leaf_addr;
+    let leaf_is_64;
+    let mut pkey = 0u32;
+
+    let read_entry = |mem: &Memory, addr: u64, wide: bool| -> Result<u64, Fault> {
+        // A paging structure outside RAM reads as all ones, which is not
+        // present on real hardware only for unimplemented addresses; we
+        // report it as a reserved-bit fault rather than touch MMIO.
+        let r = if wide { mem.read_u64(addr) } else { mem.read_u32(addr).map(u64::from) };
+        r.map_err(|_| Fault::pf(ec | pf::RSVD | pf::P, la))
+    };
+
+    if !pae {
+        // 32-bit paging (SDM 4.3).
+        let pde_addr = (regs.cr3 & 0xffff_f000) | ((la >> 20) & 0xffc);
+        let pde = read_entry(mem, pde_addr, false)?;
+        if pde & paging::P == 0 {
+            return Err(Fault::pf(ec, la));
+        }
+        rw &= pde & paging::RW != 0;
+        us &= pde & paging::US != 0;
+        if pde & paging::PS != 0 && cr4 & Cr4::PSE.bits() != 0 {
+            // 4 MiB page; PSE-36 supplies physical bits 32..39 from 13..20.
+            if pde & (1 << 21) != 0 {
+                return Err(Fault::pf(ec | pf::RSVD | pf::P, la));
+            }
+            let hi = ((pde >> 13) & 0xff) << 32;
+            pa = (pde & 0xffc0_0000) | hi | (la & 0x3f_ffff);
+            large = true;
+            leaf_addr = pde_addr;
+            leaf_is_64 = false;
+        } else {
+            visited[0] = (pde_addr, false);
+            nvisited = 1;
+            let pte_addr = (pde & 0xffff_f000) | ((la >> 10) & 0xffc);
+            let pte = read_entry(mem, pte_addr, false)?;
+            if pte & paging::P == 0 {
+                return Err(Fault::pf(ec, la));
+            }
+            rw &= pte & paging::RW != 0;
+            us &= pte & paging::US != 0;
+            pa = (pte & 0xffff_f000) | (la & 0xfff);
+            large = false;
+            leaf_addr = pte_addr;
+            leaf_is_64 = false;
+        }
+    } else {
+        let rsvd_xd = if nxe { 0 } else { paging::XD };
+        let high_rsvd = !((1u64 << MAXPHYADDR) - 1) & !paging::XD & !(0xfu64 << 59 | 0x7fu64 << 52);
+        let lma = regs.efer & Efer::LMA.bits() != 0;
+        let (mut table, mut level) = if lma {
+            if cr4 & Cr4::LA57.bits() != 0 {
+                (regs.cr3 & PHYS_MASK, 5)
+            } else {
+                (regs.cr3 & PHYS_MASK, 4)
+            }
+        } else {
+            // PAE: the PDPTE selected by bits 31:30 (SDM 4.4.1).
+            let pdpte_addr = (regs.cr3 & 0xffff_ffe0) + ((la >> 30) & 3) * 8;
+            let pdpte = read_entry(mem, pdpte_addr, true)?;
+            if pdpte & paging::P == 0 {
+                return Err(Fault::pf(ec, la));
+            }
+            if pdpte & (high_rsvd | 0x1e6 | paging::XD) != 0 {
+                return Err(Fault::pf(ec | pf::RSVD | pf::P, la));
+            }
+            (pdpte & PHYS_MASK, 2)
+        };
+        loop {
+            let shift = 12 + 9 * (level - 1);
+            let idx = (la >> shift) & 0x1ff;
+            let e_addr = table + idx * 8;
+            let e = read_entry(mem, e_addr, true)?;
+            if e & paging::P == 0 {
+                return Err(Fault::pf(ec, la));
+            }
+            let ps = e & paging::PS != 0;
+            let mut rsvd = e & (high_rsvd | rsvd_xd);
+            if ps && (level >= 4 || (level == 3 && !lma)) {
+                rsvd |= paging::PS;
+            }
+            if ps && level == 3 {
+                rsvd |= e & 0x3fff_e000; // bits 29:13 of a 1 GiB leaf
+            } else if ps && level == 2 {
+                rsvd |= e & 0x1f_e000; // bits 20:13 of a 2 MiB leaf
+            }
+            if rsvd != 0 {
+                return Err(Fault::pf(ec | pf::RSVD | pf::P, la));
+            }
+            rw &= e & paging::RW != 0;
+            us &= e & paging::US != 0;
+            xd |= e & paging::XD != 0 && nxe;
+            if level == 1 || ps {
+                let page_mask = (1u64 << shift) - 1;
+                pa = (e & PHYS_MASK & !page_mask) | (la & page_mask);
+                large = level > 1;
+                leaf_addr = e_addr;
+                leaf_is_64 = true;
+                if lma {
+                    pkey = ((e >> paging::PKEY_SHIFT) & 0xf) as u32;
+                }
+                break;
+            }
+            visited[nvisited] = (e_addr, true);
+            nvisited += 1;
+            table = e & PHYS_MASK;
+            level -= 1;
+        }
+    }
+
+    // Access rights (SDM 4.6).
+    let p = ec | pf::P;
+    if ac.user {
+        if !us || (write && !rw) || (fetch && xd) {
+            return Err(Fault::pf(p, la));
+        }
+    } else {
+        if fetch {
+            if xd || (us && cr4 & Cr4::SMEP.bits() != 0) {
+                return Err(Fault::pf(p, la));
+            }
+        } else if us
+            && cr4 & Cr4::SMAP.bits() != 0
+            && (ac.implicit || regs.rflags & Rflags::AC.bits() == 0)
+        {
+            return Err(Fault::pf(p, la));
+        }
+        if write && !rw && cr0 & Cr0::WP.bits() != 0 {
+            return Err(Fault::pf(p, la));
+        }
+    }
+    // Protection keys apply to data accesses to user pages (SDM 4.6.2).
+    if us && !fetch && cr4 & Cr4::PKE.bits() != 0 && regs.efer & Efer::LMA.bits() != 0 {
+        let bits = regs.pkru >> (pkey * 2);
+        let ad = bits & 1 != 0;
+        let wd = bits & 2 != 0;
+        if ad || (write && wd && (ac.user || cr0 & Cr0::WP.bits() != 0)) {
+            return Err(Fault::pf(p | pf::PK, la));
+        }
+    }
+
+    // Accessed and dirty flags (SDM 4.8).
+    for &(addr, wide) in &visited[..nvisited] {
+        set_bits(mem, addr, wide, paging::A);
+    }
+    set_bits(mem, leaf_addr, leaf_is_64, if write { paging::A | paging::D } else { paging::A });
+    Ok(Translation { pa, large, user_page: us })
+}
+
+fn set_bits(mem: &mut Memory, addr: u64, wide: bool, bits: u64) {
+    if wide {
+        if let Ok(v) = mem.read_u64(addr) {
+            if v & bits != bits {
+                let _ = mem.write_u64(addr, v | bits);
+            }
+        }
+    } else if let Ok(v) = mem.read_u32(addr) {
+        if u64::from(v) & bits != bits {
+            let _ = mem.write_u32(addr, v | bits as u32);
+        }
+    }
+}
+
+/// Translates and, when the frame is RAM, caches the result.
+pub(crate) fn translate_fill(
+    regs: &Regs,
+    tlb: &mut Tlb,
+    mem: &mut Memory,
+    la: u64,
+    ac: AccessCtx,
+) -> Result<u64, Fault> {
+    let t = walk(regs, mem, la, ac)?;
+    if let Some(off) = mem.ram_offset(t.pa & !0xfff) {
+        // Supervisor data accesses to user pages depend on RFLAGS.AC under
+        // SMAP, which the TLB does not key on: never cache them.
+        let smap_sensitive = !ac.user && t.user_page && regs.cr4 & Cr4::SMAP.bits() != 0;
+        let cacheable = !smap_sensitive && !(ac.access == Access::Write && mem.is_code_page(off));
+        if cacheable {
+            tlb.fill(la, ac.access, ac.user, off as u64);
+            tlb.large |= t.large;
+        }
+    }
+    Ok(t.pa)
+}

@@ -1,0 +1,1 @@
+//! Segment loading (filled in below).

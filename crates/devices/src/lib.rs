@@ -1,0 +1,1 @@
+//! PC platform devices (being written).
