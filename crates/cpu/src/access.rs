@@ -151,6 +151,16 @@ impl Cpu {
         self.write_slow(ctx, la, size, v, false, true)
     }
 
+    /// Reads at a linear address as a user (`user`) or supervisor access.
+    pub fn read_as(&mut self, ctx: &mut Ctx, la: u64, size: u8, user: bool) -> Result<u64, Fault> {
+        self.read_slow(ctx, la, size, user, false)
+    }
+
+    /// Writes at a linear address as a user (`user`) or supervisor access.
+    pub fn write_as(&mut self, ctx: &mut Ctx, la: u64, size: u8, v: u64, user: bool) -> Result<(), Fault> {
+        self.write_slow(ctx, la, size, v, user, false)
+    }
+
     /// Translates one linear address, filling the TLB.
     pub(crate) fn translate(
         &mut self,

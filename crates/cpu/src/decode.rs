@@ -110,6 +110,9 @@ impl Cpu {
             }
         };
         let single = self.needs_single_step();
+        // Inside an interrupt shadow, run one instruction so the run loop
+        // can look at interrupts right after it.
+        let one = single || self.icount == self.inhibit_at;
         let idx = self.lookup_block(ctx, la, off);
         let Some(idx) = idx else {
             // Straddles a page or cannot be cached: one instruction the slow
@@ -118,7 +121,7 @@ impl Cpu {
             return;
         };
         let n = self.cache.blocks[idx].insns.len();
-        let limit = if single { 1 } else { n.min((end - self.icount).max(1) as usize) };
+        let limit = if one { 1 } else { n.min((end - self.icount).max(1) as usize) };
         for i in 0..limit {
             let d = self.cache.blocks[idx].insns[i];
             if single && !self.debug_before(ctx, &d.insn) {

@@ -29,6 +29,7 @@ pub mod flags;
 pub mod interrupt;
 pub mod mem;
 pub mod mmu;
+mod msr;
 pub mod seg;
 pub mod state;
 
@@ -137,10 +138,16 @@ pub struct Cpu {
     pub(crate) next_rip: u64,
     /// Start of the instruction being executed (for faults and reports).
     pub(crate) insn_rip: u64,
-    /// Exception being delivered, for double-fault detection.
-    pub(crate) delivering: Option<u8>,
     /// Shutdown reason once a triple fault happened.
     pub(crate) shutdown: Option<String>,
+    /// RFLAGS.TF at the start of the instruction (single-step traps).
+    pub(crate) tf_before: bool,
+    /// Data and I/O breakpoints hit by the current instruction (DR6 bits).
+    pub(crate) db_hits: u64,
+    /// The current instruction loaded RF itself (IRET, POPF).
+    pub(crate) rf_set_by_insn: bool,
+    /// RDRAND/RDSEED generator state (deterministic).
+    pub(crate) rng_state: u64,
 }
 
 /// What handlers receive besides the CPU: RAM and the platform.
@@ -178,8 +185,11 @@ impl Cpu {
             nmi_blocked: false,
             next_rip: 0,
             insn_rip: 0,
-            delivering: None,
             shutdown: None,
+            tf_before: false,
+            db_hits: 0,
+            rf_set_by_insn: false,
+            rng_state: 0x9e37_79b9_7f4a_7c15 ^ u64::from(apic_id),
         };
         cpu.regs.gpr[2] = cpu.cpuid.signature() as u64;
         cpu.state_changed();

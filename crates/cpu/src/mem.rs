@@ -17,7 +17,7 @@
 use thiserror::Error;
 
 /// Start of the PCI/MMIO hole below 4 GiB; RAM above it moves to 4 GiB.
-pub const LOW_RAM_LIMIT: u64 = 0xc000_0000;
+pub const LOW_RAM_LIMIT: u64 = 0xe000_0000;
 /// Where high RAM starts.
 pub const HIGH_RAM_BASE: u64 = 0x1_0000_0000;
 /// Page size used by the bookkeeping.

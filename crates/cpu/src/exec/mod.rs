@@ -17,6 +17,7 @@ use x86::seg::sreg;
 pub mod alu;
 pub mod bits;
 pub mod control;
+pub mod far;
 pub mod fpu;
 pub mod mov;
 pub mod muldiv;
