@@ -82,12 +82,16 @@ pub struct CpuidModel {
 }
 
 /// Brand string of Turtles' default CPU (48 bytes, NUL padded).
-pub const BRAND: &[u8; 48] = b"Turtles x86-64 virtual CPU\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+pub const BRAND: &[u8; 48] =
+    b"Turtles x86-64 virtual CPU\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
 
 impl CpuidModel {
     /// A model from explicit entries.
     pub fn from_entries(entries: Vec<CpuidEntry>) -> CpuidModel {
-        let mut m = CpuidModel { entries, features: Features::default() };
+        let mut m = CpuidModel {
+            entries,
+            features: Features::default(),
+        };
         m.features = m.derive_features();
         m
     }
@@ -96,10 +100,15 @@ impl CpuidModel {
     pub fn turtles_max() -> CpuidModel {
         let mut e = Vec::new();
         let mut add = |leaf: u32, subleaf: Option<u32>, regs: [u32; 4]| {
-            e.push(CpuidEntry { leaf, subleaf, regs })
+            e.push(CpuidEntry {
+                leaf,
+                subleaf,
+                regs,
+            })
         };
         let vendor = b"GenuineIntel";
-        let w = |i: usize| u32::from_le_bytes([vendor[i], vendor[i + 1], vendor[i + 2], vendor[i + 3]]);
+        let w =
+            |i: usize| u32::from_le_bytes([vendor[i], vendor[i + 1], vendor[i + 2], vendor[i + 3]]);
         add(0, None, [0x16, w(0), w(8), w(4)]);
         // Family 6, model 0x6a, stepping 6.
         let ecx1 = (1 << 13) // CX16
@@ -111,9 +120,27 @@ impl CpuidModel {
             | (1 << 26) // XSAVE
             | (1 << 30) // RDRAND
             | (1 << 31); // hypervisor present
-        let edx1 = (1 << 0) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7)
-            | (1 << 8) | (1 << 9) | (1 << 11) | (1 << 12) | (1 << 13) | (1 << 14) | (1 << 15)
-            | (1 << 16) | (1 << 17) | (1 << 19) | (1 << 23) | (1 << 24) | (1 << 25) | (1 << 26);
+        let edx1 = (1 << 0)
+            | (1 << 2)
+            | (1 << 3)
+            | (1 << 4)
+            | (1 << 5)
+            | (1 << 6)
+            | (1 << 7)
+            | (1 << 8)
+            | (1 << 9)
+            | (1 << 11)
+            | (1 << 12)
+            | (1 << 13)
+            | (1 << 14)
+            | (1 << 15)
+            | (1 << 16)
+            | (1 << 17)
+            | (1 << 19)
+            | (1 << 23)
+            | (1 << 24)
+            | (1 << 25)
+            | (1 << 26);
         add(1, None, [0x0006_06a6, 0x0001_0800, ecx1, edx1]);
         add(6, None, [1 << 2, 0, 0, 0]); // ARAT
         let ebx7 = (1 << 0) // FSGSBASE
@@ -157,7 +184,11 @@ impl CpuidModel {
 
     /// Replaces or adds an entry.
     pub fn set(&mut self, entry: CpuidEntry) {
-        match self.entries.iter_mut().find(|e| e.leaf == entry.leaf && e.subleaf == entry.subleaf) {
+        match self
+            .entries
+            .iter_mut()
+            .find(|e| e.leaf == entry.leaf && e.subleaf == entry.subleaf)
+        {
             Some(e) => *e = entry,
             None => self.entries.push(entry),
         }
@@ -187,7 +218,11 @@ impl CpuidModel {
         };
         let max_basic = find(0).map_or(0, |r| r[0]);
         let max_ext = find(0x8000_0000).map_or(0, |r| r[0]);
-        let in_range = if leaf >= 0x8000_0000 { leaf <= max_ext } else { leaf <= max_basic };
+        let in_range = if leaf >= 0x8000_0000 {
+            leaf <= max_ext
+        } else {
+            leaf <= max_basic
+        };
         if in_range {
             find(leaf).unwrap_or([0; 4])
         } else {
@@ -235,8 +270,17 @@ impl CpuidModel {
     pub fn cr4_allowed(&self) -> u64 {
         use x86::Cr4;
         let f = &self.features;
-        let mut a = Cr4::VME | Cr4::PVI | Cr4::TSD | Cr4::DE | Cr4::PSE | Cr4::PAE | Cr4::MCE
-            | Cr4::PGE | Cr4::PCE | Cr4::OSFXSR | Cr4::OSXMMEXCPT;
+        let mut a = Cr4::VME
+            | Cr4::PVI
+            | Cr4::TSD
+            | Cr4::DE
+            | Cr4::PSE
+            | Cr4::PAE
+            | Cr4::MCE
+            | Cr4::PGE
+            | Cr4::PCE
+            | Cr4::OSFXSR
+            | Cr4::OSXMMEXCPT;
         let opt = [
             (f.umip, Cr4::UMIP),
             (f.la57, Cr4::LA57),
@@ -287,7 +331,11 @@ mod tests {
         let mut m = CpuidModel::turtles_max();
         let mut r = m.raw(7, 0);
         r[1] &= !(1 << 7);
-        m.set(CpuidEntry { leaf: 7, subleaf: Some(0), regs: r });
+        m.set(CpuidEntry {
+            leaf: 7,
+            subleaf: Some(0),
+            regs: r,
+        });
         assert!(!m.features().smep);
         assert_eq!(m.cr4_allowed() & x86::Cr4::SMEP.bits(), 0);
     }

@@ -12,7 +12,7 @@
 //! An instruction that straddles a page boundary is decoded afresh each
 //! time it runs, from bytes fetched through both translations.
 
-use crate::exec::{self, Handler};
+use crate::exec::{self, fast, FastHandler, Handler};
 use crate::fault::Fault;
 use crate::mmu::{self, Access, AccessCtx};
 use crate::{events, Activity, Cpu, Ctx};
@@ -23,13 +23,64 @@ pub const MAX_BLOCK: usize = 32;
 const CACHE_SIZE: usize = 1 << 12;
 const NO_BLOCK: u64 = u64::MAX;
 
-/// One decoded instruction.
+/// One decoded instruction: the handler to run, the operands it needs in
+/// pre-resolved compact form, and iced's full decoding for the generic
+/// handlers.
 #[derive(Clone, Copy)]
 pub struct Decoded {
-    /// The decoded form.
+    /// What executes it.
+    pub exec: FastHandler,
+    /// The family handler (called by [`fast::call_generic`]).
+    pub generic: Handler,
+    /// RIP after the instruction.
+    pub next_ip: u64,
+    /// Immediate, branch target or memory displacement.
+    pub imm: u64,
+    /// Address-size mask of the compact memory operand.
+    pub amask: u64,
+    /// First register operand (GPR number) or condition code.
+    pub r0: u8,
+    /// Second register operand.
+    pub r1: u8,
+    /// Operand size in bytes.
+    pub size: u8,
+    /// Memory base register, or [`fast::NONE`].
+    pub mbase: u8,
+    /// Memory index register, or [`fast::NONE`].
+    pub mindex: u8,
+    /// log2 of the index scale.
+    pub mscale: u8,
+    /// Memory segment register number.
+    pub mseg: u8,
+    /// The full decoding.
     pub insn: Instruction,
-    /// Its handler.
-    pub handler: Handler,
+}
+
+impl Decoded {
+    /// Decodes the handler and compact operands of `insn`; the boolean
+    /// says whether the block ends after it.
+    pub fn new(insn: &Instruction) -> (Decoded, bool) {
+        let (generic, ends) = exec::select(insn);
+        let mut d = Decoded {
+            exec: fast::call_generic,
+            generic,
+            next_ip: insn.next_ip(),
+            imm: 0,
+            amask: u64::MAX,
+            r0: 0,
+            r1: 0,
+            size: 0,
+            mbase: fast::NONE,
+            mindex: fast::NONE,
+            mscale: 0,
+            mseg: 0,
+            insn: *insn,
+        };
+        if !ends && !fast::select(insn, &mut d) {
+            d.exec = fast::call_generic;
+        }
+        (d, ends)
+    }
 }
 
 /// A run of decoded instructions.
@@ -67,7 +118,11 @@ impl Cpu {
         if let Some(off) = self.tlb.lookup(la, Access::Fetch, user) {
             return Ok((la, Ok(off)));
         }
-        let ac = AccessCtx { access: Access::Fetch, user, implicit: false };
+        let ac = AccessCtx {
+            access: Access::Fetch,
+            user,
+            implicit: false,
+        };
         let pa = mmu::translate_fill(&self.regs, &mut self.tlb, ctx.mem, la, ac)?;
         Ok((la, ctx.mem.ram_offset(pa).ok_or(pa)))
     }
@@ -120,33 +175,40 @@ impl Cpu {
             self.step_uncached(ctx, la);
             return;
         };
-        let n = self.cache.blocks[idx].insns.len();
-        let limit = if one { 1 } else { n.min((end - self.icount).max(1) as usize) };
-        for i in 0..limit {
-            let d = self.cache.blocks[idx].insns[i];
+        // Borrow the block's instructions out of the cache while they run
+        // (handlers need `&mut self`); nothing decodes in between.
+        let insns = core::mem::take(&mut self.cache.blocks[idx].insns);
+        let n = insns.len();
+        let limit = if one {
+            1
+        } else {
+            n.min((end - self.icount).max(1) as usize)
+        };
+        for d in &insns[..limit] {
             if single && !self.debug_before(ctx, &d.insn) {
-                return;
+                break;
             }
             self.insn_rip = self.regs.rip;
-            self.next_rip = d.insn.next_ip();
-            match (d.handler)(self, ctx, &d.insn) {
+            self.next_rip = d.next_ip;
+            match (d.exec)(self, ctx, d) {
                 Ok(()) => {
                     self.regs.rip = self.next_rip;
                     self.icount += 1;
                 }
                 Err(f) => {
                     self.raise(ctx, f);
-                    return;
+                    break;
                 }
             }
             if single {
                 self.debug_after(ctx);
-                return;
+                break;
             }
             if self.events & events::STOP != 0 {
-                return;
+                break;
             }
         }
+        self.cache.blocks[idx].insns = insns;
     }
 
     /// Finds or decodes the block at RAM offset `off` (linear `la`).
@@ -155,7 +217,13 @@ impl Cpu {
         let i = BlockCache::index(phys);
         if self.cache.blocks.is_empty() {
             self.cache.blocks = (0..CACHE_SIZE)
-                .map(|_| Block { phys: NO_BLOCK, rip: 0, bitness: 0, gen: 0, insns: Vec::new() })
+                .map(|_| Block {
+                    phys: NO_BLOCK,
+                    rip: 0,
+                    bitness: 0,
+                    gen: 0,
+                    insns: Vec::new(),
+                })
                 .collect();
         }
         let gen = ctx.mem.page_gen(off);
@@ -189,8 +257,8 @@ impl Cpu {
             if insn.is_invalid() && dec.last_error() == iced_x86::DecoderError::NoMoreBytes {
                 break; // straddles the page end
             }
-            let (handler, ends) = exec::select(&insn);
-            block.insns.push(Decoded { insn, handler });
+            let (d, ends) = Decoded::new(&insn);
+            block.insns.push(d);
             if ends || insn.flow_control() != FlowControl::Next {
                 break;
             }
@@ -222,9 +290,15 @@ impl Cpu {
                     }
                     // Decode with what we have; a fault is only real if the
                     // instruction needs the missing bytes.
-                    let mut dec = Decoder::with_ip(self.bitness, &bytes[..n], self.regs.rip, DecoderOptions::NONE);
+                    let mut dec = Decoder::with_ip(
+                        self.bitness,
+                        &bytes[..n],
+                        self.regs.rip,
+                        DecoderOptions::NONE,
+                    );
                     let insn = dec.decode();
-                    if insn.is_invalid() && dec.last_error() == iced_x86::DecoderError::NoMoreBytes {
+                    if insn.is_invalid() && dec.last_error() == iced_x86::DecoderError::NoMoreBytes
+                    {
                         self.raise(ctx, f);
                         return;
                     }
@@ -233,15 +307,20 @@ impl Cpu {
             }
             n += 1;
         }
-        let mut dec = Decoder::with_ip(self.bitness, &bytes[..n], self.regs.rip, DecoderOptions::NONE);
+        let mut dec = Decoder::with_ip(
+            self.bitness,
+            &bytes[..n],
+            self.regs.rip,
+            DecoderOptions::NONE,
+        );
         let insn = dec.decode();
-        let (handler, _) = exec::select(&insn);
+        let (d, _) = Decoded::new(&insn);
         let single = self.needs_single_step();
         if single && !self.debug_before(ctx, &insn) {
             return;
         }
         self.next_rip = insn.next_ip();
-        match handler(self, ctx, &insn) {
+        match (d.exec)(self, ctx, &d) {
             Ok(()) => {
                 self.regs.rip = self.next_rip;
                 self.icount += 1;
@@ -254,7 +333,11 @@ impl Cpu {
     }
 
     fn fetch_byte(&mut self, ctx: &mut Ctx, la: u64) -> Result<u8, Fault> {
-        let ac = AccessCtx { access: Access::Fetch, user: self.cpl == 3, implicit: false };
+        let ac = AccessCtx {
+            access: Access::Fetch,
+            user: self.cpl == 3,
+            implicit: false,
+        };
         let pa = mmu::walk(&self.regs, ctx.mem, la, ac)?.pa;
         let mut b = [0u8];
         ctx.mem.read(pa, &mut b).map_err(|_| Fault::gp0())?;

@@ -21,11 +21,19 @@ pub struct Fault {
 impl Fault {
     /// An exception without error code.
     pub const fn new(vector: u8) -> Fault {
-        Fault { vector, error_code: None, cr2: None }
+        Fault {
+            vector,
+            error_code: None,
+            cr2: None,
+        }
     }
     /// An exception with an error code.
     pub const fn with_code(vector: u8, code: u32) -> Fault {
-        Fault { vector, error_code: Some(code), cr2: None }
+        Fault {
+            vector,
+            error_code: Some(code),
+            cr2: None,
+        }
     }
     /// #UD.
     pub const fn ud() -> Fault {
@@ -61,7 +69,11 @@ impl Fault {
     }
     /// #PF with its error code and faulting address.
     pub const fn pf(code: u32, addr: u64) -> Fault {
-        Fault { vector: vector::PF, error_code: Some(code), cr2: Some(addr) }
+        Fault {
+            vector: vector::PF,
+            error_code: Some(code),
+            cr2: Some(addr),
+        }
     }
     /// #AC(0).
     pub const fn ac() -> Fault {

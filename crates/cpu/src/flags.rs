@@ -50,7 +50,14 @@ pub struct LazyFlags {
 
 impl Default for LazyFlags {
     fn default() -> Self {
-        LazyFlags { op: FlagOp::None, size: 8, cf_in: false, a: 0, b: 0, res: 0 }
+        LazyFlags {
+            op: FlagOp::None,
+            size: 8,
+            cf_in: false,
+            a: 0,
+            b: 0,
+            res: 0,
+        }
     }
 }
 
@@ -136,7 +143,9 @@ impl LazyFlags {
             FlagOp::Add | FlagOp::Adc | FlagOp::Inc => {
                 (self.a ^ self.res) & (self.b ^ self.res) & s != 0
             }
-            FlagOp::Sub | FlagOp::Sbb | FlagOp::Dec => (self.a ^ self.b) & (self.a ^ self.res) & s != 0,
+            FlagOp::Sub | FlagOp::Sbb | FlagOp::Dec => {
+                (self.a ^ self.b) & (self.a ^ self.res) & s != 0
+            }
         }
     }
 
@@ -179,7 +188,14 @@ mod tests {
             FlagOp::Sbb => a.wrapping_sub(b).wrapping_sub(c),
             _ => a & b,
         } & m;
-        LazyFlags { op, size, cf_in, a: a & m, b: b & m, res }
+        LazyFlags {
+            op,
+            size,
+            cf_in,
+            a: a & m,
+            b: b & m,
+            res,
+        }
     }
 
     #[test]

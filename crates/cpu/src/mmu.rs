@@ -35,9 +35,15 @@ pub enum Access {
 pub const MAXPHYADDR: u32 = 40;
 const PHYS_MASK: u64 = ((1u64 << MAXPHYADDR) - 1) & !0xfff;
 
-const TLB_BITS: usize = 8;
+/// 16K entries per set: enough to cover 64 MiB of 4 KiB pages, the
+/// working set of the memory-stride benchmarks.
+const TLB_BITS: usize = 14;
 const TLB_SIZE: usize = 1 << TLB_BITS;
-const INVALID: u64 = 1;
+/// Tags carry a flush epoch in their low 12 bits, so a full flush is an
+/// increment; a real wipe happens only when the epoch wraps.
+const EPOCH_MASK: u64 = 0xfff;
+/// Never matches: page addresses have zero low bits and epochs start at 1.
+const INVALID: u64 = 0;
 
 /// One direct-mapped TLB set (one access kind, one privilege).
 #[derive(Clone)]
@@ -50,7 +56,10 @@ struct TlbSet {
 
 impl TlbSet {
     fn new() -> Self {
-        TlbSet { tag: Box::new([INVALID; TLB_SIZE]), off: Box::new([0; TLB_SIZE]) }
+        TlbSet {
+            tag: Box::new([INVALID; TLB_SIZE]),
+            off: Box::new([0; TLB_SIZE]),
+        }
     }
 }
 
@@ -58,6 +67,8 @@ impl TlbSet {
 #[derive(Clone)]
 pub struct Tlb {
     sets: [TlbSet; 6],
+    /// Current epoch (1..=EPOCH_MASK), or'ed into every valid tag.
+    epoch: u64,
     /// Some entry came from a large page: INVLPG must flush everything.
     large: bool,
     /// [`Memory::code_epoch`] when the write sets were last validated.
@@ -70,6 +81,7 @@ impl Default for Tlb {
     fn default() -> Self {
         Tlb {
             sets: core::array::from_fn(|_| TlbSet::new()),
+            epoch: 1,
             large: false,
             code_epoch: 0,
             disabled: false,
@@ -83,7 +95,7 @@ impl Tlb {
     pub fn lookup(&self, la: u64, access: Access, user: bool) -> Option<usize> {
         let set = &self.sets[access as usize * 2 + user as usize];
         let i = ((la >> 12) as usize) & (TLB_SIZE - 1);
-        if set.tag[i] == la & !0xfff {
+        if set.tag[i] == (la & !0xfff) | self.epoch {
             Some((set.off[i] + (la & 0xfff)) as usize)
         } else {
             None
@@ -96,22 +108,29 @@ impl Tlb {
         }
         let set = &mut self.sets[access as usize * 2 + user as usize];
         let i = ((la >> 12) as usize) & (TLB_SIZE - 1);
-        set.tag[i] = la & !0xfff;
+        set.tag[i] = (la & !0xfff) | self.epoch;
         set.off[i] = frame_off;
     }
 
     /// Drops every entry.
     pub fn flush_all(&mut self) {
-        for s in &mut self.sets {
-            s.tag.fill(INVALID);
+        self.epoch += 1;
+        if self.epoch > EPOCH_MASK {
+            for s in &mut self.sets {
+                s.tag.fill(INVALID);
+            }
+            self.epoch = 1;
         }
         self.large = false;
     }
 
     /// Drops the write entries (a page became a code page somewhere).
     pub fn flush_writes(&mut self) {
-        self.sets[2].tag.fill(INVALID);
-        self.sets[3].tag.fill(INVALID);
+        // Rare (once per newly decoded page): a full flush is simpler than
+        // a per-set epoch and costs the same increment.
+        let large = self.large;
+        self.flush_all();
+        self.large = large;
     }
 
     /// INVLPG: drops the translation of one page (all of them when large
@@ -123,7 +142,7 @@ impl Tlb {
         }
         let i = ((la >> 12) as usize) & (TLB_SIZE - 1);
         for s in &mut self.sets {
-            if s.tag[i] == la & !0xfff {
+            if s.tag[i] == (la & !0xfff) | self.epoch {
                 s.tag[i] = INVALID;
             }
         }
@@ -158,7 +177,11 @@ pub struct AccessCtx {
 pub fn walk(regs: &Regs, mem: &mut Memory, la: u64, ac: AccessCtx) -> Result<Translation, Fault> {
     let cr0 = regs.cr0;
     if cr0 & Cr0::PG.bits() == 0 {
-        return Ok(Translation { pa: la & 0xffff_ffff, large: false, user_page: true });
+        return Ok(Translation {
+            pa: la & 0xffff_ffff,
+            large: false,
+            user_page: true,
+        });
     }
     let cr4 = regs.cr4;
     let nxe = regs.efer & Efer::NXE.bits() != 0;
@@ -193,7 +216,11 @@ pub fn walk(regs: &Regs, mem: &mut Memory, la: u64, ac: AccessCtx) -> Result<Tra
         // A paging structure outside RAM reads as all ones, which is not
         // present on real hardware only for unimplemented addresses; we
         // report it as a reserved-bit fault rather than touch MMIO.
-        let r = if wide { mem.read_u64(addr) } else { mem.read_u32(addr).map(u64::from) };
+        let r = if wide {
+            mem.read_u64(addr)
+        } else {
+            mem.read_u32(addr).map(u64::from)
+        };
         r.map_err(|_| Fault::pf(ec | pf::RSVD | pf::P, la))
     };
 
@@ -330,8 +357,21 @@ pub fn walk(regs: &Regs, mem: &mut Memory, la: u64, ac: AccessCtx) -> Result<Tra
     for &(addr, wide) in &visited[..nvisited] {
         set_bits(mem, addr, wide, paging::A);
     }
-    set_bits(mem, leaf_addr, leaf_is_64, if write { paging::A | paging::D } else { paging::A });
-    Ok(Translation { pa, large, user_page: us })
+    set_bits(
+        mem,
+        leaf_addr,
+        leaf_is_64,
+        if write {
+            paging::A | paging::D
+        } else {
+            paging::A
+        },
+    );
+    Ok(Translation {
+        pa,
+        large,
+        user_page: us,
+    })
 }
 
 fn set_bits(mem: &mut Memory, addr: u64, wide: bool, bits: u64) {

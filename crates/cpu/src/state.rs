@@ -223,10 +223,26 @@ impl Regs {
             rflags: Rflags::FIXED1.bits(),
             lf: LazyFlags::default(),
             seg,
-            ldtr: Segment { selector: 0, base: 0, limit: 0xffff, ar: ar::P | x86::seg::sys::LDT },
-            tr: Segment { selector: 0, base: 0, limit: 0xffff, ar: ar::P | x86::seg::sys::TSS_BUSY },
-            gdtr: DescTable { base: 0, limit: 0xffff },
-            idtr: DescTable { base: 0, limit: 0xffff },
+            ldtr: Segment {
+                selector: 0,
+                base: 0,
+                limit: 0xffff,
+                ar: ar::P | x86::seg::sys::LDT,
+            },
+            tr: Segment {
+                selector: 0,
+                base: 0,
+                limit: 0xffff,
+                ar: ar::P | x86::seg::sys::TSS_BUSY,
+            },
+            gdtr: DescTable {
+                base: 0,
+                limit: 0xffff,
+            },
+            idtr: DescTable {
+                base: 0,
+                limit: 0xffff,
+            },
             cr0: (Cr0::ET | Cr0::CD | Cr0::NW).bits(),
             cr2: 0,
             cr3: 0,
@@ -235,7 +251,11 @@ impl Regs {
             xcr0: 1,
             pkru: 0,
             dr,
-            msr: MsrState { pat: 0x0007_0406_0007_0406, misc_enable: 1, ..Default::default() },
+            msr: MsrState {
+                pat: 0x0007_0406_0007_0406,
+                misc_enable: 1,
+                ..Default::default()
+            },
             fpu: FpuState::default(),
         }
     }
@@ -335,13 +355,27 @@ impl Regs {
     /// Records a lazily evaluated flag-producing operation.
     #[inline(always)]
     pub fn set_lazy(&mut self, op: FlagOp, size: u8, a: u64, b: u64, res: u64) {
-        self.lf = LazyFlags { op, size, cf_in: false, a, b, res };
+        self.lf = LazyFlags {
+            op,
+            size,
+            cf_in: false,
+            a,
+            b,
+            res,
+        };
     }
 
     /// Records ADC/SBB or INC/DEC, which need a carry-in.
     #[inline(always)]
     pub fn set_lazy_c(&mut self, op: FlagOp, size: u8, a: u64, b: u64, res: u64, c: bool) {
-        self.lf = LazyFlags { op, size, cf_in: c, a, b, res };
+        self.lf = LazyFlags {
+            op,
+            size,
+            cf_in: c,
+            a,
+            b,
+            res,
+        };
     }
 
     /// Evaluates condition code `cc` (the low nibble of Jcc/SETcc/CMOVcc).

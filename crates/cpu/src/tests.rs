@@ -64,7 +64,9 @@ fn self_modifying_store_is_seen() {
     // c6 05 01 00 00 00 05 : mov byte [rip+1], 5   (rip+1 = imm byte of next insn)
     // b8 01 00 00 00       : mov eax, 1
     // f4
-    let code = [0xc6, 0x05, 0x01, 0x00, 0x00, 0x00, 0x05, 0xb8, 0x01, 0x00, 0x00, 0x00, 0xf4];
+    let code = [
+        0xc6, 0x05, 0x01, 0x00, 0x00, 0x00, 0x05, 0xb8, 0x01, 0x00, 0x00, 0x00, 0xf4,
+    ];
     let mut m = Machine::long64(&code);
     // Run once to decode everything, then reset RIP and run again with the
     // patched page still cached.

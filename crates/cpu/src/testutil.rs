@@ -32,7 +32,11 @@ impl Machine {
     fn new(code: &[u8]) -> Machine {
         let mut mem = Memory::new(4 << 20).expect("4 MiB of RAM");
         mem.write(CODE, code).expect("code fits");
-        Machine { cpu: Cpu::new(0, CpuidModel::turtles_max()), mem, bus: NullBus::default() }
+        Machine {
+            cpu: Cpu::new(0, CpuidModel::turtles_max()),
+            mem,
+            bus: NullBus::default(),
+        }
     }
 
     /// 64-bit mode, CPL 0, identity-mapped paging.
@@ -49,9 +53,19 @@ impl Machine {
         r.cr4 = (Cr4::PAE | Cr4::OSFXSR | Cr4::OSXMMEXCPT).bits();
         r.cr3 = PML4;
         r.efer = (Efer::LME | Efer::LMA | Efer::NXE | Efer::SCE).bits();
-        let data = Segment { selector: 0x10, base: 0, limit: 0xffff_ffff, ar: ar::P | ar::S | ar::RW | ar::ACCESSED | ar::DB | ar::G };
+        let data = Segment {
+            selector: 0x10,
+            base: 0,
+            limit: 0xffff_ffff,
+            ar: ar::P | ar::S | ar::RW | ar::ACCESSED | ar::DB | ar::G,
+        };
         r.seg = [data; 6];
-        r.seg[sreg::CS] = Segment { selector: 0x8, base: 0, limit: 0xffff_ffff, ar: ar::P | ar::S | ar::CODE | ar::RW | ar::ACCESSED | ar::L | ar::G };
+        r.seg[sreg::CS] = Segment {
+            selector: 0x8,
+            base: 0,
+            limit: 0xffff_ffff,
+            ar: ar::P | ar::S | ar::CODE | ar::RW | ar::ACCESSED | ar::L | ar::G,
+        };
         r.rip = CODE;
         r.gpr[4] = STACK;
         m.cpu.state_changed();
@@ -63,9 +77,19 @@ impl Machine {
         let mut m = Machine::new(code);
         let r = &mut m.cpu.regs;
         r.cr0 = (Cr0::PE | Cr0::ET | Cr0::NE).bits();
-        let data = Segment { selector: 0x10, base: 0, limit: 0xffff_ffff, ar: ar::P | ar::S | ar::RW | ar::ACCESSED | ar::DB | ar::G };
+        let data = Segment {
+            selector: 0x10,
+            base: 0,
+            limit: 0xffff_ffff,
+            ar: ar::P | ar::S | ar::RW | ar::ACCESSED | ar::DB | ar::G,
+        };
         r.seg = [data; 6];
-        r.seg[sreg::CS] = Segment { selector: 0x8, base: 0, limit: 0xffff_ffff, ar: ar::P | ar::S | ar::CODE | ar::RW | ar::ACCESSED | ar::DB | ar::G };
+        r.seg[sreg::CS] = Segment {
+            selector: 0x8,
+            base: 0,
+            limit: 0xffff_ffff,
+            ar: ar::P | ar::S | ar::CODE | ar::RW | ar::ACCESSED | ar::DB | ar::G,
+        };
         r.rip = CODE;
         r.gpr[4] = STACK;
         m.cpu.state_changed();
@@ -86,13 +110,19 @@ impl Machine {
 
     /// Runs until HLT, shutdown, or 1e6 instructions.
     pub fn run(&mut self) -> RunExit {
-        self.cpu.run(&mut self.mem, &mut self.bus as &mut dyn Bus, 1_000_000)
+        self.cpu
+            .run(&mut self.mem, &mut self.bus as &mut dyn Bus, 1_000_000)
     }
 
     /// Runs and asserts the CPU halted normally.
     pub fn run_to_hlt(&mut self) -> &mut Self {
         let e = self.run();
-        assert_eq!(e, RunExit::Halted, "expected HLT, got {e:?} at rip {:#x}", self.cpu.regs.rip);
+        assert_eq!(
+            e,
+            RunExit::Halted,
+            "expected HLT, got {e:?} at rip {:#x}",
+            self.cpu.regs.rip
+        );
         self
     }
 

@@ -126,7 +126,11 @@ fn incdec(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction, dec: bool) -> Result
     } else {
         (None, cpu.reg(insn.op0_register()))
     };
-    let r = if dec { a.wrapping_sub(1) } else { a.wrapping_add(1) } & m;
+    let r = if dec {
+        a.wrapping_sub(1)
+    } else {
+        a.wrapping_add(1)
+    } & m;
     let op = if dec { FlagOp::Dec } else { FlagOp::Inc };
     match la {
         Some(la) => cpu.write_lin(ctx, la, size, r)?,
@@ -182,13 +186,20 @@ fn not(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
 
 /// Handler for an ALU mnemonic.
 pub fn select(m: Mnemonic, insn: &Instruction) -> Option<crate::exec::Handler> {
-    let rr = insn.op_count() == 2 && insn.op0_kind() == OpKind::Register && insn.op1_kind() == OpKind::Register;
+    let rr = insn.op_count() == 2
+        && insn.op0_kind() == OpKind::Register
+        && insn.op1_kind() == OpKind::Register;
     let ri = insn.op_count() == 2
         && insn.op0_kind() == OpKind::Register
         && matches!(
             insn.op1_kind(),
-            OpKind::Immediate8 | OpKind::Immediate16 | OpKind::Immediate32 | OpKind::Immediate8to16
-                | OpKind::Immediate8to32 | OpKind::Immediate8to64 | OpKind::Immediate32to64
+            OpKind::Immediate8
+                | OpKind::Immediate16
+                | OpKind::Immediate32
+                | OpKind::Immediate8to16
+                | OpKind::Immediate8to32
+                | OpKind::Immediate8to64
+                | OpKind::Immediate32to64
         );
     macro_rules! pick {
         ($g:ident, $rr:ident, $ri:ident) => {

@@ -45,12 +45,21 @@ fn count_reg(insn: &Instruction) -> u8 {
             // LOOP uses the address size; iced encodes it in the code.
             use iced_x86::Code;
             match insn.code() {
-                Code::Loop_rel8_16_CX | Code::Loop_rel8_32_CX
-                | Code::Loope_rel8_16_CX | Code::Loope_rel8_32_CX
-                | Code::Loopne_rel8_16_CX | Code::Loopne_rel8_32_CX => 2,
-                Code::Loop_rel8_16_ECX | Code::Loop_rel8_32_ECX | Code::Loop_rel8_64_ECX
-                | Code::Loope_rel8_16_ECX | Code::Loope_rel8_32_ECX | Code::Loope_rel8_64_ECX
-                | Code::Loopne_rel8_16_ECX | Code::Loopne_rel8_32_ECX | Code::Loopne_rel8_64_ECX => 4,
+                Code::Loop_rel8_16_CX
+                | Code::Loop_rel8_32_CX
+                | Code::Loope_rel8_16_CX
+                | Code::Loope_rel8_32_CX
+                | Code::Loopne_rel8_16_CX
+                | Code::Loopne_rel8_32_CX => 2,
+                Code::Loop_rel8_16_ECX
+                | Code::Loop_rel8_32_ECX
+                | Code::Loop_rel8_64_ECX
+                | Code::Loope_rel8_16_ECX
+                | Code::Loope_rel8_32_ECX
+                | Code::Loope_rel8_64_ECX
+                | Code::Loopne_rel8_16_ECX
+                | Code::Loopne_rel8_32_ECX
+                | Code::Loopne_rel8_64_ECX => 4,
                 _ => 8,
             }
         }
@@ -104,21 +113,41 @@ fn ret(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     };
     let t = cpu.peek(ctx, 0, size)?;
     cpu.branch(t, size)?;
-    let extra = if insn.op_count() > 0 { insn.immediate16() as i64 } else { 0 };
+    let extra = if insn.op_count() > 0 {
+        insn.immediate16() as i64
+    } else {
+        0
+    };
     cpu.adjust_rsp(size as i64 + extra);
     Ok(())
 }
 
 /// Handler for a near control-transfer mnemonic.
 pub fn select(m: Mnemonic, insn: &Instruction) -> Option<crate::exec::Handler> {
-    let near = matches!(insn.op0_kind(), OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64);
+    let near = matches!(
+        insn.op0_kind(),
+        OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
+    );
     let indirect = matches!(insn.op0_kind(), OpKind::Register | OpKind::Memory);
     Some(match m {
         Mnemonic::Jmp if near => jmp_rel,
         Mnemonic::Jmp if indirect && !insn.is_jmp_far_indirect() => jmp_ind,
-        Mnemonic::Jo | Mnemonic::Jno | Mnemonic::Jb | Mnemonic::Jae | Mnemonic::Je | Mnemonic::Jne
-        | Mnemonic::Jbe | Mnemonic::Ja | Mnemonic::Js | Mnemonic::Jns | Mnemonic::Jp | Mnemonic::Jnp
-        | Mnemonic::Jl | Mnemonic::Jge | Mnemonic::Jle | Mnemonic::Jg => jcc,
+        Mnemonic::Jo
+        | Mnemonic::Jno
+        | Mnemonic::Jb
+        | Mnemonic::Jae
+        | Mnemonic::Je
+        | Mnemonic::Jne
+        | Mnemonic::Jbe
+        | Mnemonic::Ja
+        | Mnemonic::Js
+        | Mnemonic::Jns
+        | Mnemonic::Jp
+        | Mnemonic::Jnp
+        | Mnemonic::Jl
+        | Mnemonic::Jge
+        | Mnemonic::Jle
+        | Mnemonic::Jg => jcc,
         Mnemonic::Jcxz | Mnemonic::Jecxz | Mnemonic::Jrcxz => jrcxz,
         Mnemonic::Loop | Mnemonic::Loope | Mnemonic::Loopne => loop_,
         Mnemonic::Call if near => call_rel,

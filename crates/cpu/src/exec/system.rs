@@ -276,7 +276,8 @@ fn popf(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     let old = cpu.regs.rflags();
     // Which bits POPF may change depends on CPL and IOPL (SDM vol. 2,
     // "POPF", table "Effect of POPF/POPFD on the EFLAGS Register").
-    let mut writable = (Rflags::STATUS | Rflags::TF | Rflags::DF | Rflags::NT | Rflags::AC | Rflags::ID).bits();
+    let mut writable =
+        (Rflags::STATUS | Rflags::TF | Rflags::DF | Rflags::NT | Rflags::AC | Rflags::ID).bits();
     if cpu.mode == Mode::Real || cpu.cpl == 0 {
         writable |= (Rflags::IF | Rflags::IOPL).bits();
     } else if cpu.cpl <= cpu.iopl() {
@@ -382,7 +383,11 @@ impl Cpu {
         let lma = self.regs.efer & Efer::LMA.bits() != 0;
         match n {
             0 => {
-                let v = if self.bitness == 64 { v } else { v & 0xffff_ffff };
+                let v = if self.bitness == 64 {
+                    v
+                } else {
+                    v & 0xffff_ffff
+                };
                 if v >> 32 != 0 {
                     return Err(Fault::gp0());
                 }
@@ -395,7 +400,9 @@ impl Cpu {
                 let mut efer = self.regs.efer;
                 if pg && !was_pg && efer & Efer::LME.bits() != 0 {
                     // Activating IA-32e mode needs PAE and a non-64-bit CS.
-                    if self.regs.cr4 & Cr4::PAE.bits() == 0 || self.regs.seg[sreg::CS].ar & ar::L != 0 {
+                    if self.regs.cr4 & Cr4::PAE.bits() == 0
+                        || self.regs.seg[sreg::CS].ar & ar::L != 0
+                    {
                         return Err(Fault::gp0());
                     }
                     efer |= Efer::LMA.bits();
@@ -441,7 +448,10 @@ impl Cpu {
                 if lma && (v ^ self.regs.cr4) & Cr4::LA57.bits() != 0 {
                     return Err(Fault::gp0());
                 }
-                if v & Cr4::PCIDE.bits() != 0 && self.regs.cr4 & Cr4::PCIDE.bits() == 0 && (!lma || self.regs.cr3 & 0xfff != 0) {
+                if v & Cr4::PCIDE.bits() != 0
+                    && self.regs.cr4 & Cr4::PCIDE.bits() == 0
+                    && (!lma || self.regs.cr3 & 0xfff != 0)
+                {
                     return Err(Fault::gp0());
                 }
                 self.regs.cr4 = v;
@@ -532,7 +542,9 @@ fn lgdt_lidt(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fau
     } else {
         let b = cpu.read_mem(ctx, seg, off.wrapping_add(2), 4)?;
         // A 16-bit operand size loads only 24 bits of base.
-        if insn.code() == iced_x86::Code::Lgdt_m1632_16 || insn.code() == iced_x86::Code::Lidt_m1632_16 {
+        if insn.code() == iced_x86::Code::Lgdt_m1632_16
+            || insn.code() == iced_x86::Code::Lidt_m1632_16
+        {
             b & 0xff_ffff
         } else {
             b
@@ -552,7 +564,11 @@ fn lgdt_lidt(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fau
 
 fn sgdt_sidt(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     umip_check(cpu)?;
-    let t = if insn.mnemonic() == Mnemonic::Sgdt { cpu.regs.gdtr } else { cpu.regs.idtr };
+    let t = if insn.mnemonic() == Mnemonic::Sgdt {
+        cpu.regs.gdtr
+    } else {
+        cpu.regs.idtr
+    };
     let seg = cpu.mem_seg(insn);
     let off = cpu.ea(insn);
     let bsize = if cpu.bitness == 64 { 8 } else { 4 };
@@ -569,7 +585,12 @@ fn lldt(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     cpu.require_cpl0()?;
     let sel = cpu.read_op(ctx, insn, 0)? as u16;
     if sel & !3 == 0 {
-        cpu.regs.ldtr = crate::Segment { selector: sel, base: 0, limit: 0, ar: ar::UNUSABLE };
+        cpu.regs.ldtr = crate::Segment {
+            selector: sel,
+            base: 0,
+            limit: 0,
+            ar: ar::UNUSABLE,
+        };
         return Ok(());
     }
     if sel & 4 != 0 {
@@ -587,7 +608,12 @@ fn lldt(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
         let hi = cpu.read_descriptor_high(ctx, sel, &d)?;
         base |= (hi & 0xffff_ffff) << 32;
     }
-    cpu.regs.ldtr = crate::Segment { selector: sel, base, limit: d.desc.limit, ar: d.desc.ar };
+    cpu.regs.ldtr = crate::Segment {
+        selector: sel,
+        base,
+        limit: d.desc.limit,
+        ar: d.desc.ar,
+    };
     Ok(())
 }
 
@@ -622,7 +648,12 @@ fn ltr(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     // Mark the descriptor busy.
     let b = (d.raw >> 40) as u8 | 2;
     cpu.write_sys(ctx, d.la + 5, 1, u64::from(b))?;
-    cpu.regs.tr = crate::Segment { selector: sel, base, limit: d.desc.limit, ar: d.desc.ar | 2 };
+    cpu.regs.tr = crate::Segment {
+        selector: sel,
+        base,
+        limit: d.desc.limit,
+        ar: d.desc.ar | 2,
+    };
     Ok(())
 }
 
@@ -631,7 +662,11 @@ fn sldt_str(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Faul
         return Err(Fault::ud());
     }
     umip_check(cpu)?;
-    let sel = if insn.mnemonic() == Mnemonic::Sldt { cpu.regs.ldtr.selector } else { cpu.regs.tr.selector };
+    let sel = if insn.mnemonic() == Mnemonic::Sldt {
+        cpu.regs.ldtr.selector
+    } else {
+        cpu.regs.tr.selector
+    };
     cpu.write_op(ctx, insn, 0, u64::from(sel))
 }
 
@@ -641,7 +676,11 @@ fn desc_query(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fa
         return Err(Fault::ud());
     }
     let m = insn.mnemonic();
-    let src = if matches!(m, Mnemonic::Verr | Mnemonic::Verw) { 0 } else { 1 };
+    let src = if matches!(m, Mnemonic::Verr | Mnemonic::Verw) {
+        0
+    } else {
+        1
+    };
     let sel = cpu.read_op(ctx, insn, src)? as u16;
     let mut ok = false;
     let mut value = 0u64;
@@ -655,7 +694,9 @@ fn desc_query(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fa
             let sys_ok = |t: u32, lar: bool| match t {
                 sys::LDT | sys::TSS_AVAIL | sys::TSS_BUSY => true,
                 sys::CALL => lar,
-                sys::TSS16_AVAIL | sys::TSS16_BUSY | sys::CALL16 | sys::TASK => !lma && (lar || t != sys::CALL16 && t != sys::TASK),
+                sys::TSS16_AVAIL | sys::TSS16_BUSY | sys::CALL16 | sys::TASK => {
+                    !lma && (lar || t != sys::CALL16 && t != sys::TASK)
+                }
                 _ => false,
             };
             match m {
@@ -668,7 +709,9 @@ fn desc_query(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fa
                     value = u64::from(desc.limit);
                 }
                 Mnemonic::Verr => {
-                    ok = desc.is_code_data() && priv_ok && (!desc.is_code() || desc.ar & ar::RW != 0);
+                    ok = desc.is_code_data()
+                        && priv_ok
+                        && (!desc.is_code() || desc.ar & ar::RW != 0);
                 }
                 _ => {
                     ok = desc.is_code_data() && priv_ok && !desc.is_code() && desc.ar & ar::RW != 0;
@@ -709,7 +752,11 @@ fn invlpg(cpu: &mut Cpu, _: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     let off = cpu.ea(insn);
     let seg = &cpu.regs.seg[cpu.mem_seg(insn)];
     let la = if cpu.mode == Mode::Long {
-        if cpu.mem_seg(insn) >= sreg::FS { seg.base.wrapping_add(off) } else { off }
+        if cpu.mem_seg(insn) >= sreg::FS {
+            seg.base.wrapping_add(off)
+        } else {
+            off
+        }
     } else {
         seg.base.wrapping_add(off) & 0xffff_ffff
     };
@@ -772,7 +819,11 @@ fn fsgsbase(cpu: &mut Cpu, _: &mut Ctx, insn: &Instruction) -> Result<(), Fault>
             if !cpu.canonical(v) {
                 return Err(Fault::gp0());
             }
-            let s = if m == Mnemonic::Wrfsbase { sreg::FS } else { sreg::GS };
+            let s = if m == Mnemonic::Wrfsbase {
+                sreg::FS
+            } else {
+                sreg::GS
+            };
             cpu.regs.seg[s].base = v;
         }
     }
@@ -781,7 +832,11 @@ fn fsgsbase(cpu: &mut Cpu, _: &mut Ctx, insn: &Instruction) -> Result<(), Fault>
 
 fn rdrand(cpu: &mut Cpu, _: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     let f = cpu.cpuid.features();
-    let ok = if insn.mnemonic() == Mnemonic::Rdrand { f.rdrand } else { f.rdseed };
+    let ok = if insn.mnemonic() == Mnemonic::Rdrand {
+        f.rdrand
+    } else {
+        f.rdseed
+    };
     if !ok {
         return Err(Fault::ud());
     }
@@ -847,9 +902,11 @@ impl Cpu {
 pub fn select(m: Mnemonic, insn: &Instruction) -> Option<crate::exec::Handler> {
     let k0 = insn.op0_kind();
     let sreg0 = k0 == OpKind::Register && insn.op0_register().is_segment_register();
-    let special = |n: u32| insn.op_kind(n) == OpKind::Register && {
-        let r = insn.op_register(n);
-        r.is_cr() || r.is_dr()
+    let special = |n: u32| {
+        insn.op_kind(n) == OpKind::Register && {
+            let r = insn.op_register(n);
+            r.is_cr() || r.is_dr()
+        }
     };
     if let Some(h) = super::far::select(m, insn) {
         return Some(h);
@@ -882,7 +939,9 @@ pub fn select(m: Mnemonic, insn: &Instruction) -> Option<crate::exec::Handler> {
             }
         }
         Mnemonic::Mov => mov_sreg,
-        Mnemonic::Lds | Mnemonic::Les | Mnemonic::Lfs | Mnemonic::Lgs | Mnemonic::Lss => load_far_ptr,
+        Mnemonic::Lds | Mnemonic::Les | Mnemonic::Lfs | Mnemonic::Lgs | Mnemonic::Lss => {
+            load_far_ptr
+        }
         Mnemonic::Clts => clts,
         Mnemonic::Lmsw => lmsw,
         Mnemonic::Smsw => smsw,
@@ -898,7 +957,9 @@ pub fn select(m: Mnemonic, insn: &Instruction) -> Option<crate::exec::Handler> {
         Mnemonic::Wbinvd | Mnemonic::Invd | Mnemonic::Wbnoinvd => wbinvd,
         Mnemonic::Clflush | Mnemonic::Clflushopt | Mnemonic::Clwb => clflush,
         Mnemonic::Swapgs => swapgs,
-        Mnemonic::Rdfsbase | Mnemonic::Rdgsbase | Mnemonic::Wrfsbase | Mnemonic::Wrgsbase => fsgsbase,
+        Mnemonic::Rdfsbase | Mnemonic::Rdgsbase | Mnemonic::Wrfsbase | Mnemonic::Wrgsbase => {
+            fsgsbase
+        }
         Mnemonic::Rdrand | Mnemonic::Rdseed => rdrand,
         Mnemonic::Rdpkru | Mnemonic::Wrpkru => pkru,
         Mnemonic::Stac | Mnemonic::Clac => stac_clac,

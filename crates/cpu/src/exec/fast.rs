@@ -1,0 +1,394 @@
+//! Pre-resolved handlers for the instruction forms that dominate compiled
+//! code: ALU register/register and register/immediate, MOV between
+//! registers, immediates and simple memory operands, INC/DEC, Jcc and JMP.
+//!
+//! At decode time their operands are resolved into [`Decoded`]'s compact
+//! fields (register numbers, operand size, immediate, a simple memory
+//! operand), so executing them is a few loads and stores instead of a walk
+//! through iced's operand accessors. Operand size is a const generic, so
+//! each size is its own straight-line function. Everything else goes
+//! through [`call_generic`], which hands the full iced instruction to the
+//! family handler chosen by [`super::select`].
+
+use crate::decode::Decoded;
+use crate::fault::Fault;
+use crate::flags::{size_mask, FlagOp};
+use crate::{Cpu, Ctx};
+use iced_x86::{Instruction, Mnemonic, OpKind, Register};
+
+/// Executes an instruction through its family's generic handler.
+pub fn call_generic(cpu: &mut Cpu, ctx: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
+    (d.generic)(cpu, ctx, &d.insn)
+}
+
+/// ALU operation codes for the const-generic handlers.
+mod op {
+    pub const ADD: u8 = 0;
+    pub const SUB: u8 = 1;
+    pub const AND: u8 = 2;
+    pub const OR: u8 = 3;
+    pub const XOR: u8 = 4;
+    pub const CMP: u8 = 5;
+    pub const TEST: u8 = 6;
+}
+
+#[inline(always)]
+fn alu<const OP: u8, const S: u8>(cpu: &mut Cpu, a: u64, b: u64) -> u64 {
+    let m = size_mask(S);
+    let (a, b) = (a & m, b & m);
+    let (r, fop) = match OP {
+        op::ADD => (a.wrapping_add(b) & m, FlagOp::Add),
+        op::SUB | op::CMP => (a.wrapping_sub(b) & m, FlagOp::Sub),
+        op::AND | op::TEST => (a & b, FlagOp::Logic),
+        op::OR => (a | b, FlagOp::Logic),
+        _ => (a ^ b, FlagOp::Logic),
+    };
+    cpu.regs.set_lazy(fop, S, a, b, r);
+    r
+}
+
+/// Writes a GPR with x86 width semantics (no high-byte registers here).
+#[inline(always)]
+fn put<const S: u8>(cpu: &mut Cpu, idx: u8, v: u64) {
+    let slot = &mut cpu.regs.gpr[(idx & 15) as usize];
+    *slot = match S {
+        8 => v,
+        4 => v & 0xffff_ffff,
+        _ => (*slot & !size_mask(S)) | (v & size_mask(S)),
+    };
+}
+
+#[inline(always)]
+fn get(cpu: &Cpu, idx: u8) -> u64 {
+    cpu.regs.gpr[(idx & 15) as usize]
+}
+
+fn alu_rr<const OP: u8, const S: u8>(cpu: &mut Cpu, _: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
+    let r = alu::<OP, S>(cpu, get(cpu, d.r0), get(cpu, d.r1));
+    if OP != op::CMP && OP != op::TEST {
+        put::<S>(cpu, d.r0, r);
+    }
+    Ok(())
+}
+
+fn alu_ri<const OP: u8, const S: u8>(cpu: &mut Cpu, _: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
+    let r = alu::<OP, S>(cpu, get(cpu, d.r0), d.imm);
+    if OP != op::CMP && OP != op::TEST {
+        put::<S>(cpu, d.r0, r);
+    }
+    Ok(())
+}
+
+fn incdec_r<const DEC: bool, const S: u8>(
+    cpu: &mut Cpu,
+    _: &mut Ctx,
+    d: &Decoded,
+) -> Result<(), Fault> {
+    let m = size_mask(S);
+    let cf = cpu.regs.cf();
+    let a = get(cpu, d.r0) & m;
+    let r = if DEC {
+        a.wrapping_sub(1)
+    } else {
+        a.wrapping_add(1)
+    } & m;
+    put::<S>(cpu, d.r0, r);
+    cpu.regs
+        .set_lazy_c(if DEC { FlagOp::Dec } else { FlagOp::Inc }, S, a, 1, r, cf);
+    Ok(())
+}
+
+fn mov_rr<const S: u8>(cpu: &mut Cpu, _: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
+    let v = get(cpu, d.r1);
+    put::<S>(cpu, d.r0, v);
+    Ok(())
+}
+
+fn mov_ri<const S: u8>(cpu: &mut Cpu, _: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
+    put::<S>(cpu, d.r0, d.imm);
+    Ok(())
+}
+
+/// Effective address of the compact memory operand.
+#[inline(always)]
+fn ea(cpu: &Cpu, d: &Decoded) -> u64 {
+    let mut a = d.imm;
+    if d.mbase != NONE {
+        a = a.wrapping_add(get(cpu, d.mbase));
+    }
+    if d.mindex != NONE {
+        a = a.wrapping_add(get(cpu, d.mindex) << d.mscale);
+    }
+    a & d.amask
+}
+
+fn mov_rm<const S: u8>(cpu: &mut Cpu, ctx: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
+    let off = ea(cpu, d);
+    let v = cpu.read_mem(ctx, d.mseg as usize, off, S)?;
+    put::<S>(cpu, d.r0, v);
+    Ok(())
+}
+
+fn mov_mr<const S: u8>(cpu: &mut Cpu, ctx: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
+    let off = ea(cpu, d);
+    let v = get(cpu, d.r1);
+    cpu.write_mem(ctx, d.mseg as usize, off, S, v)
+}
+
+fn jcc(cpu: &mut Cpu, _: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
+    if cpu.regs.cond(d.r0) {
+        cpu.branch(d.imm, d.size)?;
+    }
+    Ok(())
+}
+
+fn jmp(cpu: &mut Cpu, _: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
+    cpu.branch(d.imm, d.size)
+}
+
+/// "No register" in the compact form.
+pub const NONE: u8 = 0xff;
+
+fn gpr_plain(r: Register) -> Option<(u8, u8)> {
+    let g = super::gpr_ref(r)?;
+    if g.high8 {
+        return None;
+    }
+    Some((g.idx, g.size))
+}
+
+/// Fills the compact fields and picks a fast handler when the form has
+/// one; `None` means the generic path.
+pub fn select(insn: &Instruction, d: &mut Decoded) -> bool {
+    let m = insn.mnemonic();
+    let k0 = insn.op0_kind();
+    let k1 = if insn.op_count() > 1 {
+        insn.op1_kind()
+    } else {
+        OpKind::Register
+    };
+    if insn.has_lock_prefix() || insn.has_rep_prefix() || insn.has_repne_prefix() {
+        return false;
+    }
+    macro_rules! by_size {
+        ($f:ident, $s:expr $(, $c:expr)*) => {
+            match $s {
+                8 => $f::<$($c,)* 8>,
+                4 => $f::<$($c,)* 4>,
+                2 => $f::<$($c,)* 2>,
+                _ => $f::<$($c,)* 1>,
+            }
+        };
+    }
+    let imm_kind = matches!(
+        k1,
+        OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate64
+            | OpKind::Immediate8to16
+            | OpKind::Immediate8to32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32to64
+    );
+    let alu_op = match m {
+        Mnemonic::Add => Some(op::ADD),
+        Mnemonic::Sub => Some(op::SUB),
+        Mnemonic::And => Some(op::AND),
+        Mnemonic::Or => Some(op::OR),
+        Mnemonic::Xor => Some(op::XOR),
+        Mnemonic::Cmp => Some(op::CMP),
+        Mnemonic::Test => Some(op::TEST),
+        _ => None,
+    };
+    if let Some(o) = alu_op {
+        if k0 != OpKind::Register {
+            return false;
+        }
+        let Some((r0, s)) = gpr_plain(insn.op0_register()) else {
+            return false;
+        };
+        d.r0 = r0;
+        d.size = s;
+        if k1 == OpKind::Register {
+            let Some((r1, _)) = gpr_plain(insn.op1_register()) else {
+                return false;
+            };
+            d.r1 = r1;
+            d.exec = match o {
+                op::ADD => by_size!(alu_rr, s, { op::ADD }),
+                op::SUB => by_size!(alu_rr, s, { op::SUB }),
+                op::AND => by_size!(alu_rr, s, { op::AND }),
+                op::OR => by_size!(alu_rr, s, { op::OR }),
+                op::XOR => by_size!(alu_rr, s, { op::XOR }),
+                op::CMP => by_size!(alu_rr, s, { op::CMP }),
+                _ => by_size!(alu_rr, s, { op::TEST }),
+            };
+            return true;
+        }
+        if imm_kind {
+            d.imm = insn.immediate(1);
+            d.exec = match o {
+                op::ADD => by_size!(alu_ri, s, { op::ADD }),
+                op::SUB => by_size!(alu_ri, s, { op::SUB }),
+                op::AND => by_size!(alu_ri, s, { op::AND }),
+                op::OR => by_size!(alu_ri, s, { op::OR }),
+                op::XOR => by_size!(alu_ri, s, { op::XOR }),
+                op::CMP => by_size!(alu_ri, s, { op::CMP }),
+                _ => by_size!(alu_ri, s, { op::TEST }),
+            };
+            return true;
+        }
+        return false;
+    }
+    match m {
+        Mnemonic::Inc | Mnemonic::Dec if k0 == OpKind::Register => {
+            let Some((r0, s)) = gpr_plain(insn.op0_register()) else {
+                return false;
+            };
+            d.r0 = r0;
+            d.exec = if m == Mnemonic::Dec {
+                by_size!(incdec_r, s, true)
+            } else {
+                by_size!(incdec_r, s, false)
+            };
+            true
+        }
+        Mnemonic::Mov => {
+            let special =
+                |r: Register| r.is_segment_register() || r.is_cr() || r.is_dr() || r.is_tr();
+            match (k0, k1) {
+                (OpKind::Register, OpKind::Register) => {
+                    if special(insn.op0_register()) || special(insn.op1_register()) {
+                        return false;
+                    }
+                    let (Some((r0, s)), Some((r1, _))) = (
+                        gpr_plain(insn.op0_register()),
+                        gpr_plain(insn.op1_register()),
+                    ) else {
+                        return false;
+                    };
+                    d.r0 = r0;
+                    d.r1 = r1;
+                    d.exec = by_size!(mov_rr, s);
+                    true
+                }
+                (OpKind::Register, _) if imm_kind => {
+                    let Some((r0, s)) = gpr_plain(insn.op0_register()) else {
+                        return false;
+                    };
+                    d.r0 = r0;
+                    d.imm = insn.immediate(1);
+                    d.exec = by_size!(mov_ri, s);
+                    true
+                }
+                (OpKind::Register, OpKind::Memory) | (OpKind::Memory, OpKind::Register) => {
+                    let reg = if k0 == OpKind::Register {
+                        insn.op0_register()
+                    } else {
+                        insn.op1_register()
+                    };
+                    if special(reg) {
+                        return false;
+                    }
+                    let Some((r, s)) = gpr_plain(reg) else {
+                        return false;
+                    };
+                    if !compact_mem(insn, d) {
+                        return false;
+                    }
+                    if k0 == OpKind::Register {
+                        d.r0 = r;
+                        d.exec = by_size!(mov_rm, s);
+                    } else {
+                        d.r1 = r;
+                        d.exec = by_size!(mov_mr, s);
+                    }
+                    true
+                }
+                _ => false,
+            }
+        }
+        Mnemonic::Jo
+        | Mnemonic::Jno
+        | Mnemonic::Jb
+        | Mnemonic::Jae
+        | Mnemonic::Je
+        | Mnemonic::Jne
+        | Mnemonic::Jbe
+        | Mnemonic::Ja
+        | Mnemonic::Js
+        | Mnemonic::Jns
+        | Mnemonic::Jp
+        | Mnemonic::Jnp
+        | Mnemonic::Jl
+        | Mnemonic::Jge
+        | Mnemonic::Jle
+        | Mnemonic::Jg => {
+            d.r0 = super::mov::cc_of(insn);
+            d.imm = insn.near_branch_target();
+            d.size = branch_size(k0);
+            d.exec = jcc;
+            true
+        }
+        Mnemonic::Jmp
+            if matches!(
+                k0,
+                OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
+            ) =>
+        {
+            d.imm = insn.near_branch_target();
+            d.size = branch_size(k0);
+            d.exec = jmp;
+            true
+        }
+        _ => false,
+    }
+}
+
+fn branch_size(k: OpKind) -> u8 {
+    match k {
+        OpKind::NearBranch16 => 2,
+        OpKind::NearBranch32 => 4,
+        _ => 8,
+    }
+}
+
+/// Resolves a memory operand into the compact form: base, index, scale,
+/// displacement (in `imm`), segment and address-size mask. RIP-relative
+/// operands are absolute already.
+fn compact_mem(insn: &Instruction, d: &mut Decoded) -> bool {
+    let base = insn.memory_base();
+    let index = insn.memory_index();
+    d.mseg = super::sreg_index(insn.memory_segment()) as u8;
+    d.imm = insn.memory_displacement64();
+    d.mbase = NONE;
+    d.mindex = NONE;
+    d.amask = u64::MAX;
+    if base == Register::RIP || base == Register::EIP {
+        return true;
+    }
+    let mut asize = 0;
+    if base != Register::None {
+        let Some(g) = super::gpr_ref(base) else {
+            return false;
+        };
+        d.mbase = g.idx;
+        asize = g.size;
+    }
+    if index != Register::None {
+        let Some(g) = super::gpr_ref(index) else {
+            return false;
+        };
+        d.mindex = g.idx;
+        d.mscale = insn.memory_index_scale().trailing_zeros() as u8;
+        asize = g.size;
+    }
+    d.amask = match asize {
+        0 => u64::MAX,
+        2 => 0xffff,
+        4 => 0xffff_ffff,
+        _ => u64::MAX,
+    };
+    true
+}
