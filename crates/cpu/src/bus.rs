@@ -30,6 +30,12 @@ pub trait Bus {
     fn set_tpr(&mut self, tpr: u8);
     /// CR8 read.
     fn tpr(&mut self) -> u8;
+    /// Whether the platform wants the run to stop now (the guest asked to
+    /// exit or power off), checked after port and MMIO accesses so that
+    /// no instruction runs after an isa-debug-exit write.
+    fn stop_requested(&mut self) -> bool {
+        false
+    }
 }
 
 /// A bus with nothing on it: RAM-only machines in unit tests.

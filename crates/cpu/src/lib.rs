@@ -52,6 +52,8 @@ pub enum RunExit {
     /// A triple fault (or an unrecoverable delivery failure) shut the CPU
     /// down.
     Shutdown(String),
+    /// The platform asked to stop ([`Bus::stop_requested`]).
+    Stopped,
 }
 
 /// Events the run loop must look at between blocks.
@@ -290,6 +292,9 @@ impl Cpu {
                 self.events &= !events::STOP;
                 if self.events & events::IRQ != 0 {
                     self.events &= !events::IRQ;
+                    if ctx.bus.stop_requested() {
+                        return RunExit::Stopped;
+                    }
                     self.check_interrupts(&mut ctx);
                 }
             }

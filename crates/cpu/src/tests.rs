@@ -73,3 +73,61 @@ fn self_modifying_store_is_seen() {
     m.run_to_hlt();
     assert_eq!(m.gpr(0), 5);
 }
+
+/// Builds a 64-bit IDT at 0x5000 whose every vector points at `handler`,
+/// a GDT with a 64-bit code segment at 0x8, and a TSS with IST1.
+fn long_mode_idt(m: &mut Machine, handler: u64) {
+    use crate::DescTable;
+    // GDT: null, code64 (0x8), data (0x10), TSS (0x18, 16 bytes).
+    m.mem.write_u64(0x4000, 0).unwrap();
+    m.mem.write_u64(0x4008, 0x00af_9b00_0000_ffff).unwrap();
+    m.mem.write_u64(0x4010, 0x00cf_9300_0000_ffff).unwrap();
+    m.cpu.regs.gdtr = DescTable { base: 0x4000, limit: 0x27 };
+    for v in 0..256u64 {
+        let lo = (handler & 0xffff) | (0x8 << 16) | (0x8e00u64 << 32) | ((handler & 0xffff_0000) << 32);
+        m.mem.write_u64(0x5000 + v * 16, lo).unwrap();
+        m.mem.write_u64(0x5008 + v * 16, handler >> 32).unwrap();
+    }
+    m.cpu.regs.idtr = DescTable { base: 0x5000, limit: 0xfff };
+}
+
+#[test]
+fn ud2_is_delivered_through_the_64bit_idt() {
+    // ud2 ; (handler at CODE+0x100:) mov rbx, [rsp] ; hlt
+    let mut code = vec![0x0f, 0x0b];
+    code.resize(0x100, 0x90);
+    code.extend_from_slice(&[0x48, 0x8b, 0x1c, 0x24, 0xf4]);
+    let mut m = Machine::long64(&code);
+    long_mode_idt(&mut m, crate::testutil::CODE + 0x100);
+    m.run_to_hlt();
+    // The saved RIP is the faulting UD2; the frame is 5 qwords.
+    assert_eq!(m.gpr(3), crate::testutil::CODE);
+    assert_eq!(m.gpr(4), crate::testutil::STACK - 40);
+    assert_eq!(m.cpu.stats.exceptions[6], 1);
+}
+
+#[test]
+fn page_fault_reports_error_code_and_cr2() {
+    // mov rax, [0x4000_0000] (unmapped: above the 1 GiB identity map)
+    // handler: pop rbx (error code) ; hlt
+    let mut code = vec![0x48, 0x8b, 0x04, 0x25, 0x00, 0x00, 0x00, 0x40];
+    code.resize(0x100, 0x90);
+    code.extend_from_slice(&[0x5b, 0xf4]);
+    let mut m = Machine::long64(&code);
+    long_mode_idt(&mut m, crate::testutil::CODE + 0x100);
+    m.run_to_hlt();
+    assert_eq!(m.gpr(3), 0, "not-present read by the supervisor");
+    assert_eq!(m.cpu.regs.cr2, 0x4000_0000);
+}
+
+#[test]
+fn missing_idt_entry_escalates_to_triple_fault() {
+    // ud2 with an IDT limit of 0: #UD -> #GP -> #DF -> shutdown.
+    let mut m = Machine::long64(&[0x0f, 0x0b]);
+    m.cpu.regs.idtr = crate::DescTable { base: 0x5000, limit: 0 };
+    match m.run() {
+        crate::RunExit::Shutdown(s) => assert!(s.contains("triple fault"), "{s}"),
+        e => panic!("expected shutdown, got {e:?}"),
+    }
+    assert_eq!(m.cpu.stats.exceptions[8], 1);
+}
