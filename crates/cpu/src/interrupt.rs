@@ -55,6 +55,8 @@ struct Entry {
     ss: Option<Segment>,
     rsp: u64,
     clear_if: bool,
+    /// Delivered by a task switch, which already loaded everything.
+    task: bool,
 }
 
 impl Cpu {
@@ -139,6 +141,10 @@ impl Cpu {
                 self.deliver_protected(ctx, vec, kind, error_code, rflags, ret)?
             }
         };
+        if entry.task {
+            self.wake_after_delivery(vec, kind);
+            return Ok(());
+        }
         // Commit.
         let mut f = rflags & !(Rflags::TF | Rflags::NT | Rflags::RF | Rflags::VM).bits();
         if entry.clear_if {
@@ -155,13 +161,17 @@ impl Cpu {
         self.regs.seg[sreg::CS] = entry.cs;
         self.regs.rip = entry.rip;
         self.state_changed_light();
+        self.wake_after_delivery(vec, kind);
+        Ok(())
+    }
+
+    fn wake_after_delivery(&mut self, vec: u8, kind: EventKind) {
         if vec == vector::NMI && kind == EventKind::Nmi {
             self.nmi_blocked = true;
         }
         if self.activity == Activity::Halted {
             self.activity = Activity::Active;
         }
-        Ok(())
     }
 
     fn deliver_real(
@@ -199,6 +209,7 @@ impl Cpu {
             ss: None,
             rsp: (self.regs.gpr[4] & !0xffff) | p,
             clear_if: true,
+            task: false,
         })
     }
 
@@ -322,6 +333,7 @@ impl Cpu {
             ss: new_ss,
             rsp: p,
             clear_if: g.typ == sys::INT,
+            task: false,
         })
     }
 
@@ -337,9 +349,7 @@ impl Cpu {
         let ext = kind.ext();
         let g = self.idt_gate(ctx, vec, kind, false)?;
         if g.typ == sys::TASK {
-            // Task gates need a hardware task switch, which this CPU does
-            // not perform through the IDT yet: report it as #GP on the gate.
-            return Err(Fault::gp(u32::from(vec) * 8 + 2 + u32::from(ext)));
+            return self.deliver_task_gate(ctx, g.selector, ec, ret);
         }
         if g.selector & !3 == 0 {
             return Err(Fault::gp(u32::from(ext)));
@@ -412,6 +422,40 @@ impl Cpu {
             ss: new_ss,
             rsp: sp,
             clear_if,
+            task: false,
+        })
+    }
+
+    /// An interrupt or exception through a task gate: a nested task
+    /// switch, then the error code on the new task's stack (SDM 6.12.2
+    /// "Interrupt Tasks").
+    fn deliver_task_gate(
+        &mut self,
+        ctx: &mut Ctx,
+        tss_sel: u16,
+        ec: Option<u32>,
+        ret: u64,
+    ) -> Result<Entry, Fault> {
+        if tss_sel & 4 != 0 {
+            return Err(Fault::ts(sel_ec(tss_sel, true)));
+        }
+        let d = self.read_descriptor(ctx, tss_sel, true)?;
+        self.task_switch(ctx, tss_sel, &d, crate::task::TaskSwitchSource::Call, ret)?;
+        if let Some(e) = ec {
+            let size = if self.regs.seg[sreg::SS].ar & ar::DB != 0 {
+                4
+            } else {
+                2
+            };
+            self.push(ctx, size, u64::from(e))?;
+        }
+        Ok(Entry {
+            cs: self.regs.seg[sreg::CS],
+            rip: self.regs.rip,
+            ss: None,
+            rsp: self.regs.gpr[4],
+            clear_if: false,
+            task: true,
         })
     }
 

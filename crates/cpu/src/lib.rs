@@ -32,6 +32,7 @@ pub mod mmu;
 mod msr;
 pub mod seg;
 pub mod state;
+pub mod task;
 
 pub use bus::{Bus, NullBus};
 pub use cpuid::CpuidModel;

@@ -82,13 +82,20 @@ fn long_mode_idt(m: &mut Machine, handler: u64) {
     m.mem.write_u64(0x4000, 0).unwrap();
     m.mem.write_u64(0x4008, 0x00af_9b00_0000_ffff).unwrap();
     m.mem.write_u64(0x4010, 0x00cf_9300_0000_ffff).unwrap();
-    m.cpu.regs.gdtr = DescTable { base: 0x4000, limit: 0x27 };
+    m.cpu.regs.gdtr = DescTable {
+        base: 0x4000,
+        limit: 0x27,
+    };
     for v in 0..256u64 {
-        let lo = (handler & 0xffff) | (0x8 << 16) | (0x8e00u64 << 32) | ((handler & 0xffff_0000) << 32);
+        let lo =
+            (handler & 0xffff) | (0x8 << 16) | (0x8e00u64 << 32) | ((handler & 0xffff_0000) << 32);
         m.mem.write_u64(0x5000 + v * 16, lo).unwrap();
         m.mem.write_u64(0x5008 + v * 16, handler >> 32).unwrap();
     }
-    m.cpu.regs.idtr = DescTable { base: 0x5000, limit: 0xfff };
+    m.cpu.regs.idtr = DescTable {
+        base: 0x5000,
+        limit: 0xfff,
+    };
 }
 
 #[test]
@@ -124,10 +131,63 @@ fn page_fault_reports_error_code_and_cr2() {
 fn missing_idt_entry_escalates_to_triple_fault() {
     // ud2 with an IDT limit of 0: #UD -> #GP -> #DF -> shutdown.
     let mut m = Machine::long64(&[0x0f, 0x0b]);
-    m.cpu.regs.idtr = crate::DescTable { base: 0x5000, limit: 0 };
+    m.cpu.regs.idtr = crate::DescTable {
+        base: 0x5000,
+        limit: 0,
+    };
     match m.run() {
         crate::RunExit::Shutdown(s) => assert!(s.contains("triple fault"), "{s}"),
         e => panic!("expected shutdown, got {e:?}"),
     }
     assert_eq!(m.cpu.stats.exceptions[8], 1);
+}
+
+#[test]
+fn far_jmp_to_a_tss_switches_tasks() {
+    use crate::testutil::CODE;
+    use crate::{DescTable, Segment};
+    // Task A: jmp far 0x20:0 ; task B starts at CODE+0x40: hlt
+    let mut code = vec![0xea, 0, 0, 0, 0, 0x20, 0x00];
+    code.resize(0x40, 0x90);
+    code.push(0xf4);
+    let mut m = Machine::prot32(&code);
+    // GDT at 0x4000: null, code32 0x8, data 0x10, TSS A 0x18 at 0x6000,
+    // TSS B 0x20 at 0x6100 (limit 0x67, type 9 available).
+    let tss_desc = |base: u64, busy: bool| -> u64 {
+        let t = if busy { 0xb } else { 0x9 };
+        0x67 | ((base & 0xff_ffff) << 16) | ((0x80 | t) << 40) | ((base >> 24) << 56)
+    };
+    m.mem.write_u64(0x4008, 0x00cf_9b00_0000_ffff).unwrap();
+    m.mem.write_u64(0x4010, 0x00cf_9300_0000_ffff).unwrap();
+    m.mem.write_u64(0x4018, tss_desc(0x6000, true)).unwrap();
+    m.mem.write_u64(0x4020, tss_desc(0x6100, false)).unwrap();
+    m.cpu.regs.gdtr = DescTable {
+        base: 0x4000,
+        limit: 0x27,
+    };
+    m.cpu.regs.tr = Segment {
+        selector: 0x18,
+        base: 0x6000,
+        limit: 0x67,
+        ar: 0x8b,
+    };
+    // TSS B image: EIP, EFLAGS, EBX = 0x1234, ES/CS/SS/DS/FS/GS.
+    m.mem
+        .write_u32(0x6100 + 0x20, (CODE + 0x40) as u32)
+        .unwrap();
+    m.mem.write_u32(0x6100 + 0x24, 0x2).unwrap();
+    m.mem.write_u32(0x6100 + 0x34, 0x1234).unwrap();
+    m.mem.write_u32(0x6100 + 0x38, 0x9000).unwrap();
+    for (i, s) in [0x10u32, 0x8, 0x10, 0x10, 0x10, 0x10].iter().enumerate() {
+        m.mem.write_u32(0x6100 + 0x48 + 4 * i as u64, *s).unwrap();
+    }
+    m.run_to_hlt();
+    assert_eq!(m.cpu.regs.tr.selector, 0x20);
+    assert_eq!(m.gpr(3), 0x1234);
+    assert_eq!(m.gpr(4), 0x9000);
+    // Old TSS saved EIP after the JMP and lost its busy bit; new one busy.
+    assert_eq!(m.mem.read_u32(0x6000 + 0x20).unwrap() as u64, CODE + 7);
+    assert_eq!((m.mem.read_u64(0x4018).unwrap() >> 40) & 0xf, 0x9);
+    assert_eq!((m.mem.read_u64(0x4020).unwrap() >> 40) & 0xf, 0xb);
+    assert!(m.cpu.regs.cr0 & x86::Cr0::TS.bits() != 0);
 }

@@ -11,6 +11,7 @@
 use crate::fault::Fault;
 use crate::seg::sel_ec;
 use crate::state::{Mode, Segment};
+use crate::task::TaskSwitchSource;
 use crate::{events, Cpu, Ctx};
 use iced_x86::{Code, Instruction, Mnemonic, OpKind};
 use x86::seg::{ar, sreg, sys, Gate};
@@ -129,9 +130,38 @@ fn far_jmp_call(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), 
     }
     match d.desc.typ() {
         sys::CALL | sys::CALL16 => through_call_gate(cpu, ctx, sel, &d, call, ret_cs, ret_ip),
-        sys::TASK | sys::TSS_AVAIL | sys::TSS16_AVAIL => {
-            // Hardware task switches are not implemented yet.
-            Err(Fault::gp(sel_ec(sel, false)))
+        sys::TSS_AVAIL | sys::TSS16_AVAIL | sys::TSS_BUSY if cpu.mode == Mode::Protected => {
+            let rpl = (sel & 3) as u8;
+            if d.desc.dpl() < cpu.cpl || d.desc.dpl() < rpl {
+                return Err(Fault::gp(sel_ec(sel, false)));
+            }
+            let src = if call {
+                TaskSwitchSource::Call
+            } else {
+                TaskSwitchSource::Jmp
+            };
+            cpu.task_switch(ctx, sel, &d, src, ret_ip)
+        }
+        sys::TASK if cpu.mode == Mode::Protected => {
+            let g = Gate::from_raw(d.raw, 0);
+            let rpl = (sel & 3) as u8;
+            if g.dpl < cpu.cpl || g.dpl < rpl {
+                return Err(Fault::gp(sel_ec(sel, false)));
+            }
+            if !g.present {
+                return Err(Fault::np(sel_ec(sel, false)));
+            }
+            let tss_sel = g.selector;
+            if tss_sel & 4 != 0 {
+                return Err(Fault::gp(sel_ec(tss_sel, false)));
+            }
+            let td = cpu.read_descriptor(ctx, tss_sel, false)?;
+            let src = if call {
+                TaskSwitchSource::Call
+            } else {
+                TaskSwitchSource::Jmp
+            };
+            cpu.task_switch(ctx, tss_sel, &td, src, ret_ip)
         }
         _ => Err(Fault::gp(sel_ec(sel, false))),
     }
@@ -424,9 +454,17 @@ fn iret(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
         cpu.events |= events::IRQ;
         return Ok(());
     }
-    if cpu.regs.flag(Rflags::NT) && cpu.mode != Mode::Long && cpu.mode != Mode::Compat {
-        // Task return: hardware task switching is not implemented yet.
-        return Err(Fault::gp(sel_ec(cpu.regs.tr.selector, false)));
+    if cpu.regs.flag(Rflags::NT) && cpu.mode == Mode::Protected {
+        // Task return to the task named by the back link (SDM 8.4).
+        let link = cpu.read_sys(ctx, cpu.regs.tr.base, 2)? as u16;
+        if link & 4 != 0 {
+            return Err(Fault::ts(sel_ec(link, false)));
+        }
+        let d = cpu
+            .read_descriptor(ctx, link, false)
+            .map_err(|_| Fault::ts(sel_ec(link, false)))?;
+        let ret = cpu.next_rip;
+        return cpu.task_switch(ctx, link, &d, TaskSwitchSource::Iret, ret);
     }
     if cpu.mode == Mode::Protected && osize == 4 && fl & Rflags::VM.bits() != 0 && cpu.cpl == 0 {
         return iret_to_vm86(cpu, ctx, ip, sel, fl);
