@@ -63,6 +63,19 @@ impl Cpu {
         size: u8,
         write: bool,
     ) -> Result<u64, Fault> {
+        self.seg_linear_len(seg, off, u64::from(size), write)
+    }
+
+    /// [`Cpu::seg_linear`] for accesses of any length (FXSAVE images). A
+    /// zero length is checked as one byte.
+    pub(crate) fn seg_linear_len(
+        &self,
+        seg: usize,
+        off: u64,
+        len: u64,
+        write: bool,
+    ) -> Result<u64, Fault> {
+        let len = len.max(1);
         let s = &self.regs.seg[seg];
         if self.mode == Mode::Long {
             let la = if seg >= sreg::FS {
@@ -70,7 +83,7 @@ impl Cpu {
             } else {
                 off
             };
-            if !self.canonical(la) || !self.canonical(la.wrapping_add(size as u64 - 1)) {
+            if !self.canonical(la) || !self.canonical(la.wrapping_add(len - 1)) {
                 return Err(if seg == sreg::SS {
                     Fault::ss(0)
                 } else {
@@ -79,10 +92,10 @@ impl Cpu {
             }
             return Ok(la);
         }
-        self.seg_linear_legacy(seg, off, size, write)
+        self.seg_linear_legacy(seg, off, len, write)
     }
 
-    fn seg_linear_legacy(&self, seg: usize, off: u64, size: u8, write: bool) -> Result<u64, Fault> {
+    fn seg_linear_legacy(&self, seg: usize, off: u64, len: u64, write: bool) -> Result<u64, Fault> {
         let s = &self.regs.seg[seg];
         let fault = if seg == sreg::SS {
             Fault::ss(0)
@@ -102,7 +115,7 @@ impl Cpu {
                 return Err(fault);
             }
         }
-        let last = off.wrapping_add(size as u64 - 1);
+        let last = off.wrapping_add(len - 1);
         let expand_down = s.ar & (ar::CODE | ar::DC) == ar::DC && s.ar & ar::S != 0;
         if expand_down {
             let upper = if s.ar & ar::DB != 0 {
@@ -346,7 +359,7 @@ impl Cpu {
         off: u64,
         buf: &mut [u8],
     ) -> Result<(), Fault> {
-        let la = self.seg_linear(seg, off, buf.len().min(255) as u8, false)?;
+        let la = self.seg_linear_len(seg, off, buf.len() as u64, false)?;
         let mut i = 0;
         while i < buf.len() {
             let chunk = if buf.len() - i >= 8 { 8 } else { 1 };
@@ -365,7 +378,7 @@ impl Cpu {
         off: u64,
         data: &[u8],
     ) -> Result<(), Fault> {
-        let la = self.seg_linear(seg, off, data.len().min(255) as u8, true)?;
+        let la = self.seg_linear_len(seg, off, data.len() as u64, true)?;
         let user = self.cpl == 3;
         let mut page = la & !0xfff;
         while page < la + data.len() as u64 {
