@@ -14,7 +14,6 @@ use crate::mmu::{self, Access, AccessCtx};
 use crate::state::Mode;
 use crate::{events, Cpu, Ctx};
 use x86::seg::{ar, sreg};
-use x86::Cr4;
 
 /// Reads `N` little-endian bytes of `ram` at `off` as a u64.
 #[inline(always)]
@@ -22,9 +21,7 @@ fn load(ram: &[u8], off: usize, size: u8) -> u64 {
     match size {
         1 => u64::from(ram[off]),
         2 => u64::from(u16::from_le_bytes([ram[off], ram[off + 1]])),
-        4 => u64::from(u32::from_le_bytes(
-            ram[off..off + 4].try_into().unwrap_or([0; 4]),
-        )),
+        4 => u64::from(u32::from_le_bytes(ram[off..off + 4].try_into().unwrap_or([0; 4]))),
         _ => u64::from_le_bytes(ram[off..off + 8].try_into().unwrap_or([0; 8])),
     }
 }
@@ -43,12 +40,7 @@ impl Cpu {
     /// Whether `la` is canonical for the current paging mode.
     #[inline(always)]
     pub(crate) fn canonical(&self, la: u64) -> bool {
-        let bits = if self.regs.cr4 & Cr4::LA57.bits() != 0 {
-            57
-        } else {
-            48
-        };
-        let shift = 64 - bits;
+        let shift = self.va_shift;
         (((la << shift) as i64) >> shift) as u64 == la
     }
 
@@ -56,39 +48,22 @@ impl Cpu {
     /// current mode. `size` is the access width; `write` selects the
     /// writability check.
     #[inline(always)]
-    pub(crate) fn seg_linear(
-        &self,
-        seg: usize,
-        off: u64,
-        size: u8,
-        write: bool,
-    ) -> Result<u64, Fault> {
+    pub(crate) fn seg_linear(&self, seg: usize, off: u64, size: u8, write: bool) -> Result<u64, Fault> {
         self.seg_linear_len(seg, off, u64::from(size), write)
     }
 
     /// [`Cpu::seg_linear`] for accesses of any length (FXSAVE images). A
     /// zero length is checked as one byte.
-    pub(crate) fn seg_linear_len(
-        &self,
-        seg: usize,
-        off: u64,
-        len: u64,
-        write: bool,
-    ) -> Result<u64, Fault> {
+    pub(crate) fn seg_linear_len(&self, seg: usize, off: u64, len: u64, write: bool) -> Result<u64, Fault> {
         let len = len.max(1);
         let s = &self.regs.seg[seg];
         if self.mode == Mode::Long {
-            let la = if seg >= sreg::FS {
-                s.base.wrapping_add(off)
-            } else {
-                off
-            };
-            if !self.canonical(la) || !self.canonical(la.wrapping_add(len - 1)) {
-                return Err(if seg == sreg::SS {
-                    Fault::ss(0)
-                } else {
-                    Fault::gp0()
-                });
+            let la = if seg >= sreg::FS { s.base.wrapping_add(off) } else { off };
+            // The end can only leave the canonical range if the access
+            // crosses a page.
+            let crosses = (la & 0xfff) + len > 0x1000;
+            if !self.canonical(la) || (crosses && !self.canonical(la.wrapping_add(len - 1))) {
+                return Err(if seg == sreg::SS { Fault::ss(0) } else { Fault::gp0() });
             }
             return Ok(la);
         }
@@ -97,11 +72,7 @@ impl Cpu {
 
     fn seg_linear_legacy(&self, seg: usize, off: u64, len: u64, write: bool) -> Result<u64, Fault> {
         let s = &self.regs.seg[seg];
-        let fault = if seg == sreg::SS {
-            Fault::ss(0)
-        } else {
-            Fault::gp0()
-        };
+        let fault = if seg == sreg::SS { Fault::ss(0) } else { Fault::gp0() };
         if matches!(self.mode, Mode::Protected | Mode::Compat) {
             // A null selector leaves the register unusable (SDM 3.4.2);
             // CS and SS can never be null here.
@@ -118,11 +89,7 @@ impl Cpu {
         let last = off.wrapping_add(len - 1);
         let expand_down = s.ar & (ar::CODE | ar::DC) == ar::DC && s.ar & ar::S != 0;
         if expand_down {
-            let upper = if s.ar & ar::DB != 0 {
-                0xffff_ffff
-            } else {
-                0xffff
-            };
+            let upper = if s.ar & ar::DB != 0 { 0xffff_ffff } else { 0xffff };
             if off <= u64::from(s.limit) || last > upper {
                 return Err(fault);
             }
@@ -134,40 +101,21 @@ impl Cpu {
 
     /// Reads `size` bytes (1, 2, 4, 8) at `seg:off`.
     #[inline(always)]
-    pub fn read_mem(
-        &mut self,
-        ctx: &mut Ctx,
-        seg: usize,
-        off: u64,
-        size: u8,
-    ) -> Result<u64, Fault> {
+    pub fn read_mem(&mut self, ctx: &mut Ctx, seg: usize, off: u64, size: u8) -> Result<u64, Fault> {
         let la = self.seg_linear(seg, off, size, false)?;
         self.read_lin(ctx, la, size)
     }
 
     /// Writes `size` bytes (1, 2, 4, 8) at `seg:off`.
     #[inline(always)]
-    pub fn write_mem(
-        &mut self,
-        ctx: &mut Ctx,
-        seg: usize,
-        off: u64,
-        size: u8,
-        v: u64,
-    ) -> Result<(), Fault> {
+    pub fn write_mem(&mut self, ctx: &mut Ctx, seg: usize, off: u64, size: u8, v: u64) -> Result<(), Fault> {
         let la = self.seg_linear(seg, off, size, true)?;
         self.write_lin(ctx, la, size, v)
     }
 
     /// Checks that `seg:off` is writable for `size` bytes without writing
     /// (read-modify-write instructions check before they compute).
-    pub fn probe_write(
-        &mut self,
-        ctx: &mut Ctx,
-        seg: usize,
-        off: u64,
-        size: u8,
-    ) -> Result<u64, Fault> {
+    pub fn probe_write(&mut self, ctx: &mut Ctx, seg: usize, off: u64, size: u8) -> Result<u64, Fault> {
         let la = self.seg_linear(seg, off, size, true)?;
         self.translate(ctx, la, Access::Write, self.cpl == 3, false)?;
         if (la & 0xfff) + size as u64 > 0x1000 {
@@ -217,14 +165,7 @@ impl Cpu {
     }
 
     /// Writes at a linear address as a user (`user`) or supervisor access.
-    pub fn write_as(
-        &mut self,
-        ctx: &mut Ctx,
-        la: u64,
-        size: u8,
-        v: u64,
-        user: bool,
-    ) -> Result<(), Fault> {
+    pub fn write_as(&mut self, ctx: &mut Ctx, la: u64, size: u8, v: u64, user: bool) -> Result<(), Fault> {
         self.write_slow(ctx, la, size, v, user, false)
     }
 
@@ -237,11 +178,7 @@ impl Cpu {
         user: bool,
         implicit: bool,
     ) -> Result<u64, Fault> {
-        let ac = AccessCtx {
-            access,
-            user,
-            implicit,
-        };
+        let ac = AccessCtx { access, user, implicit };
         if implicit {
             return Ok(mmu::walk(&self.regs, ctx.mem, la, ac)?.pa);
         }
@@ -249,14 +186,7 @@ impl Cpu {
     }
 
     #[cold]
-    fn read_slow(
-        &mut self,
-        ctx: &mut Ctx,
-        la: u64,
-        size: u8,
-        user: bool,
-        implicit: bool,
-    ) -> Result<u64, Fault> {
+    fn read_slow(&mut self, ctx: &mut Ctx, la: u64, size: u8, user: bool, implicit: bool) -> Result<u64, Fault> {
         self.check_data_breakpoint(la, size, false);
         let first = 0x1000 - (la & 0xfff) as usize;
         let pa0 = self.translate(ctx, la, Access::Read, user, implicit)?;
@@ -264,19 +194,11 @@ impl Cpu {
             return Ok(self.phys_read(ctx, pa0, size));
         }
         let la1 = la.wrapping_add(first as u64);
-        let la1 = if self.mode == Mode::Long {
-            la1
-        } else {
-            la1 & 0xffff_ffff
-        };
+        let la1 = if self.mode == Mode::Long { la1 } else { la1 & 0xffff_ffff };
         let pa1 = self.translate(ctx, la1, Access::Read, user, implicit)?;
         let mut v = 0u64;
         for i in 0..size as usize {
-            let pa = if i < first {
-                pa0 + i as u64
-            } else {
-                pa1 + (i - first) as u64
-            };
+            let pa = if i < first { pa0 + i as u64 } else { pa1 + (i - first) as u64 };
             v |= self.phys_read(ctx, pa, 1) << (8 * i);
         }
         Ok(v)
@@ -300,18 +222,10 @@ impl Cpu {
             return Ok(());
         }
         let la1 = la.wrapping_add(first as u64);
-        let la1 = if self.mode == Mode::Long {
-            la1
-        } else {
-            la1 & 0xffff_ffff
-        };
+        let la1 = if self.mode == Mode::Long { la1 } else { la1 & 0xffff_ffff };
         let pa1 = self.translate(ctx, la1, Access::Write, user, implicit)?;
         for i in 0..size as usize {
-            let pa = if i < first {
-                pa0 + i as u64
-            } else {
-                pa1 + (i - first) as u64
-            };
+            let pa = if i < first { pa0 + i as u64 } else { pa1 + (i - first) as u64 };
             self.phys_write(ctx, pa, 1, v >> (8 * i));
         }
         Ok(())
@@ -320,9 +234,7 @@ impl Cpu {
     /// Reads guest-physical memory: RAM or MMIO.
     pub(crate) fn phys_read(&mut self, ctx: &mut Ctx, pa: u64, size: u8) -> u64 {
         match ctx.mem.ram_offset(pa) {
-            Some(off) if off + size as usize <= ctx.mem.ram().len() => {
-                load(ctx.mem.ram(), off, size)
-            }
+            Some(off) if off + size as usize <= ctx.mem.ram().len() => load(ctx.mem.ram(), off, size),
             _ => {
                 let now = self.now_ns();
                 self.events |= events::IRQ;
@@ -345,20 +257,13 @@ impl Cpu {
             _ => {
                 let now = self.now_ns();
                 self.events |= events::IRQ | events::STOP;
-                ctx.bus
-                    .mmio_write(now, pa, size, v & crate::flags::size_mask(size));
+                ctx.bus.mmio_write(now, pa, size, v & crate::flags::size_mask(size));
             }
         }
     }
 
     /// Reads `buf.len()` bytes at `seg:off` (SSE, FXSAVE images).
-    pub fn read_bytes(
-        &mut self,
-        ctx: &mut Ctx,
-        seg: usize,
-        off: u64,
-        buf: &mut [u8],
-    ) -> Result<(), Fault> {
+    pub fn read_bytes(&mut self, ctx: &mut Ctx, seg: usize, off: u64, buf: &mut [u8]) -> Result<(), Fault> {
         let la = self.seg_linear_len(seg, off, buf.len() as u64, false)?;
         let mut i = 0;
         while i < buf.len() {
@@ -371,13 +276,7 @@ impl Cpu {
     }
 
     /// Writes `data` at `seg:off`, checking every page before writing any.
-    pub fn write_bytes(
-        &mut self,
-        ctx: &mut Ctx,
-        seg: usize,
-        off: u64,
-        data: &[u8],
-    ) -> Result<(), Fault> {
+    pub fn write_bytes(&mut self, ctx: &mut Ctx, seg: usize, off: u64, data: &[u8]) -> Result<(), Fault> {
         let la = self.seg_linear_len(seg, off, data.len() as u64, true)?;
         let user = self.cpl == 3;
         let mut page = la & !0xfff;
@@ -390,12 +289,7 @@ impl Cpu {
             let chunk = if data.len() - i >= 8 { 8 } else { 1 };
             let mut b = [0u8; 8];
             b[..chunk].copy_from_slice(&data[i..i + chunk]);
-            self.write_lin(
-                ctx,
-                la.wrapping_add(i as u64),
-                chunk as u8,
-                u64::from_le_bytes(b),
-            )?;
+            self.write_lin(ctx, la.wrapping_add(i as u64), chunk as u8, u64::from_le_bytes(b))?;
             i += chunk;
         }
         Ok(())

@@ -82,16 +82,12 @@ pub struct CpuidModel {
 }
 
 /// Brand string of Turtles' default CPU (48 bytes, NUL padded).
-pub const BRAND: &[u8; 48] =
-    b"Turtles x86-64 virtual CPU\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+pub const BRAND: &[u8; 48] = b"Turtles x86-64 virtual CPU\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
 
 impl CpuidModel {
     /// A model from explicit entries.
     pub fn from_entries(entries: Vec<CpuidEntry>) -> CpuidModel {
-        let mut m = CpuidModel {
-            entries,
-            features: Features::default(),
-        };
+        let mut m = CpuidModel { entries, features: Features::default() };
         m.features = m.derive_features();
         m
     }
@@ -99,16 +95,9 @@ impl CpuidModel {
     /// Turtles' full CPU: every feature the executor implements.
     pub fn turtles_max() -> CpuidModel {
         let mut e = Vec::new();
-        let mut add = |leaf: u32, subleaf: Option<u32>, regs: [u32; 4]| {
-            e.push(CpuidEntry {
-                leaf,
-                subleaf,
-                regs,
-            })
-        };
+        let mut add = |leaf: u32, subleaf: Option<u32>, regs: [u32; 4]| e.push(CpuidEntry { leaf, subleaf, regs });
         let vendor = b"GenuineIntel";
-        let w =
-            |i: usize| u32::from_le_bytes([vendor[i], vendor[i + 1], vendor[i + 2], vendor[i + 3]]);
+        let w = |i: usize| u32::from_le_bytes([vendor[i], vendor[i + 1], vendor[i + 2], vendor[i + 3]]);
         add(0, None, [0x16, w(0), w(8), w(4)]);
         // Family 6, model 0x6a, stepping 6.
         let ecx1 = (1 << 13) // CX16
@@ -184,11 +173,7 @@ impl CpuidModel {
 
     /// Replaces or adds an entry.
     pub fn set(&mut self, entry: CpuidEntry) {
-        match self
-            .entries
-            .iter_mut()
-            .find(|e| e.leaf == entry.leaf && e.subleaf == entry.subleaf)
-        {
+        match self.entries.iter_mut().find(|e| e.leaf == entry.leaf && e.subleaf == entry.subleaf) {
             Some(e) => *e = entry,
             None => self.entries.push(entry),
         }
@@ -211,18 +196,11 @@ impl CpuidModel {
     /// leaf inside the range with no entry answers zeros.
     pub fn raw(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
         let find = |leaf: u32| {
-            self.entries
-                .iter()
-                .find(|e| e.leaf == leaf && e.subleaf.is_none_or(|s| s == subleaf))
-                .map(|e| e.regs)
+            self.entries.iter().find(|e| e.leaf == leaf && e.subleaf.is_none_or(|s| s == subleaf)).map(|e| e.regs)
         };
         let max_basic = find(0).map_or(0, |r| r[0]);
         let max_ext = find(0x8000_0000).map_or(0, |r| r[0]);
-        let in_range = if leaf >= 0x8000_0000 {
-            leaf <= max_ext
-        } else {
-            leaf <= max_basic
-        };
+        let in_range = if leaf >= 0x8000_0000 { leaf <= max_ext } else { leaf <= max_basic };
         if in_range {
             find(leaf).unwrap_or([0; 4])
         } else {
@@ -331,11 +309,7 @@ mod tests {
         let mut m = CpuidModel::turtles_max();
         let mut r = m.raw(7, 0);
         r[1] &= !(1 << 7);
-        m.set(CpuidEntry {
-            leaf: 7,
-            subleaf: Some(0),
-            regs: r,
-        });
+        m.set(CpuidEntry { leaf: 7, subleaf: Some(0), regs: r });
         assert!(!m.features().smep);
         assert_eq!(m.cr4_allowed() & x86::Cr4::SMEP.bits(), 0);
     }

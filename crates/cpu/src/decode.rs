@@ -118,11 +118,7 @@ impl Cpu {
         if let Some(off) = self.tlb.lookup(la, Access::Fetch, user) {
             return Ok((la, Ok(off)));
         }
-        let ac = AccessCtx {
-            access: Access::Fetch,
-            user,
-            implicit: false,
-        };
+        let ac = AccessCtx { access: Access::Fetch, user, implicit: false };
         let pa = mmu::translate_fill(&self.regs, &mut self.tlb, ctx.mem, la, ac)?;
         Ok((la, ctx.mem.ram_offset(pa).ok_or(pa)))
     }
@@ -150,7 +146,6 @@ impl Cpu {
         let (la, target) = match self.fetch_target(ctx) {
             Ok(t) => t,
             Err(f) => {
-                self.insn_rip = self.regs.rip;
                 self.raise(ctx, f);
                 return;
             }
@@ -179,34 +174,37 @@ impl Cpu {
         // (handlers need `&mut self`); nothing decodes in between.
         let insns = core::mem::take(&mut self.cache.blocks[idx].insns);
         let n = insns.len();
-        let limit = if one {
-            1
-        } else {
-            n.min((end - self.icount).max(1) as usize)
-        };
+        let limit = if one { 1 } else { n.min((end - self.icount).max(1) as usize) };
+        // `regs.rip` is brought up to date when the block is left; inside it
+        // only `next_rip` moves. A fault reports its own instruction's RIP.
+        let mut faulted = false;
         for d in &insns[..limit] {
             if single && !self.debug_before(ctx, &d.insn) {
+                faulted = true;
                 break;
             }
-            self.insn_rip = self.regs.rip;
             self.next_rip = d.next_ip;
             match (d.exec)(self, ctx, d) {
-                Ok(()) => {
-                    self.regs.rip = self.next_rip;
-                    self.icount += 1;
-                }
+                Ok(()) => self.icount += 1,
                 Err(f) => {
+                    self.regs.rip = d.insn.ip();
                     self.raise(ctx, f);
+                    faulted = true;
                     break;
                 }
             }
             if single {
+                self.regs.rip = self.next_rip;
                 self.debug_after(ctx);
+                faulted = true;
                 break;
             }
             if self.events & events::STOP != 0 {
                 break;
             }
+        }
+        if !faulted {
+            self.regs.rip = self.next_rip;
         }
         self.cache.blocks[idx].insns = insns;
     }
@@ -217,13 +215,7 @@ impl Cpu {
         let i = BlockCache::index(phys);
         if self.cache.blocks.is_empty() {
             self.cache.blocks = (0..CACHE_SIZE)
-                .map(|_| Block {
-                    phys: NO_BLOCK,
-                    rip: 0,
-                    bitness: 0,
-                    gen: 0,
-                    insns: Vec::new(),
-                })
+                .map(|_| Block { phys: NO_BLOCK, rip: 0, bitness: 0, gen: 0, insns: Vec::new() })
                 .collect();
         }
         let gen = ctx.mem.page_gen(off);
@@ -279,7 +271,6 @@ impl Cpu {
     fn step_uncached(&mut self, ctx: &mut Ctx, la: u64) {
         let mut bytes = [0u8; 15];
         let mut n = 0;
-        self.insn_rip = self.regs.rip;
         while n < 15 {
             match self.fetch_byte(ctx, la.wrapping_add(n as u64)) {
                 Ok(b) => bytes[n] = b,
@@ -290,15 +281,9 @@ impl Cpu {
                     }
                     // Decode with what we have; a fault is only real if the
                     // instruction needs the missing bytes.
-                    let mut dec = Decoder::with_ip(
-                        self.bitness,
-                        &bytes[..n],
-                        self.regs.rip,
-                        DecoderOptions::NONE,
-                    );
+                    let mut dec = Decoder::with_ip(self.bitness, &bytes[..n], self.regs.rip, DecoderOptions::NONE);
                     let insn = dec.decode();
-                    if insn.is_invalid() && dec.last_error() == iced_x86::DecoderError::NoMoreBytes
-                    {
+                    if insn.is_invalid() && dec.last_error() == iced_x86::DecoderError::NoMoreBytes {
                         self.raise(ctx, f);
                         return;
                     }
@@ -307,12 +292,7 @@ impl Cpu {
             }
             n += 1;
         }
-        let mut dec = Decoder::with_ip(
-            self.bitness,
-            &bytes[..n],
-            self.regs.rip,
-            DecoderOptions::NONE,
-        );
+        let mut dec = Decoder::with_ip(self.bitness, &bytes[..n], self.regs.rip, DecoderOptions::NONE);
         let insn = dec.decode();
         let (d, _) = Decoded::new(&insn);
         let single = self.needs_single_step();
@@ -333,11 +313,7 @@ impl Cpu {
     }
 
     fn fetch_byte(&mut self, ctx: &mut Ctx, la: u64) -> Result<u8, Fault> {
-        let ac = AccessCtx {
-            access: Access::Fetch,
-            user: self.cpl == 3,
-            implicit: false,
-        };
+        let ac = AccessCtx { access: Access::Fetch, user: self.cpl == 3, implicit: false };
         let pa = mmu::walk(&self.regs, ctx.mem, la, ac)?.pa;
         let mut b = [0u8];
         ctx.mem.read(pa, &mut b).map_err(|_| Fault::gp0())?;

@@ -17,17 +17,17 @@ pub enum FlagOp {
     None,
     /// `res = a + b`.
     Add,
-    /// `res = a + b + carry`, carry in `cf_in`.
+    /// `res = a + b + carry`, carry in `cf` on entry.
     Adc,
     /// `res = a - b`.
     Sub,
-    /// `res = a - b - carry`, carry in `cf_in`.
+    /// `res = a - b - carry`, carry in `cf` on entry.
     Sbb,
     /// AND/OR/XOR/TEST: CF=OF=AF=0.
     Logic,
-    /// INC: like ADD of 1, CF preserved in `cf_in`.
+    /// INC: like ADD of 1, CF preserved.
     Inc,
-    /// DEC: like SUB of 1, CF preserved in `cf_in`.
+    /// DEC: like SUB of 1, CF preserved.
     Dec,
 }
 
@@ -38,8 +38,10 @@ pub struct LazyFlags {
     pub op: FlagOp,
     /// Operand size in bytes (1, 2, 4, 8).
     pub size: u8,
-    /// Carry-in (ADC/SBB) or preserved CF (INC/DEC).
-    pub cf_in: bool,
+    /// The resulting carry flag. It is computed when the operation is
+    /// recorded (one compare), because INC/DEC must preserve it and ADC/SBB
+    /// consume it: both would otherwise evaluate the previous operation.
+    pub cf: bool,
     /// First operand.
     pub a: u64,
     /// Second operand.
@@ -50,25 +52,15 @@ pub struct LazyFlags {
 
 impl Default for LazyFlags {
     fn default() -> Self {
-        LazyFlags {
-            op: FlagOp::None,
-            size: 8,
-            cf_in: false,
-            a: 0,
-            b: 0,
-            res: 0,
-        }
+        LazyFlags { op: FlagOp::None, size: 8, cf: false, a: 0, b: 0, res: 0 }
     }
 }
 
 /// Mask of the low `size` bytes.
 #[inline(always)]
 pub const fn size_mask(size: u8) -> u64 {
-    if size >= 8 {
-        u64::MAX
-    } else {
-        (1u64 << (size as u32 * 8)) - 1
-    }
+    // Branch-free: sizes are 1, 2, 4 or 8.
+    u64::MAX >> ((64 - 8 * (size as u32)) & 63)
 }
 
 /// The sign bit of a `size`-byte value.
@@ -84,27 +76,32 @@ pub const fn parity(v: u64) -> bool {
 }
 
 impl LazyFlags {
-    /// Carry flag.
-    #[inline]
-    pub fn cf(&self) -> bool {
-        let m = size_mask(self.size);
-        match self.op {
+    /// Records an operation; `carry_in` is ADC/SBB's incoming carry or
+    /// the CF that INC/DEC preserve. `a`, `b` and `res` are already
+    /// truncated to `size`.
+    #[inline(always)]
+    pub fn new(op: FlagOp, size: u8, a: u64, b: u64, res: u64, carry_in: bool) -> LazyFlags {
+        let cf = match op {
             FlagOp::None | FlagOp::Logic => false,
-            FlagOp::Add => self.res < (self.a & m),
+            FlagOp::Add => res < a,
             FlagOp::Adc => {
-                if self.cf_in {
-                    self.res <= (self.a & m)
+                if carry_in {
+                    res <= a
                 } else {
-                    self.res < (self.a & m)
+                    res < a
                 }
             }
-            FlagOp::Sub => (self.a & m) < (self.b & m),
-            FlagOp::Sbb => {
-                let (a, b) = (self.a & m, self.b & m);
-                a < b || (self.cf_in && a == b)
-            }
-            FlagOp::Inc | FlagOp::Dec => self.cf_in,
-        }
+            FlagOp::Sub => a < b,
+            FlagOp::Sbb => a < b || (carry_in && a == b),
+            FlagOp::Inc | FlagOp::Dec => carry_in,
+        };
+        LazyFlags { op, size, cf, a, b, res }
+    }
+
+    /// Carry flag.
+    #[inline(always)]
+    pub fn cf(&self) -> bool {
+        self.cf
     }
 
     /// Zero flag.
@@ -140,12 +137,8 @@ impl LazyFlags {
         let s = sign_bit(self.size);
         match self.op {
             FlagOp::None | FlagOp::Logic => false,
-            FlagOp::Add | FlagOp::Adc | FlagOp::Inc => {
-                (self.a ^ self.res) & (self.b ^ self.res) & s != 0
-            }
-            FlagOp::Sub | FlagOp::Sbb | FlagOp::Dec => {
-                (self.a ^ self.b) & (self.a ^ self.res) & s != 0
-            }
+            FlagOp::Add | FlagOp::Adc | FlagOp::Inc => (self.a ^ self.res) & (self.b ^ self.res) & s != 0,
+            FlagOp::Sub | FlagOp::Sbb | FlagOp::Dec => (self.a ^ self.b) & (self.a ^ self.res) & s != 0,
         }
     }
 
@@ -188,14 +181,7 @@ mod tests {
             FlagOp::Sbb => a.wrapping_sub(b).wrapping_sub(c),
             _ => a & b,
         } & m;
-        LazyFlags {
-            op,
-            size,
-            cf_in,
-            a: a & m,
-            b: b & m,
-            res,
-        }
+        LazyFlags::new(op, size, a & m, b & m, res, cf_in)
     }
 
     #[test]

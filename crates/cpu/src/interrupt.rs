@@ -38,10 +38,7 @@ pub enum EventKind {
 
 impl EventKind {
     fn ext(self) -> bool {
-        matches!(
-            self,
-            EventKind::Exception | EventKind::External | EventKind::Nmi
-        )
+        matches!(self, EventKind::Exception | EventKind::External | EventKind::Nmi)
     }
     fn soft(self) -> bool {
         matches!(self, EventKind::Software | EventKind::SoftException)
@@ -63,8 +60,7 @@ impl Cpu {
     /// Delivers an exception raised by an instruction (a fault: the saved
     /// RIP is the faulting instruction), applying the double-fault rules.
     pub(crate) fn raise(&mut self, ctx: &mut Ctx, f: Fault) {
-        let rip = self.insn_rip;
-        self.regs.rip = rip;
+        let rip = self.regs.rip;
         self.deliver_exception(ctx, f, rip);
     }
 
@@ -76,10 +72,10 @@ impl Cpu {
         // guard, not a rule.
         for _ in 0..8 {
             self.note_exception(cur, ret);
-            if let Some(a) = cur.cr2 {
+            if let Some(a) = cur.cr2() {
                 self.regs.cr2 = a;
             }
-            match self.deliver(ctx, cur.vector, EventKind::Exception, cur.error_code, ret) {
+            match self.deliver(ctx, cur.vector, EventKind::Exception, cur.error_code(), ret) {
                 Ok(()) => return,
                 Err(next) => {
                     let prev = cur.vector;
@@ -90,16 +86,9 @@ impl Cpu {
                     let df = matches!(
                         (vector::class(prev), vector::class(next.vector)),
                         (ExceptionClass::Contributory, ExceptionClass::Contributory)
-                            | (
-                                ExceptionClass::PageFault,
-                                ExceptionClass::Contributory | ExceptionClass::PageFault
-                            )
+                            | (ExceptionClass::PageFault, ExceptionClass::Contributory | ExceptionClass::PageFault)
                     );
-                    cur = if df {
-                        Fault::with_code(vector::DF, 0)
-                    } else {
-                        next
-                    };
+                    cur = if df { Fault::with_code(vector::DF, 0) } else { next };
                 }
             }
         }
@@ -134,12 +123,8 @@ impl Cpu {
         let rflags = self.regs.rflags();
         let entry = match self.mode {
             Mode::Real => self.deliver_real(ctx, vec, rflags, ret)?,
-            Mode::Long | Mode::Compat => {
-                self.deliver_long(ctx, vec, kind, error_code, rflags, ret)?
-            }
-            Mode::Protected | Mode::Vm86 => {
-                self.deliver_protected(ctx, vec, kind, error_code, rflags, ret)?
-            }
+            Mode::Long | Mode::Compat => self.deliver_long(ctx, vec, kind, error_code, rflags, ret)?,
+            Mode::Protected | Mode::Vm86 => self.deliver_protected(ctx, vec, kind, error_code, rflags, ret)?,
         };
         if entry.task {
             self.wake_after_delivery(vec, kind);
@@ -174,13 +159,7 @@ impl Cpu {
         }
     }
 
-    fn deliver_real(
-        &mut self,
-        ctx: &mut Ctx,
-        vec: u8,
-        rflags: u64,
-        ret: u64,
-    ) -> Result<Entry, Fault> {
+    fn deliver_real(&mut self, ctx: &mut Ctx, vec: u8, rflags: u64, ret: u64) -> Result<Entry, Fault> {
         let off = u64::from(vec) * 4;
         if off + 3 > u64::from(self.regs.idtr.limit) {
             return Err(Fault::gp(u32::from(vec) * 8 + 2));
@@ -188,11 +167,7 @@ impl Cpu {
         let ivt = self.read_sys(ctx, self.regs.idtr.base.wrapping_add(off), 4)?;
         let ss = self.regs.seg[sreg::SS];
         let sp = self.regs.gpr[4] & 0xffff;
-        let frame = [
-            rflags & 0xffff,
-            u64::from(self.regs.seg[sreg::CS].selector),
-            ret & 0xffff,
-        ];
+        let frame = [rflags & 0xffff, u64::from(self.regs.seg[sreg::CS].selector), ret & 0xffff];
         let mut p = sp;
         for v in frame {
             p = p.wrapping_sub(2) & 0xffff;
@@ -200,11 +175,7 @@ impl Cpu {
         }
         let sel = (ivt >> 16) as u16;
         Ok(Entry {
-            cs: Segment {
-                selector: sel,
-                base: u64::from(sel) << 4,
-                ..self.regs.seg[sreg::CS]
-            },
+            cs: Segment { selector: sel, base: u64::from(sel) << 4, ..self.regs.seg[sreg::CS] },
             rip: ivt & 0xffff,
             ss: None,
             rsp: (self.regs.gpr[4] & !0xffff) | p,
@@ -214,13 +185,7 @@ impl Cpu {
     }
 
     /// Reads and checks the IDT gate for `vec` (common to 32- and 64-bit).
-    fn idt_gate(
-        &mut self,
-        ctx: &mut Ctx,
-        vec: u8,
-        kind: EventKind,
-        long: bool,
-    ) -> Result<Gate, Fault> {
+    fn idt_gate(&mut self, ctx: &mut Ctx, vec: u8, kind: EventKind, long: bool) -> Result<Gate, Fault> {
         let ext = kind.ext() as u32;
         let idt_ec = u32::from(vec) * 8 + 2 + ext;
         let size = if long { 16 } else { 8 };
@@ -230,19 +195,12 @@ impl Cpu {
         }
         let la = self.regs.idtr.base.wrapping_add(off);
         let lo = self.read_sys(ctx, la, 8)?;
-        let hi = if long {
-            self.read_sys(ctx, la + 8, 8)?
-        } else {
-            0
-        };
+        let hi = if long { self.read_sys(ctx, la + 8, 8)? } else { 0 };
         let g = Gate::from_raw(lo, hi);
         let ok_type = if long {
             matches!(g.typ, sys::INT | sys::TRAP)
         } else {
-            matches!(
-                g.typ,
-                sys::INT | sys::TRAP | sys::INT16 | sys::TRAP16 | sys::TASK
-            )
+            matches!(g.typ, sys::INT | sys::TRAP | sys::INT16 | sys::TRAP16 | sys::TASK)
         };
         if !ok_type || lo & (1 << 44) != 0 {
             return Err(Fault::gp(idt_ec));
@@ -272,8 +230,7 @@ impl Cpu {
         if g.selector & !3 == 0 {
             return Err(Fault::gp(u32::from(ext)));
         }
-        if !desc.is_code() || desc.dpl() > self.cpl || desc.ar & ar::L == 0 || desc.ar & ar::DB != 0
-        {
+        if !desc.is_code() || desc.dpl() > self.cpl || desc.ar & ar::L == 0 || desc.ar & ar::DB != 0 {
             return Err(Fault::gp(sel_ec(g.selector, ext)));
         }
         if !desc.present() {
@@ -302,13 +259,7 @@ impl Cpu {
         let old_ss = self.regs.seg[sreg::SS].selector;
         let mut frame = [0u64; 6];
         let mut n = 0;
-        for v in [
-            u64::from(old_ss),
-            self.regs.gpr[4],
-            rflags,
-            u64::from(self.regs.seg[sreg::CS].selector),
-            ret,
-        ] {
+        for v in [u64::from(old_ss), self.regs.gpr[4], rflags, u64::from(self.regs.seg[sreg::CS].selector), ret] {
             frame[n] = v;
             n += 1;
         }
@@ -327,14 +278,7 @@ impl Cpu {
         let mut cs = Cpu::seg_from_desc((g.selector & !3) | u16::from(new_cpl), &desc);
         cs.selector = (g.selector & !3) | u16::from(new_cpl);
         self.set_accessed(ctx, &d)?;
-        Ok(Entry {
-            cs,
-            rip: g.offset,
-            ss: new_ss,
-            rsp: p,
-            clear_if: g.typ == sys::INT,
-            task: false,
-        })
+        Ok(Entry { cs, rip: g.offset, ss: new_ss, rsp: p, clear_if: g.typ == sys::INT, task: false })
     }
 
     fn deliver_protected(
@@ -391,11 +335,7 @@ impl Cpu {
         if let Some(e) = ec {
             frame.push(u64::from(e));
         }
-        let mask = if ss_seg.ar & ar::DB != 0 {
-            0xffff_ffff
-        } else {
-            0xffff
-        };
+        let mask = if ss_seg.ar & ar::DB != 0 { 0xffff_ffff } else { 0xffff };
         // Pushes go in order; vm86 segment pushes are 32-bit words too.
         let mut p = sp & mask;
         for &v in &frame {
@@ -416,37 +356,20 @@ impl Cpu {
             }
         }
         let clear_if = matches!(g.typ, sys::INT | sys::INT16);
-        Ok(Entry {
-            cs,
-            rip: g.offset & 0xffff_ffff,
-            ss: new_ss,
-            rsp: sp,
-            clear_if,
-            task: false,
-        })
+        Ok(Entry { cs, rip: g.offset & 0xffff_ffff, ss: new_ss, rsp: sp, clear_if, task: false })
     }
 
     /// An interrupt or exception through a task gate: a nested task
     /// switch, then the error code on the new task's stack (SDM 6.12.2
     /// "Interrupt Tasks").
-    fn deliver_task_gate(
-        &mut self,
-        ctx: &mut Ctx,
-        tss_sel: u16,
-        ec: Option<u32>,
-        ret: u64,
-    ) -> Result<Entry, Fault> {
+    fn deliver_task_gate(&mut self, ctx: &mut Ctx, tss_sel: u16, ec: Option<u32>, ret: u64) -> Result<Entry, Fault> {
         if tss_sel & 4 != 0 {
             return Err(Fault::ts(sel_ec(tss_sel, true)));
         }
         let d = self.read_descriptor(ctx, tss_sel, true)?;
         self.task_switch(ctx, tss_sel, &d, crate::task::TaskSwitchSource::Call, ret)?;
         if let Some(e) = ec {
-            let size = if self.regs.seg[sreg::SS].ar & ar::DB != 0 {
-                4
-            } else {
-                2
-            };
+            let size = if self.regs.seg[sreg::SS].ar & ar::DB != 0 { 4 } else { 2 };
             self.push(ctx, size, u64::from(e))?;
         }
         Ok(Entry {
@@ -461,14 +384,7 @@ impl Cpu {
 
     /// Writes one value of an event frame as a supervisor (or same-level)
     /// access.
-    fn push_sys(
-        &mut self,
-        ctx: &mut Ctx,
-        la: u64,
-        size: u8,
-        v: u64,
-        new_cpl: u8,
-    ) -> Result<(), Fault> {
+    fn push_sys(&mut self, ctx: &mut Ctx, la: u64, size: u8, v: u64, new_cpl: u8) -> Result<(), Fault> {
         self.write_as(ctx, la, size, v, new_cpl == 3)
     }
 
@@ -493,12 +409,7 @@ impl Cpu {
     }
 
     /// SSn:ESPn of a 32-bit (or 16-bit) TSS.
-    pub(crate) fn tss32_stack(
-        &mut self,
-        ctx: &mut Ctx,
-        cpl: u8,
-        _ext: bool,
-    ) -> Result<(u16, u64), Fault> {
+    pub(crate) fn tss32_stack(&mut self, ctx: &mut Ctx, cpl: u8, _ext: bool) -> Result<(u16, u64), Fault> {
         let t = self.regs.tr.ar & 0xf;
         if t == sys::TSS16_BUSY || t == sys::TSS16_AVAIL {
             let sp = self.tss_read(ctx, 2 + 4 * u64::from(cpl), 2)?;
@@ -513,20 +424,12 @@ impl Cpu {
 
     /// Checks the stack segment named by a TSS for a privilege change
     /// (#TS on every violation, #SS if not present).
-    pub(crate) fn check_tss_ss(
-        &mut self,
-        ctx: &mut Ctx,
-        sel: u16,
-        cpl: u8,
-        ext: bool,
-    ) -> Result<Segment, Fault> {
+    pub(crate) fn check_tss_ss(&mut self, ctx: &mut Ctx, sel: u16, cpl: u8, ext: bool) -> Result<Segment, Fault> {
         let ec = sel_ec(sel, ext);
         if sel & !3 == 0 || (sel & 3) as u8 != cpl {
             return Err(Fault::ts(ec));
         }
-        let d = self
-            .read_descriptor(ctx, sel, ext)
-            .map_err(|_| Fault::ts(ec))?;
+        let d = self.read_descriptor(ctx, sel, ext).map_err(|_| Fault::ts(ec))?;
         let desc = d.desc;
         if !desc.is_code_data() || desc.is_code() || desc.ar & ar::RW == 0 || desc.dpl() != cpl {
             return Err(Fault::ts(ec));
@@ -581,11 +484,7 @@ impl Cpu {
         }
         let dr7 = self.regs.dr[7];
         let la = self.regs.seg[sreg::CS].base.wrapping_add(self.regs.rip);
-        let la = if self.mode == Mode::Long {
-            self.regs.rip
-        } else {
-            la & 0xffff_ffff
-        };
+        let la = if self.mode == Mode::Long { self.regs.rip } else { la & 0xffff_ffff };
         let mut hits = 0u64;
         for i in 0..4 {
             let enabled = (dr7 >> (i * 2)) & 3 != 0;
@@ -596,7 +495,6 @@ impl Cpu {
         }
         if hits != 0 {
             self.regs.dr[6] = (self.regs.dr[6] & !0xf) | hits | 0xffff_0ff0;
-            self.insn_rip = self.regs.rip;
             let rip = self.regs.rip;
             self.deliver_exception(ctx, Fault::db(), rip);
             // The handler's IRET sets RF so the instruction can run.
@@ -623,7 +521,6 @@ impl Cpu {
         if dr6 != 0 {
             self.regs.dr[6] = (self.regs.dr[6] & !0xf) | dr6 | 0xffff_0ff0;
             let rip = self.regs.rip;
-            self.insn_rip = rip;
             self.deliver_exception(ctx, Fault::db(), rip);
         }
     }
@@ -662,11 +559,7 @@ impl Cpu {
             let enabled = (dr7 >> (i * 2)) & 3 != 0;
             let rw = (dr7 >> (16 + i * 4)) & 3;
             let start = self.regs.dr[i] & 0xffff;
-            if enabled
-                && rw == 2
-                && u64::from(port) < start + 4
-                && start < u64::from(port) + u64::from(size)
-            {
+            if enabled && rw == 2 && u64::from(port) < start + 4 && start < u64::from(port) + u64::from(size) {
                 self.db_hits |= 1 << i;
             }
         }

@@ -131,6 +131,8 @@ pub struct Cpu {
     /// Decoder bitness of the current code segment (16, 32, 64).
     pub(crate) bitness: u32,
     pub(crate) tlb: Tlb,
+    /// 64 minus the linear-address width (16 for 48-bit, 7 under LA57).
+    pub(crate) va_shift: u32,
     pub(crate) cache: BlockCache,
     pub(crate) events: u32,
     /// Interrupts are inhibited while `icount` equals this (STI, MOV SS).
@@ -138,9 +140,9 @@ pub struct Cpu {
     /// NMIs are blocked until the next IRET.
     pub(crate) nmi_blocked: bool,
     /// RIP after the instruction being executed; branches overwrite it.
+    /// (While a handler runs, `regs.rip` is the start of its instruction,
+    /// which is what faults report.)
     pub(crate) next_rip: u64,
-    /// Start of the instruction being executed (for faults and reports).
-    pub(crate) insn_rip: u64,
     /// Shutdown reason once a triple fault happened.
     pub(crate) shutdown: Option<String>,
     /// RFLAGS.TF at the start of the instruction (single-step traps).
@@ -182,12 +184,12 @@ impl Cpu {
             cpl: 0,
             bitness: 16,
             tlb: Tlb::default(),
+            va_shift: 16,
             cache: BlockCache::new(),
             events: events::IRQ,
             inhibit_at: u64::MAX,
             nmi_blocked: false,
             next_rip: 0,
-            insn_rip: 0,
             shutdown: None,
             tf_before: false,
             db_hits: 0,
@@ -249,6 +251,7 @@ impl Cpu {
             Mode::Vm86 => 3,
             _ => (cs.selector & 3) as u8,
         };
+        self.va_shift = if self.regs.cr4 & x86::Cr4::LA57.bits() != 0 { 7 } else { 16 };
         self.tlb.flush_all();
         self.tlb.disabled = self.data_breakpoints_armed();
         self.events |= events::IRQ | events::STOP;
@@ -302,9 +305,7 @@ impl Cpu {
             match self.activity {
                 Activity::Active => {}
                 Activity::Halted | Activity::WaitForSipi => return RunExit::Halted,
-                Activity::Shutdown => {
-                    return RunExit::Shutdown(self.shutdown.clone().unwrap_or_default())
-                }
+                Activity::Shutdown => return RunExit::Shutdown(self.shutdown.clone().unwrap_or_default()),
             }
             if self.icount >= end {
                 return RunExit::Budget;

@@ -196,9 +196,7 @@ impl Memory {
     /// Offset of a range that lies entirely in one RAM region.
     fn range(&self, gpa: u64, len: u64) -> Result<usize, MemError> {
         let bad = MemError::NotRam { addr: gpa, len };
-        let end = gpa
-            .checked_add(len)
-            .ok_or(MemError::NotRam { addr: gpa, len })?;
+        let end = gpa.checked_add(len).ok_or(MemError::NotRam { addr: gpa, len })?;
         let ok = (end <= self.low_end) || (gpa >= HIGH_RAM_BASE && end <= self.high_end);
         if !ok {
             return Err(bad);

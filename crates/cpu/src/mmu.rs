@@ -56,10 +56,7 @@ struct TlbSet {
 
 impl TlbSet {
     fn new() -> Self {
-        TlbSet {
-            tag: Box::new([INVALID; TLB_SIZE]),
-            off: Box::new([0; TLB_SIZE]),
-        }
+        TlbSet { tag: Box::new([INVALID; TLB_SIZE]), off: Box::new([0; TLB_SIZE]) }
     }
 }
 
@@ -79,13 +76,7 @@ pub struct Tlb {
 
 impl Default for Tlb {
     fn default() -> Self {
-        Tlb {
-            sets: core::array::from_fn(|_| TlbSet::new()),
-            epoch: 1,
-            large: false,
-            code_epoch: 0,
-            disabled: false,
-        }
+        Tlb { sets: core::array::from_fn(|_| TlbSet::new()), epoch: 1, large: false, code_epoch: 0, disabled: false }
     }
 }
 
@@ -177,11 +168,7 @@ pub struct AccessCtx {
 pub fn walk(regs: &Regs, mem: &mut Memory, la: u64, ac: AccessCtx) -> Result<Translation, Fault> {
     let cr0 = regs.cr0;
     if cr0 & Cr0::PG.bits() == 0 {
-        return Ok(Translation {
-            pa: la & 0xffff_ffff,
-            large: false,
-            user_page: true,
-        });
+        return Ok(Translation { pa: la & 0xffff_ffff, large: false, user_page: true });
     }
     let cr4 = regs.cr4;
     let nxe = regs.efer & Efer::NXE.bits() != 0;
@@ -216,11 +203,7 @@ pub fn walk(regs: &Regs, mem: &mut Memory, la: u64, ac: AccessCtx) -> Result<Tra
         // A paging structure outside RAM reads as all ones, which is not
         // present on real hardware only for unimplemented addresses; we
         // report it as a reserved-bit fault rather than touch MMIO.
-        let r = if wide {
-            mem.read_u64(addr)
-        } else {
-            mem.read_u32(addr).map(u64::from)
-        };
+        let r = if wide { mem.read_u64(addr) } else { mem.read_u32(addr).map(u64::from) };
         r.map_err(|_| Fault::pf(ec | pf::RSVD | pf::P, la))
     };
 
@@ -333,10 +316,7 @@ pub fn walk(regs: &Regs, mem: &mut Memory, la: u64, ac: AccessCtx) -> Result<Tra
             if xd || (us && cr4 & Cr4::SMEP.bits() != 0) {
                 return Err(Fault::pf(p, la));
             }
-        } else if us
-            && cr4 & Cr4::SMAP.bits() != 0
-            && (ac.implicit || regs.rflags & Rflags::AC.bits() == 0)
-        {
+        } else if us && cr4 & Cr4::SMAP.bits() != 0 && (ac.implicit || regs.rflags & Rflags::AC.bits() == 0) {
             return Err(Fault::pf(p, la));
         }
         if write && !rw && cr0 & Cr0::WP.bits() != 0 {
@@ -357,21 +337,8 @@ pub fn walk(regs: &Regs, mem: &mut Memory, la: u64, ac: AccessCtx) -> Result<Tra
     for &(addr, wide) in &visited[..nvisited] {
         set_bits(mem, addr, wide, paging::A);
     }
-    set_bits(
-        mem,
-        leaf_addr,
-        leaf_is_64,
-        if write {
-            paging::A | paging::D
-        } else {
-            paging::A
-        },
-    );
-    Ok(Translation {
-        pa,
-        large,
-        user_page: us,
-    })
+    set_bits(mem, leaf_addr, leaf_is_64, if write { paging::A | paging::D } else { paging::A });
+    Ok(Translation { pa, large, user_page: us })
 }
 
 fn set_bits(mem: &mut Memory, addr: u64, wide: bool, bits: u64) {

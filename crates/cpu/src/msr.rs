@@ -26,9 +26,7 @@ impl Cpu {
             IA32_FS_BASE => self.regs.seg[x86::seg::sreg::FS].base,
             IA32_GS_BASE => self.regs.seg[x86::seg::sreg::GS].base,
             IA32_KERNEL_GS_BASE => m.kernel_gs_base,
-            IA32_TSC_AUX if self.cpuid.features().rdtscp || self.cpuid.features().rdpid => {
-                m.tsc_aux
-            }
+            IA32_TSC_AUX if self.cpuid.features().rdtscp || self.cpuid.features().rdpid => m.tsc_aux,
             IA32_SYSENTER_CS => m.sysenter_cs,
             IA32_SYSENTER_ESP => m.sysenter_esp,
             IA32_SYSENTER_EIP => m.sysenter_eip,
@@ -42,15 +40,11 @@ impl Cpu {
             IA32_TSC_ADJUST => m.tsc_adjust,
             IA32_MTRRCAP => 0x508, // 8 variable ranges, fixed ranges, WC
             IA32_MTRR_DEF_TYPE => m.mtrr_def_type,
-            IA32_MTRR_PHYSBASE0..=IA32_MTRR_PHYSMASK9 => {
-                m.mtrr_var[(msr - IA32_MTRR_PHYSBASE0) as usize]
-            }
+            IA32_MTRR_PHYSBASE0..=IA32_MTRR_PHYSMASK9 => m.mtrr_var[(msr - IA32_MTRR_PHYSBASE0) as usize],
             IA32_MTRR_FIX64K_00000 => m.mtrr_fixed[0],
             IA32_MTRR_FIX16K_80000 => m.mtrr_fixed[1],
             IA32_MTRR_FIX16K_A0000 => m.mtrr_fixed[2],
-            IA32_MTRR_FIX4K_C0000..=IA32_MTRR_FIX4K_F8000 => {
-                m.mtrr_fixed[3 + (msr - IA32_MTRR_FIX4K_C0000) as usize]
-            }
+            IA32_MTRR_FIX4K_C0000..=IA32_MTRR_FIX4K_F8000 => m.mtrr_fixed[3 + (msr - IA32_MTRR_FIX4K_C0000) as usize],
             IA32_MCG_CAP => 0,
             IA32_MCG_STATUS => m.mcg_status,
             IA32_PERF_STATUS => 0x1400,

@@ -32,12 +32,7 @@ pub const fn sel_ec(sel: u16, ext: bool) -> u32 {
 impl Cpu {
     /// Reads the descriptor of `sel` from the GDT or LDT. #GP(sel) if the
     /// selector points beyond the table limit (SDM 3.4.2).
-    pub fn read_descriptor(
-        &mut self,
-        ctx: &mut Ctx,
-        sel: u16,
-        ext: bool,
-    ) -> Result<DescRef, Fault> {
+    pub fn read_descriptor(&mut self, ctx: &mut Ctx, sel: u16, ext: bool) -> Result<DescRef, Fault> {
         let (base, limit) = if sel & 4 != 0 {
             let l = self.regs.ldtr;
             if l.ar & ar::UNUSABLE != 0 || l.selector & !3 == 0 && l.base == 0 && l.limit == 0 {
@@ -53,25 +48,12 @@ impl Cpu {
         }
         let la = base.wrapping_add(off);
         let raw = self.read_sys(ctx, la, 8)?;
-        Ok(DescRef {
-            raw,
-            desc: Descriptor::from_raw(raw),
-            la,
-        })
+        Ok(DescRef { raw, desc: Descriptor::from_raw(raw), la })
     }
 
     /// Reads the high 8 bytes of a 16-byte system descriptor (long mode).
-    pub fn read_descriptor_high(
-        &mut self,
-        ctx: &mut Ctx,
-        sel: u16,
-        d: &DescRef,
-    ) -> Result<u64, Fault> {
-        let limit = if sel & 4 != 0 {
-            u64::from(self.regs.ldtr.limit)
-        } else {
-            u64::from(self.regs.gdtr.limit)
-        };
+    pub fn read_descriptor_high(&mut self, ctx: &mut Ctx, sel: u16, d: &DescRef) -> Result<u64, Fault> {
+        let limit = if sel & 4 != 0 { u64::from(self.regs.ldtr.limit) } else { u64::from(self.regs.gdtr.limit) };
         if u64::from(sel & !7) + 15 > limit {
             return Err(Fault::gp(sel_ec(sel, false)));
         }
@@ -90,22 +72,12 @@ impl Cpu {
 
     /// The hidden part a descriptor loads into a segment register.
     pub fn seg_from_desc(sel: u16, d: &Descriptor) -> Segment {
-        Segment {
-            selector: sel,
-            base: u64::from(d.base),
-            limit: d.limit,
-            ar: d.ar | ar::ACCESSED,
-        }
+        Segment { selector: sel, base: u64::from(d.base), limit: d.limit, ar: d.ar | ar::ACCESSED }
     }
 
     /// A null selector loaded into a data segment register: unusable.
     pub fn null_seg(sel: u16) -> Segment {
-        Segment {
-            selector: sel,
-            base: 0,
-            limit: 0,
-            ar: ar::UNUSABLE,
-        }
+        Segment { selector: sel, base: 0, limit: 0, ar: ar::UNUSABLE }
     }
 
     /// Loads a data or stack segment register (MOV, POP, LxS) with the
@@ -118,10 +90,7 @@ impl Cpu {
                 s.selector = sel;
                 s.base = u64::from(sel) << 4;
                 if self.mode == Mode::Vm86 {
-                    *s = Segment {
-                        ar: s.ar | (3 << ar::DPL_SHIFT),
-                        ..Segment::real(sel, reg == sreg::CS)
-                    };
+                    *s = Segment { ar: s.ar | (3 << ar::DPL_SHIFT), ..Segment::real(sel, reg == sreg::CS) };
                 }
                 Ok(())
             }
@@ -140,12 +109,7 @@ impl Cpu {
 
     /// The protected-mode checks of a data/stack segment load, returning
     /// the segment to load (without loading it).
-    pub fn check_data_seg(
-        &mut self,
-        ctx: &mut Ctx,
-        reg: usize,
-        sel: u16,
-    ) -> Result<Segment, Fault> {
+    pub fn check_data_seg(&mut self, ctx: &mut Ctx, reg: usize, sel: u16) -> Result<Segment, Fault> {
         let cpl = self.cpl;
         let rpl = (sel & 3) as u8;
         if sel & !3 == 0 {
@@ -168,12 +132,7 @@ impl Cpu {
         let desc = d.desc;
         let ec = sel_ec(sel, false);
         if reg == sreg::SS {
-            if rpl != cpl
-                || !desc.is_code_data()
-                || desc.is_code()
-                || desc.ar & ar::RW == 0
-                || desc.dpl() != cpl
-            {
+            if rpl != cpl || !desc.is_code_data() || desc.is_code() || desc.ar & ar::RW == 0 || desc.dpl() != cpl {
                 return Err(Fault::gp(ec));
             }
             if !desc.present() {
@@ -197,13 +156,7 @@ impl Cpu {
 
     /// Checks a code-segment target of a far JMP/CALL/RET/IRET/interrupt
     /// and returns the segment to load with RPL = `new_cpl`.
-    pub fn check_code_seg(
-        &mut self,
-        ctx: &mut Ctx,
-        sel: u16,
-        new_cpl: u8,
-        ext: bool,
-    ) -> Result<Segment, Fault> {
+    pub fn check_code_seg(&mut self, ctx: &mut Ctx, sel: u16, new_cpl: u8, ext: bool) -> Result<Segment, Fault> {
         if sel & !3 == 0 {
             return Err(Fault::gp(u32::from(ext)));
         }
@@ -215,10 +168,7 @@ impl Cpu {
             return Err(Fault::np(sel_ec(sel, ext)));
         }
         // In IA-32e mode a code segment may not have both L and D set.
-        if self.regs.efer & x86::Efer::LMA.bits() != 0
-            && d.desc.ar & ar::L != 0
-            && d.desc.ar & ar::DB != 0
-        {
+        if self.regs.efer & x86::Efer::LMA.bits() != 0 && d.desc.ar & ar::L != 0 && d.desc.ar & ar::DB != 0 {
             return Err(Fault::gp(sel_ec(sel, ext)));
         }
         self.set_accessed(ctx, &d)?;

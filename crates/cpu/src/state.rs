@@ -146,17 +146,7 @@ pub struct FpuState {
 
 impl Default for FpuState {
     fn default() -> Self {
-        FpuState {
-            fcw: 0x37f,
-            fsw: 0,
-            ftw: 0,
-            fop: 0,
-            fip: 0,
-            fdp: 0,
-            st: [[0; 16]; 8],
-            mxcsr: 0x1f80,
-            xmm: [0; 16],
-        }
+        FpuState { fcw: 0x37f, fsw: 0, ftw: 0, fop: 0, fip: 0, fdp: 0, st: [[0; 16]; 8], mxcsr: 0x1f80, xmm: [0; 16] }
     }
 }
 
@@ -223,26 +213,10 @@ impl Regs {
             rflags: Rflags::FIXED1.bits(),
             lf: LazyFlags::default(),
             seg,
-            ldtr: Segment {
-                selector: 0,
-                base: 0,
-                limit: 0xffff,
-                ar: ar::P | x86::seg::sys::LDT,
-            },
-            tr: Segment {
-                selector: 0,
-                base: 0,
-                limit: 0xffff,
-                ar: ar::P | x86::seg::sys::TSS_BUSY,
-            },
-            gdtr: DescTable {
-                base: 0,
-                limit: 0xffff,
-            },
-            idtr: DescTable {
-                base: 0,
-                limit: 0xffff,
-            },
+            ldtr: Segment { selector: 0, base: 0, limit: 0xffff, ar: ar::P | x86::seg::sys::LDT },
+            tr: Segment { selector: 0, base: 0, limit: 0xffff, ar: ar::P | x86::seg::sys::TSS_BUSY },
+            gdtr: DescTable { base: 0, limit: 0xffff },
+            idtr: DescTable { base: 0, limit: 0xffff },
             cr0: (Cr0::ET | Cr0::CD | Cr0::NW).bits(),
             cr2: 0,
             cr3: 0,
@@ -251,11 +225,7 @@ impl Regs {
             xcr0: 1,
             pkru: 0,
             dr,
-            msr: MsrState {
-                pat: 0x0007_0406_0007_0406,
-                misc_enable: 1,
-                ..Default::default()
-            },
+            msr: MsrState { pat: 0x0007_0406_0007_0406, misc_enable: 1, ..Default::default() },
             fpu: FpuState::default(),
         }
     }
@@ -355,31 +325,17 @@ impl Regs {
     /// Records a lazily evaluated flag-producing operation.
     #[inline(always)]
     pub fn set_lazy(&mut self, op: FlagOp, size: u8, a: u64, b: u64, res: u64) {
-        self.lf = LazyFlags {
-            op,
-            size,
-            cf_in: false,
-            a,
-            b,
-            res,
-        };
+        self.lf = LazyFlags::new(op, size, a, b, res, false);
     }
 
     /// Records ADC/SBB or INC/DEC, which need a carry-in.
     #[inline(always)]
     pub fn set_lazy_c(&mut self, op: FlagOp, size: u8, a: u64, b: u64, res: u64, c: bool) {
-        self.lf = LazyFlags {
-            op,
-            size,
-            cf_in: c,
-            a,
-            b,
-            res,
-        };
+        self.lf = LazyFlags::new(op, size, a, b, res, c);
     }
 
     /// Evaluates condition code `cc` (the low nibble of Jcc/SETcc/CMOVcc).
-    #[inline]
+    #[inline(always)]
     pub fn cond(&self, cc: u8) -> bool {
         let r = match cc >> 1 {
             0 => self.of(),

@@ -95,12 +95,7 @@ impl Cpu {
         self.write_sys(ctx, old.base + tss::EIP, 4, ret & 0xffff_ffff)?;
         self.write_sys(ctx, old.base + tss::EFLAGS, 4, flags & 0xffff_ffff)?;
         for i in 0..8u64 {
-            self.write_sys(
-                ctx,
-                old.base + tss::EAX + 4 * i,
-                4,
-                self.regs.gpr[i as usize] & 0xffff_ffff,
-            )?;
+            self.write_sys(ctx, old.base + tss::EAX + 4 * i, 4, self.regs.gpr[i as usize] & 0xffff_ffff)?;
         }
         for i in 0..6u64 {
             let s = self.regs.seg[i as usize].selector;
@@ -121,12 +116,8 @@ impl Cpu {
         }
 
         // Load the incoming task.
-        self.regs.tr = Segment {
-            selector: sel,
-            base: new_base,
-            limit: desc.limit,
-            ar: (desc.ar & !0xf) | sys::TSS_BUSY,
-        };
+        self.regs.tr =
+            Segment { selector: sel, base: new_base, limit: desc.limit, ar: (desc.ar & !0xf) | sys::TSS_BUSY };
         self.regs.cr0 |= Cr0::TS.bits();
         if self.regs.cr0 & Cr0::PG.bits() != 0 {
             self.regs.cr3 = u64::from(img[(tss::CR3 / 4) as usize]);
@@ -158,32 +149,21 @@ impl Cpu {
     /// sequence).
     fn load_task_segments(&mut self, ctx: &mut Ctx, ldt: u16, sels: [u16; 6]) -> Result<(), Fault> {
         if ldt & !3 == 0 {
-            self.regs.ldtr = Segment {
-                selector: ldt,
-                base: 0,
-                limit: 0,
-                ar: ar::UNUSABLE,
-            };
+            self.regs.ldtr = Segment { selector: ldt, base: 0, limit: 0, ar: ar::UNUSABLE };
         } else {
             let ec = sel_ec(ldt, false);
             if ldt & 4 != 0 {
                 return Err(Fault::ts(ec));
             }
-            let d = self
-                .read_descriptor(ctx, ldt, false)
-                .map_err(|_| Fault::ts(ec))?;
+            let d = self.read_descriptor(ctx, ldt, false).map_err(|_| Fault::ts(ec))?;
             if d.desc.is_code_data() || d.desc.typ() != sys::LDT {
                 return Err(Fault::ts(ec));
             }
             if !d.desc.present() {
                 return Err(Fault::ts(ec));
             }
-            self.regs.ldtr = Segment {
-                selector: ldt,
-                base: u64::from(d.desc.base),
-                limit: d.desc.limit,
-                ar: d.desc.ar,
-            };
+            self.regs.ldtr =
+                Segment { selector: ldt, base: u64::from(d.desc.base), limit: d.desc.limit, ar: d.desc.ar };
         }
         if self.regs.flag(Rflags::VM) {
             for (i, s) in sels.iter().enumerate() {
@@ -197,9 +177,7 @@ impl Cpu {
         // CS decides the new CPL.
         let cs_sel = sels[sreg::CS];
         let cpl = (cs_sel & 3) as u8;
-        let cs = self
-            .check_code_seg(ctx, cs_sel, cpl, false)
-            .map_err(|f| Fault::ts(f.error_code.unwrap_or(0)))?;
+        let cs = self.check_code_seg(ctx, cs_sel, cpl, false).map_err(|f| Fault::ts(f.error_code().unwrap_or(0)))?;
         self.regs.seg[sreg::CS] = cs;
         self.state_changed();
         if self.mode != Mode::Protected {
@@ -208,12 +186,10 @@ impl Cpu {
         let ss = self.check_tss_ss(ctx, sels[sreg::SS], cpl, false)?;
         self.regs.seg[sreg::SS] = ss;
         for r in [sreg::ES, sreg::DS, sreg::FS, sreg::GS] {
-            let seg = self
-                .check_data_seg(ctx, r, sels[r])
-                .map_err(|f| match f.vector {
-                    x86::vector::NP => f,
-                    _ => Fault::ts(f.error_code.unwrap_or(0)),
-                })?;
+            let seg = self.check_data_seg(ctx, r, sels[r]).map_err(|f| match f.vector {
+                x86::vector::NP => f,
+                _ => Fault::ts(f.error_code().unwrap_or(0)),
+            })?;
             self.regs.seg[r] = seg;
         }
         Ok(())

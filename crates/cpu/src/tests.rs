@@ -64,9 +64,7 @@ fn self_modifying_store_is_seen() {
     // c6 05 01 00 00 00 05 : mov byte [rip+1], 5   (rip+1 = imm byte of next insn)
     // b8 01 00 00 00       : mov eax, 1
     // f4
-    let code = [
-        0xc6, 0x05, 0x01, 0x00, 0x00, 0x00, 0x05, 0xb8, 0x01, 0x00, 0x00, 0x00, 0xf4,
-    ];
+    let code = [0xc6, 0x05, 0x01, 0x00, 0x00, 0x00, 0x05, 0xb8, 0x01, 0x00, 0x00, 0x00, 0xf4];
     let mut m = Machine::long64(&code);
     // Run once to decode everything, then reset RIP and run again with the
     // patched page still cached.
@@ -82,20 +80,13 @@ fn long_mode_idt(m: &mut Machine, handler: u64) {
     m.mem.write_u64(0x4000, 0).unwrap();
     m.mem.write_u64(0x4008, 0x00af_9b00_0000_ffff).unwrap();
     m.mem.write_u64(0x4010, 0x00cf_9300_0000_ffff).unwrap();
-    m.cpu.regs.gdtr = DescTable {
-        base: 0x4000,
-        limit: 0x27,
-    };
+    m.cpu.regs.gdtr = DescTable { base: 0x4000, limit: 0x27 };
     for v in 0..256u64 {
-        let lo =
-            (handler & 0xffff) | (0x8 << 16) | (0x8e00u64 << 32) | ((handler & 0xffff_0000) << 32);
+        let lo = (handler & 0xffff) | (0x8 << 16) | (0x8e00u64 << 32) | ((handler & 0xffff_0000) << 32);
         m.mem.write_u64(0x5000 + v * 16, lo).unwrap();
         m.mem.write_u64(0x5008 + v * 16, handler >> 32).unwrap();
     }
-    m.cpu.regs.idtr = DescTable {
-        base: 0x5000,
-        limit: 0xfff,
-    };
+    m.cpu.regs.idtr = DescTable { base: 0x5000, limit: 0xfff };
 }
 
 #[test]
@@ -131,10 +122,7 @@ fn page_fault_reports_error_code_and_cr2() {
 fn missing_idt_entry_escalates_to_triple_fault() {
     // ud2 with an IDT limit of 0: #UD -> #GP -> #DF -> shutdown.
     let mut m = Machine::long64(&[0x0f, 0x0b]);
-    m.cpu.regs.idtr = crate::DescTable {
-        base: 0x5000,
-        limit: 0,
-    };
+    m.cpu.regs.idtr = crate::DescTable { base: 0x5000, limit: 0 };
     match m.run() {
         crate::RunExit::Shutdown(s) => assert!(s.contains("triple fault"), "{s}"),
         e => panic!("expected shutdown, got {e:?}"),
@@ -161,20 +149,10 @@ fn far_jmp_to_a_tss_switches_tasks() {
     m.mem.write_u64(0x4010, 0x00cf_9300_0000_ffff).unwrap();
     m.mem.write_u64(0x4018, tss_desc(0x6000, true)).unwrap();
     m.mem.write_u64(0x4020, tss_desc(0x6100, false)).unwrap();
-    m.cpu.regs.gdtr = DescTable {
-        base: 0x4000,
-        limit: 0x27,
-    };
-    m.cpu.regs.tr = Segment {
-        selector: 0x18,
-        base: 0x6000,
-        limit: 0x67,
-        ar: 0x8b,
-    };
+    m.cpu.regs.gdtr = DescTable { base: 0x4000, limit: 0x27 };
+    m.cpu.regs.tr = Segment { selector: 0x18, base: 0x6000, limit: 0x67, ar: 0x8b };
     // TSS B image: EIP, EFLAGS, EBX = 0x1234, ES/CS/SS/DS/FS/GS.
-    m.mem
-        .write_u32(0x6100 + 0x20, (CODE + 0x40) as u32)
-        .unwrap();
+    m.mem.write_u32(0x6100 + 0x20, (CODE + 0x40) as u32).unwrap();
     m.mem.write_u32(0x6100 + 0x24, 0x2).unwrap();
     m.mem.write_u32(0x6100 + 0x34, 0x1234).unwrap();
     m.mem.write_u32(0x6100 + 0x38, 0x9000).unwrap();

@@ -32,11 +32,7 @@ impl Machine {
     fn new(code: &[u8]) -> Machine {
         let mut mem = Memory::new(4 << 20).expect("4 MiB of RAM");
         mem.write(CODE, code).expect("code fits");
-        Machine {
-            cpu: Cpu::new(0, CpuidModel::turtles_max()),
-            mem,
-            bus: NullBus::default(),
-        }
+        Machine { cpu: Cpu::new(0, CpuidModel::turtles_max()), mem, bus: NullBus::default() }
     }
 
     /// 64-bit mode, CPL 0, identity-mapped paging.
@@ -110,19 +106,13 @@ impl Machine {
 
     /// Runs until HLT, shutdown, or 1e6 instructions.
     pub fn run(&mut self) -> RunExit {
-        self.cpu
-            .run(&mut self.mem, &mut self.bus as &mut dyn Bus, 1_000_000)
+        self.cpu.run(&mut self.mem, &mut self.bus as &mut dyn Bus, 1_000_000)
     }
 
     /// Runs and asserts the CPU halted normally.
     pub fn run_to_hlt(&mut self) -> &mut Self {
         let e = self.run();
-        assert_eq!(
-            e,
-            RunExit::Halted,
-            "expected HLT, got {e:?} at rip {:#x}",
-            self.cpu.regs.rip
-        );
+        assert_eq!(e, RunExit::Halted, "expected HLT, got {e:?} at rip {:#x}", self.cpu.regs.rip);
         self
     }
 

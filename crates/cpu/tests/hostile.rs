@@ -36,20 +36,9 @@ fn machine(mode: Mode, code: &[u8], regs: &[u64; 16], flags: u64) -> (Cpu, Memor
     let mut cpu = Cpu::new(0, CpuidModel::turtles_max());
     let r = &mut cpu.regs;
     r.gpr = *regs;
-    r.gdtr = turtles_cpu::DescTable {
-        base: 0x4000,
-        limit: 0x1f,
-    };
-    r.idtr = turtles_cpu::DescTable {
-        base: 0x5000,
-        limit: 0xfff,
-    };
-    let data = Segment {
-        selector: 0x10,
-        base: 0,
-        limit: 0xffff_ffff,
-        ar: ar::P | ar::S | ar::RW | ar::DB | ar::G,
-    };
+    r.gdtr = turtles_cpu::DescTable { base: 0x4000, limit: 0x1f };
+    r.idtr = turtles_cpu::DescTable { base: 0x5000, limit: 0xfff };
+    let data = Segment { selector: 0x10, base: 0, limit: 0xffff_ffff, ar: ar::P | ar::S | ar::RW | ar::DB | ar::G };
     match mode {
         Mode::Real => {
             r.seg = [Segment::real(0, false); 6];
@@ -73,11 +62,7 @@ fn machine(mode: Mode, code: &[u8], regs: &[u64; 16], flags: u64) -> (Cpu, Memor
             r.cr3 = 0x1000;
             r.efer = (Efer::LME | Efer::LMA | Efer::NXE | Efer::SCE).bits();
             r.seg = [data; 6];
-            let l = if matches!(mode, Mode::Long64) {
-                ar::L
-            } else {
-                ar::DB
-            };
+            let l = if matches!(mode, Mode::Long64) { ar::L } else { ar::DB };
             r.seg[sreg::CS] = Segment {
                 selector: 0x8,
                 base: 0,
@@ -105,12 +90,7 @@ fn run_case(mode: Mode, code: &[u8], regs: &[u64; 16], flags: u64) {
 }
 
 fn mode_strategy() -> impl Strategy<Value = Mode> {
-    prop_oneof![
-        Just(Mode::Real),
-        Just(Mode::Prot32),
-        Just(Mode::Long64),
-        Just(Mode::Compat)
-    ]
+    prop_oneof![Just(Mode::Real), Just(Mode::Prot32), Just(Mode::Long64), Just(Mode::Compat)]
 }
 
 proptest! {

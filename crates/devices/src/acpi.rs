@@ -106,9 +106,7 @@ fn dsdt() -> Vec<u8> {
     let mut t = header(b"DSDT", 2, b"TRTLDSDT");
     // NameOp "_S5_" PackageOp PkgLength(8) NumElements(4)
     //   BytePrefix 5, BytePrefix 5, ZeroOp, ZeroOp
-    t.extend_from_slice(&[
-        0x08, b'_', b'S', b'5', b'_', 0x12, 0x08, 0x04, 0x0a, 0x05, 0x0a, 0x05, 0x00, 0x00,
-    ]);
+    t.extend_from_slice(&[0x08, b'_', b'S', b'5', b'_', 0x12, 0x08, 0x04, 0x0a, 0x05, 0x0a, 0x05, 0x00, 0x00]);
     finish(t)
 }
 
@@ -137,11 +135,7 @@ fn fadt(facs_addr: u32, dsdt_addr: u32) -> Vec<u8> {
     t[108] = crate::rtc::CMOS_CENTURY;
     put(&mut t, 109, &0x0003u16.to_le_bytes()); // LEGACY_DEVICES | 8042
                                                 // WBINVD | PROC_C1 | PWR_BUTTON | SLP_BUTTON | RESET_REG_SUP
-    put(
-        &mut t,
-        112,
-        &((1u32 << 0) | (1 << 2) | (1 << 4) | (1 << 5) | (1 << 10)).to_le_bytes(),
-    );
+    put(&mut t, 112, &((1u32 << 0) | (1 << 2) | (1 << 4) | (1 << 5) | (1 << 10)).to_le_bytes());
     put(&mut t, 116, &gas_io(RESET_PORT, 8, 1));
     t[128] = RESET_VALUE;
     t[131] = 0; // FADT minor version
@@ -227,11 +221,7 @@ pub fn build_tables(cfg: &AcpiConfig, tables_addr: u32) -> AcpiTables {
     rsdp.extend_from_slice(&[0; 4]);
     rsdp[8] = checksum(&rsdp[..20]);
     rsdp[32] = checksum(&rsdp);
-    AcpiTables {
-        rsdp,
-        tables: blob,
-        offsets,
-    }
+    AcpiTables { rsdp, tables: blob, offsets }
 }
 
 /// PM1a event/control registers and the PM timer.
@@ -301,12 +291,7 @@ mod tests {
     use super::*;
 
     fn cfg(n: u32) -> AcpiConfig {
-        AcpiConfig {
-            num_cpus: n,
-            ioapic_id: n as u8,
-            ioapic_addr: 0xfec0_0000,
-            lapic_addr: 0xfee0_0000,
-        }
+        AcpiConfig { num_cpus: n, ioapic_id: n as u8, ioapic_addr: 0xfec0_0000, lapic_addr: 0xfee0_0000 }
     }
 
     #[test]
@@ -320,9 +305,7 @@ mod tests {
             let len = u32::from_le_bytes(t.tables[off + 4..off + 8].try_into().unwrap()) as usize;
             assert_eq!(&t.tables[*off..off + 4], sig);
             if sig != b"FACS" {
-                let sum = t.tables[*off..off + len]
-                    .iter()
-                    .fold(0u8, |a, &b| a.wrapping_add(b));
+                let sum = t.tables[*off..off + len].iter().fold(0u8, |a, &b| a.wrapping_add(b));
                 assert_eq!(sum, 0, "{}", String::from_utf8_lossy(sig));
             } else {
                 assert_eq!((base as usize + off) % 64, 0);
@@ -334,10 +317,7 @@ mod tests {
         let xsdt = u64::from_le_bytes(t.rsdp[24..32].try_into().unwrap());
         assert_eq!(xsdt, u64::from(base) + find(b"XSDT") as u64);
         let fadt = find(b"FACP");
-        assert_eq!(
-            u32::from_le_bytes(t.tables[fadt + 4..fadt + 8].try_into().unwrap()),
-            276
-        );
+        assert_eq!(u32::from_le_bytes(t.tables[fadt + 4..fadt + 8].try_into().unwrap()), 276);
         let dsdt_ptr = u32::from_le_bytes(t.tables[fadt + 40..fadt + 44].try_into().unwrap());
         assert_eq!(dsdt_ptr, base + find(b"DSDT") as u32);
         let madt = find(b"APIC");
@@ -351,12 +331,7 @@ mod tests {
         let madt = t.offsets.iter().find(|(s, _)| s == b"APIC").unwrap().1;
         let len = u32::from_le_bytes(t.tables[madt + 4..madt + 8].try_into().unwrap()) as usize;
         assert_eq!(len, 44 + 255 * 8 + 45 * 16 + 12 + 10 + 10 + 6);
-        assert_eq!(
-            t.tables[madt..madt + len]
-                .iter()
-                .fold(0u8, |a, &b| a.wrapping_add(b)),
-            0
-        );
+        assert_eq!(t.tables[madt..madt + len].iter().fold(0u8, |a, &b| a.wrapping_add(b)), 0);
     }
 
     #[test]

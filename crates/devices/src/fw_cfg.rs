@@ -112,12 +112,7 @@ impl FwCfg {
 
     /// Data port read: next byte of the selected item, 0 past its end.
     pub fn read_byte(&mut self) -> u8 {
-        let b = self
-            .items
-            .get(&self.selector)
-            .and_then(|d| d.get(self.offset))
-            .copied()
-            .unwrap_or(0);
+        let b = self.items.get(&self.selector).and_then(|d| d.get(self.offset)).copied().unwrap_or(0);
         self.offset = self.offset.saturating_add(1);
         b
     }
@@ -151,9 +146,7 @@ mod tests {
 
     fn read_item(fw: &mut FwCfg, key: u16, len: usize) -> Vec<u8> {
         fw.io_write(FW_CFG_PORT_SEL, u32::from(key));
-        (0..len)
-            .map(|_| fw.io_read(FW_CFG_PORT_DATA, 1) as u8)
-            .collect()
+        (0..len).map(|_| fw.io_read(FW_CFG_PORT_DATA, 1) as u8).collect()
     }
 
     #[test]

@@ -71,14 +71,7 @@ impl I8042 {
     pub fn io_read(&mut self, port: u16) -> u8 {
         match port {
             0x60 => self.output.pop_front().unwrap_or(0),
-            0x64 => {
-                (self.status & !STATUS_OBF)
-                    | if self.output.is_empty() {
-                        0
-                    } else {
-                        STATUS_OBF
-                    }
-            }
+            0x64 => (self.status & !STATUS_OBF) | if self.output.is_empty() { 0 } else { STATUS_OBF },
             _ => 0xff,
         }
     }

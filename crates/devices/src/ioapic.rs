@@ -57,12 +57,7 @@ pub struct IoApic {
 impl IoApic {
     /// Power-on state: all pins masked.
     pub fn new(id: u8) -> Self {
-        Self {
-            regsel: 0,
-            id,
-            redir: [RTE_MASKED; IOAPIC_PINS],
-            levels: 0,
-        }
+        Self { regsel: 0, id, redir: [RTE_MASKED; IOAPIC_PINS], levels: 0 }
     }
 
     fn message(&self, pin: usize) -> IrqMessage {
@@ -70,11 +65,7 @@ impl IoApic {
         IrqMessage {
             vector: rte as u8,
             mode: DeliveryMode::from_bits((rte >> 8) as u32),
-            dest: Destination {
-                dest: (rte >> 56) as u32,
-                logical: rte & (1 << 11) != 0,
-                x2apic_format: false,
-            },
+            dest: Destination { dest: (rte >> 56) as u32, logical: rte & (1 << 11) != 0, x2apic_format: false },
             level_triggered: rte & RTE_LEVEL != 0,
         }
     }
@@ -83,14 +74,9 @@ impl IoApic {
     /// Remote IRR is clear.
     fn service_level(&mut self, pin: usize, out: &mut Vec<IrqMessage>) {
         let rte = self.redir[pin];
-        if rte & RTE_LEVEL != 0
-            && rte & (RTE_MASKED | RTE_REMOTE_IRR) == 0
-            && self.levels & (1 << pin) != 0
-        {
-            if matches!(
-                DeliveryMode::from_bits((rte >> 8) as u32),
-                DeliveryMode::Fixed | DeliveryMode::LowestPriority
-            ) {
+        if rte & RTE_LEVEL != 0 && rte & (RTE_MASKED | RTE_REMOTE_IRR) == 0 && self.levels & (1 << pin) != 0 {
+            if matches!(DeliveryMode::from_bits((rte >> 8) as u32), DeliveryMode::Fixed | DeliveryMode::LowestPriority)
+            {
                 self.redir[pin] |= RTE_REMOTE_IRR;
             }
             out.push(self.message(pin));

@@ -65,14 +65,7 @@ pub enum Lvt {
 
 /// Writable bits of each LVT entry (vector, delivery mode, polarity,
 /// trigger mode, mask, timer mode) per SDM figure "Local Vector Table".
-const LVT_WRITABLE: [u32; 6] = [
-    0x0007_00ff,
-    0x0001_07ff,
-    0x0001_07ff,
-    0x0001_a7ff,
-    0x0001_a7ff,
-    0x0001_00ff,
-];
+const LVT_WRITABLE: [u32; 6] = [0x0007_00ff, 0x0001_07ff, 0x0001_07ff, 0x0001_a7ff, 0x0001_a7ff, 0x0001_00ff];
 
 /// Interrupt delivery modes (ICR, LVT and IOAPIC redirection entries).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -314,10 +307,7 @@ impl Lapic {
     }
 
     fn highest(reg: &[u32; 8]) -> Option<u8> {
-        (0..8)
-            .rev()
-            .find(|&i| reg[i] != 0)
-            .map(|i| (i as u8) * 32 + (31 - reg[i].leading_zeros() as u8))
+        (0..8).rev().find(|&i| reg[i] != 0).map(|i| (i as u8) * 32 + (31 - reg[i].leading_zeros() as u8))
     }
 
     /// Highest vector in IRR.
@@ -436,8 +426,7 @@ impl Lapic {
 
     fn start_timer(&mut self, now_ns: u64) {
         self.timer_start_ns = now_ns;
-        self.timer_due_ns =
-            (self.initial_count != 0).then(|| now_ns.saturating_add(self.timer_period_ns()));
+        self.timer_due_ns = (self.initial_count != 0).then(|| now_ns.saturating_add(self.timer_period_ns()));
     }
 
     fn current_count(&self, now_ns: u64) -> u32 {
@@ -470,8 +459,7 @@ impl Lapic {
             TIMER_PERIODIC if self.initial_count != 0 => {
                 let period = self.timer_period_ns();
                 let k = (now_ns - self.timer_start_ns) / period + 1;
-                self.timer_due_ns =
-                    Some(self.timer_start_ns.saturating_add(k.saturating_mul(period)));
+                self.timer_due_ns = Some(self.timer_start_ns.saturating_add(k.saturating_mul(period)));
             }
             TIMER_TSC_DEADLINE => {
                 self.tsc_deadline = 0;
@@ -609,11 +597,7 @@ impl Lapic {
                 return Some(LapicAction::SendIpi(Ipi {
                     vector,
                     mode: DeliveryMode::Fixed,
-                    dest: Destination {
-                        dest: self.id,
-                        logical: false,
-                        x2apic_format: true,
-                    },
+                    dest: Destination { dest: self.id, logical: false, x2apic_format: true },
                     shorthand: Shorthand::SelfOnly,
                     level_triggered: false,
                     assert: true,
@@ -846,35 +830,20 @@ mod tests {
         let mut a = enabled(0);
         a.mmio_write(0, 0x310, 4, 2 << 24);
         let act = a.mmio_write(0, 0x300, 4, 0x4500);
-        let LapicAction::SendIpi(ipi) = act else {
-            panic!("{act:?}")
-        };
+        let LapicAction::SendIpi(ipi) = act else { panic!("{act:?}") };
         assert_eq!(ipi.mode, DeliveryMode::Init);
         assert_eq!(ipi.dest.dest, 2);
         let act = a.mmio_write(0, 0x300, 4, 0xc4620);
-        let LapicAction::SendIpi(ipi) = act else {
-            panic!("{act:?}")
-        };
-        assert_eq!(
-            (ipi.mode, ipi.vector, ipi.shorthand),
-            (DeliveryMode::Startup, 0x20, Shorthand::AllExcludingSelf)
-        );
-        assert_eq!(
-            a.mmio_read(0, 0x300, 4) & (1 << 12),
-            0,
-            "delivery status idle"
-        );
+        let LapicAction::SendIpi(ipi) = act else { panic!("{act:?}") };
+        assert_eq!((ipi.mode, ipi.vector, ipi.shorthand), (DeliveryMode::Startup, 0x20, Shorthand::AllExcludingSelf));
+        assert_eq!(a.mmio_read(0, 0x300, 4) & (1 << 12), 0, "delivery status idle");
     }
 
     #[test]
     fn logical_destinations() {
         let mut a = enabled(1);
         a.mmio_write(0, 0xd0, 4, 0x0200_0000);
-        let flat = Destination {
-            dest: 0x03,
-            logical: true,
-            x2apic_format: false,
-        };
+        let flat = Destination { dest: 0x03, logical: true, x2apic_format: false };
         assert!(a.matches(&flat));
         assert!(!a.matches(&Destination { dest: 0x01, ..flat }));
         a.mmio_write(0, 0xe0, 4, 0x0fff_ffff); // cluster
@@ -898,20 +867,13 @@ mod tests {
         assert!(a.msr_write(0, 0x808, 0x20).is_some());
         assert_eq!(a.msr_read(0, 0x808), Some(0x20));
         let act = a.msr_write(0, 0x830, (3u64 << 32) | 0x40).unwrap();
-        let LapicAction::SendIpi(ipi) = act else {
-            panic!()
-        };
+        let LapicAction::SendIpi(ipi) = act else { panic!() };
         assert_eq!(ipi.dest.dest, 3);
         assert!(ipi.dest.x2apic_format);
         let act = a.msr_write(0, 0x83f, 0x45).unwrap();
-        let LapicAction::SendIpi(ipi) = act else {
-            panic!()
-        };
+        let LapicAction::SendIpi(ipi) = act else { panic!() };
         assert_eq!(ipi.shorthand, Shorthand::SelfOnly);
-        assert!(
-            !a.write_apic_base(APIC_DEFAULT_BASE | APIC_BASE_EN),
-            "x2APIC -> xAPIC"
-        );
+        assert!(!a.write_apic_base(APIC_DEFAULT_BASE | APIC_BASE_EN), "x2APIC -> xAPIC");
         assert!(a.write_apic_base(APIC_DEFAULT_BASE));
         assert!(!a.hw_enabled());
     }

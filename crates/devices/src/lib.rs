@@ -29,9 +29,7 @@ pub mod platform;
 pub mod rtc;
 pub mod serial;
 
-pub use platform::{
-    CpuEvent, DeviceId, DeviceStats, ExitRequest, Platform, PlatformConfig, UnhandledAccess,
-};
+pub use platform::{CpuEvent, DeviceId, DeviceStats, ExitRequest, Platform, PlatformConfig, UnhandledAccess};
 
 /// Guest TSC frequency in kHz (2 GHz). The TSC equals
 /// `now_ns * TSC_KHZ / 1_000_000`.

@@ -36,10 +36,7 @@ impl Default for PcTestdev {
 impl PcTestdev {
     /// Zeroed device.
     pub fn new() -> Self {
-        Self {
-            ioport_data: 0,
-            iomem: vec![0; PC_TESTDEV_IOMEM_LEN as usize],
-        }
+        Self { ioport_data: 0, iomem: vec![0; PC_TESTDEV_IOMEM_LEN as usize] }
     }
 
     fn lane_mask(port: u16, size: u8) -> (u32, u32) {
@@ -65,11 +62,8 @@ impl PcTestdev {
     pub fn iomem_read(&self, offset: u64, size: u8) -> u64 {
         let mut v = 0u64;
         for i in 0..u64::from(size.min(8)) {
-            let b = usize::try_from(offset.saturating_add(i))
-                .ok()
-                .and_then(|o| self.iomem.get(o))
-                .copied()
-                .unwrap_or(0);
+            let b =
+                usize::try_from(offset.saturating_add(i)).ok().and_then(|o| self.iomem.get(o)).copied().unwrap_or(0);
             v |= u64::from(b) << (8 * i);
         }
         v
@@ -78,10 +72,7 @@ impl PcTestdev {
     /// Scratch memory write at `offset`.
     pub fn iomem_write(&mut self, offset: u64, size: u8, value: u64) {
         for i in 0..u64::from(size.min(8)) {
-            if let Some(b) = usize::try_from(offset.saturating_add(i))
-                .ok()
-                .and_then(|o| self.iomem.get_mut(o))
-            {
+            if let Some(b) = usize::try_from(offset.saturating_add(i)).ok().and_then(|o| self.iomem.get_mut(o)) {
                 *b = (value >> (8 * i)) as u8;
             }
         }

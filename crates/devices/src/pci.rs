@@ -63,14 +63,7 @@ pub struct PciFunction {
 impl PciFunction {
     /// A type 0 function with the given IDs and class code
     /// (`class << 8 | subclass`, programming interface in `prog_if`).
-    pub fn new(
-        vendor: u16,
-        device: u16,
-        class: u16,
-        prog_if: u8,
-        header_type: u8,
-        revision: u8,
-    ) -> Self {
+    pub fn new(vendor: u16, device: u16, class: u16, prog_if: u8, header_type: u8, revision: u8) -> Self {
         let mut config = vec![0u8; 256];
         config[0..2].copy_from_slice(&vendor.to_le_bytes());
         config[2..4].copy_from_slice(&device.to_le_bytes());
@@ -86,11 +79,7 @@ impl PciFunction {
         for b in &mut wmask[0x40..] {
             *b = 0xff;
         }
-        Self {
-            config,
-            wmask,
-            bars: [Bar { size: 0, io: false }; 6],
-        }
+        Self { config, wmask, bars: [Bar { size: 0, io: false }; 6] }
     }
 
     /// Declares BAR `n` with an initial address.
@@ -122,12 +111,8 @@ impl PciFunction {
     /// Address of BAR `n` with the type bits removed.
     pub fn bar_addr(&self, n: usize) -> u32 {
         let off = 0x10 + 4 * n;
-        let v = u32::from_le_bytes([
-            self.config[off],
-            self.config[off + 1],
-            self.config[off + 2],
-            self.config[off + 3],
-        ]);
+        let v =
+            u32::from_le_bytes([self.config[off], self.config[off + 1], self.config[off + 2], self.config[off + 3]]);
         if self.bars[n].io {
             v & !3
         } else {
@@ -139,11 +124,7 @@ impl PciFunction {
     pub fn read(&self, reg: u8, size: u8) -> u32 {
         let mut v = 0u32;
         for i in 0..u32::from(size.clamp(1, 4)) {
-            let b = self
-                .config
-                .get(usize::from(reg) + i as usize)
-                .copied()
-                .unwrap_or(0xff);
+            let b = self.config.get(usize::from(reg) + i as usize).copied().unwrap_or(0xff);
             v |= u32::from(b) << (8 * i);
         }
         v
@@ -204,12 +185,7 @@ impl TestdevTest {
     }
 
     fn offset(&self) -> u64 {
-        u64::from(u32::from_le_bytes([
-            self.hdr[4],
-            self.hdr[5],
-            self.hdr[6],
-            self.hdr[7],
-        ]))
+        u64::from(u32::from_le_bytes([self.hdr[4], self.hdr[5], self.hdr[6], self.hdr[7]]))
     }
 
     /// Hit counter.
@@ -236,10 +212,7 @@ impl Default for PciTestdev {
 impl PciTestdev {
     /// All tests with zero counts, none selected.
     pub fn new() -> Self {
-        Self {
-            tests: (0..6).map(TestdevTest::new).collect(),
-            current: None,
-        }
+        Self { tests: (0..6).map(TestdevTest::new).collect(), current: None }
     }
 
     /// BAR read (both BARs): one byte of the selected test's header,
@@ -305,37 +278,16 @@ impl PciBus {
         if testdev {
             let mut f = PciFunction::new(0x1b36, 0x0005, 0x00ff, 0, 0, 0);
             f.config[0x2c..0x30].copy_from_slice(&[0xf4, 0x1a, 0x00, 0x11]);
-            f.set_bar(
-                0,
-                Bar {
-                    size: TESTDEV_MMIO_SIZE as u32,
-                    io: false,
-                },
-                TESTDEV_MMIO_BASE as u32,
-            );
-            f.set_bar(
-                1,
-                Bar {
-                    size: u32::from(TESTDEV_IO_SIZE),
-                    io: true,
-                },
-                u32::from(TESTDEV_IO_BASE),
-            );
+            f.set_bar(0, Bar { size: TESTDEV_MMIO_SIZE as u32, io: false }, TESTDEV_MMIO_BASE as u32);
+            f.set_bar(1, Bar { size: u32::from(TESTDEV_IO_SIZE), io: true }, u32::from(TESTDEV_IO_BASE));
             f.config[4] = (CMD_IO | CMD_MEM) as u8;
             functions.push(((TESTDEV_SLOT, 0), f));
         }
-        Self {
-            address: 0,
-            functions,
-            testdev: testdev.then(PciTestdev::new),
-        }
+        Self { address: 0, functions, testdev: testdev.then(PciTestdev::new) }
     }
 
     fn function(&mut self, dev: u8, func: u8) -> Option<&mut PciFunction> {
-        self.functions
-            .iter_mut()
-            .find(|(k, _)| *k == (dev, func))
-            .map(|(_, f)| f)
+        self.functions.iter_mut().find(|(k, _)| *k == (dev, func)).map(|(_, f)| f)
     }
 
     fn target(&self, port: u16) -> Option<(u8, u8, u8, u8)> {
@@ -383,18 +335,14 @@ impl PciBus {
 
     fn testdev_fn(&self) -> Option<&PciFunction> {
         self.testdev.as_ref()?;
-        self.functions
-            .iter()
-            .find(|(k, _)| *k == (TESTDEV_SLOT, 0))
-            .map(|(_, f)| f)
+        self.functions.iter().find(|(k, _)| *k == (TESTDEV_SLOT, 0)).map(|(_, f)| f)
     }
 
     /// Offset within pci-testdev's MMIO BAR when decoding is on.
     pub fn testdev_mmio_offset(&self, gpa: u64) -> Option<u64> {
         let f = self.testdev_fn()?;
         let base = u64::from(f.bar_addr(0));
-        (f.command() & CMD_MEM != 0 && base != 0 && gpa >= base && gpa - base < TESTDEV_MMIO_SIZE)
-            .then(|| gpa - base)
+        (f.command() & CMD_MEM != 0 && base != 0 && gpa >= base && gpa - base < TESTDEV_MMIO_SIZE).then(|| gpa - base)
     }
 
     /// Offset within pci-testdev's I/O BAR when decoding is on.
@@ -402,11 +350,8 @@ impl PciBus {
         let f = self.testdev_fn()?;
         let base = f.bar_addr(1);
         let port = u32::from(port);
-        (f.command() & CMD_IO != 0
-            && base != 0
-            && port >= base
-            && port - base < u32::from(TESTDEV_IO_SIZE))
-        .then(|| u64::from(port - base))
+        (f.command() & CMD_IO != 0 && base != 0 && port >= base && port - base < u32::from(TESTDEV_IO_SIZE))
+            .then(|| u64::from(port - base))
     }
 }
 
@@ -477,10 +422,7 @@ mod tests {
         t.write(false, off, 1, 0x11);
         t.write(false, off, 2, 0xfa);
         assert_eq!(t.read(12, 4), 16);
-        let name: Vec<u8> = (16..)
-            .map(|i| t.read(i, 1) as u8)
-            .take_while(|&b| b != 0)
-            .collect();
+        let name: Vec<u8> = (16..).map(|i| t.read(i, 1) as u8).take_while(|&b| b != 0).collect();
         assert_eq!(name, b"mmio-datamatch-eventfd");
         // Port I/O wildcard test.
         t.write(true, 0, 1, 1);

@@ -56,11 +56,7 @@ pub struct Pic8259 {
 
 impl Pic8259 {
     fn new(is_master: bool) -> Self {
-        Self {
-            is_master,
-            elcr_mask: if is_master { 0xf8 } else { 0xde },
-            ..Self::default()
-        }
+        Self { is_master, elcr_mask: if is_master { 0xf8 } else { 0xde }, ..Self::default() }
     }
 
     /// Drives input line `irq` (0-7) to `level`.
@@ -119,12 +115,7 @@ impl Pic8259 {
     }
 
     fn init_reset(&mut self) {
-        *self = Self {
-            elcr: self.elcr,
-            elcr_mask: self.elcr_mask,
-            is_master: self.is_master,
-            ..Self::default()
-        };
+        *self = Self { elcr: self.elcr, elcr_mask: self.elcr_mask, is_master: self.is_master, ..Self::default() };
     }
 
     /// Write to the command port (offset 0) or data port (offset 1).
@@ -235,9 +226,7 @@ impl Default for DualPic {
 impl DualPic {
     /// A pair in the power-on state.
     pub fn new() -> Self {
-        Self {
-            chips: [Pic8259::new(true), Pic8259::new(false)],
-        }
+        Self { chips: [Pic8259::new(true), Pic8259::new(false)] }
     }
 
     /// Drives ISA IRQ line `irq` (0-15; others ignored) to `level`.

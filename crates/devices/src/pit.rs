@@ -129,11 +129,7 @@ impl PitChannel {
     }
 
     fn load(&mut self, now_ns: u64, value: u16) {
-        self.count = if value == 0 {
-            0x10000
-        } else {
-            u32::from(value)
-        };
+        self.count = if value == 0 { 0x10000 } else { u32::from(value) };
         self.load_ns = now_ns;
         self.armed = true;
         self.next_irq_tick = match self.mode {
@@ -194,10 +190,7 @@ impl PitChannel {
             }
             _ => {
                 self.write_state = RW_WORD;
-                self.load(
-                    now_ns,
-                    u16::from(self.write_latch) | (u16::from(value) << 8),
-                );
+                self.load(now_ns, u16::from(self.write_latch) | (u16::from(value) << 8));
             }
         }
     }
@@ -211,9 +204,7 @@ impl PitChannel {
 
     /// Virtual time of the next IRQ edge, if one is scheduled.
     fn next_irq_ns(&self) -> Option<u64> {
-        self.next_irq_tick
-            .map(|t| ns_after_ticks(self.load_ns, t))
-            .filter(|_| self.armed)
+        self.next_irq_tick.map(|t| ns_after_ticks(self.load_ns, t)).filter(|_| self.armed)
     }
 }
 
@@ -238,11 +229,7 @@ impl Pit {
     /// Power-on state: all channels unprogrammed, gates 0 and 1 high.
     pub fn new() -> Self {
         Self {
-            channels: [
-                PitChannel::new(true),
-                PitChannel::new(true),
-                PitChannel::new(false),
-            ],
+            channels: [PitChannel::new(true), PitChannel::new(true), PitChannel::new(false)],
             speaker_data: false,
             refresh_toggle: false,
         }

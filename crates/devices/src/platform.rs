@@ -44,12 +44,10 @@ use crate::fw_cfg::{keys, FwCfg};
 use crate::i8042::I8042;
 use crate::ioapic::{IoApic, IrqMessage, IOAPIC_BASE};
 use crate::lapic::{
-    DeliveryMode, Ipi, Lapic, LapicAction, Shorthand, APIC_DEFAULT_BASE, MSR_IA32_APIC_BASE,
-    MSR_IA32_TSC_DEADLINE,
+    DeliveryMode, Ipi, Lapic, LapicAction, Shorthand, APIC_DEFAULT_BASE, MSR_IA32_APIC_BASE, MSR_IA32_TSC_DEADLINE,
 };
 use crate::pc_testdev::{
-    PcTestdev, PC_TESTDEV_IOMEM_BASE, PC_TESTDEV_IOMEM_LEN, PC_TESTDEV_IRQ_LINES,
-    PC_TESTDEV_IRQ_PORT,
+    PcTestdev, PC_TESTDEV_IOMEM_BASE, PC_TESTDEV_IOMEM_LEN, PC_TESTDEV_IRQ_LINES, PC_TESTDEV_IRQ_PORT,
 };
 use crate::pci::PciBus;
 use crate::pic::DualPic;
@@ -212,10 +210,7 @@ impl DeviceId {
     /// Registers are bytes: wider port accesses split into byte accesses to
     /// consecutive ports, as the ISA bus does.
     fn byte_wide(self) -> bool {
-        matches!(
-            self,
-            Self::Serial | Self::Pic | Self::Pit | Self::Rtc | Self::I8042
-        )
+        matches!(self, Self::Serial | Self::Pic | Self::Pit | Self::Rtc | Self::I8042)
     }
 }
 
@@ -278,35 +273,15 @@ pub fn ram_split(ram_size: u64) -> (u64, u64) {
 pub fn e820_map(ram_size: u64) -> Vec<E820Entry> {
     let (below, above) = ram_split(ram_size);
     let mut map = vec![
-        E820Entry {
-            addr: 0,
-            size: 0x9fc00.min(below),
-            kind: 1,
-        },
-        E820Entry {
-            addr: 0x9fc00,
-            size: 0x400,
-            kind: 2,
-        },
-        E820Entry {
-            addr: 0xe0000,
-            size: 0x20000,
-            kind: 2,
-        },
+        E820Entry { addr: 0, size: 0x9fc00.min(below), kind: 1 },
+        E820Entry { addr: 0x9fc00, size: 0x400, kind: 2 },
+        E820Entry { addr: 0xe0000, size: 0x20000, kind: 2 },
     ];
     if below > 0x10_0000 {
-        map.push(E820Entry {
-            addr: 0x10_0000,
-            size: below - 0x10_0000,
-            kind: 1,
-        });
+        map.push(E820Entry { addr: 0x10_0000, size: below - 0x10_0000, kind: 1 });
     }
     if above > 0 {
-        map.push(E820Entry {
-            addr: 1 << 32,
-            size: above,
-            kind: 1,
-        });
+        map.push(E820Entry { addr: 1 << 32, size: above, kind: 1 });
     }
     map
 }
@@ -360,18 +335,11 @@ impl Platform {
         let (below, above) = ram_split(cfg.ram_size);
         let mut fw_cfg = FwCfg::new();
         fw_cfg.add_item(keys::RAM_SIZE, cfg.ram_size.to_le_bytes().to_vec());
-        let n = u16::try_from(num_cpus)
-            .unwrap_or(u16::MAX)
-            .to_le_bytes()
-            .to_vec();
+        let n = u16::try_from(num_cpus).unwrap_or(u16::MAX).to_le_bytes().to_vec();
         fw_cfg.add_item(keys::NB_CPUS, n.clone());
         fw_cfg.add_item(keys::MAX_CPUS, n);
         let mut cmdline = cfg.cmdline.clone();
-        let cmdline_size = if cmdline.is_empty() {
-            0
-        } else {
-            cmdline.len() as u32 + 1
-        };
+        let cmdline_size = if cmdline.is_empty() { 0 } else { cmdline.len() as u32 + 1 };
         if !cmdline.is_empty() {
             cmdline.push(0);
         }
@@ -467,9 +435,7 @@ impl Platform {
 
     fn deliver_messages(&mut self, msgs: Vec<IrqMessage>) {
         for m in msgs {
-            let targets: Vec<usize> = (0..self.lapics.len())
-                .filter(|&i| self.lapics[i].matches(&m.dest))
-                .collect();
+            let targets: Vec<usize> = (0..self.lapics.len()).filter(|&i| self.lapics[i].matches(&m.dest)).collect();
             self.deliver(m.mode, m.vector, m.level_triggered, &targets);
         }
     }
@@ -482,11 +448,8 @@ impl Platform {
                 }
             }
             DeliveryMode::LowestPriority => {
-                let t = targets
-                    .iter()
-                    .copied()
-                    .find(|&t| self.lapics[t].sw_enabled())
-                    .or_else(|| targets.first().copied());
+                let t =
+                    targets.iter().copied().find(|&t| self.lapics[t].sw_enabled()).or_else(|| targets.first().copied());
                 if let Some(t) = t {
                     self.lapics[t].accept_fixed(vector, level);
                 }
@@ -532,9 +495,7 @@ impl Platform {
             Shorthand::SelfOnly => vec![from],
             Shorthand::AllIncludingSelf => (0..n).collect(),
             Shorthand::AllExcludingSelf => (0..n).filter(|&i| i != from).collect(),
-            Shorthand::None => (0..n)
-                .filter(|&i| self.lapics[i].matches(&ipi.dest))
-                .collect(),
+            Shorthand::None => (0..n).filter(|&i| self.lapics[i].matches(&ipi.dest)).collect(),
         };
         self.deliver(ipi.mode, ipi.vector, ipi.level_triggered, &targets);
     }
@@ -581,10 +542,7 @@ impl Platform {
 
     /// Takes a pending NMI for `cpu`.
     pub fn pending_nmi(&mut self, cpu: u32) -> bool {
-        self.nmi_pending
-            .get_mut(cpu as usize)
-            .map(std::mem::take)
-            .unwrap_or(false)
+        self.nmi_pending.get_mut(cpu as usize).map(std::mem::take).unwrap_or(false)
     }
 
     /// Takes the next INIT/SIPI event for `cpu`.
@@ -601,9 +559,7 @@ impl Platform {
 
     /// CR8 read: TPR bits 7:4.
     pub fn tpr(&self, cpu: u32) -> u8 {
-        self.lapics
-            .get(cpu as usize)
-            .map_or(0, |l| (l.tpr >> 4) as u8 & 0xf)
+        self.lapics.get(cpu as usize).map_or(0, |l| (l.tpr >> 4) as u8 & 0xf)
     }
 
     // ---- time ----
@@ -705,11 +661,7 @@ impl Platform {
     }
 
     fn record_unhandled(&mut self, a: UnhandledAccess) {
-        if self.unhandled.len() < MAX_UNHANDLED
-            && !self
-                .unhandled
-                .iter()
-                .any(|u| u.mmio == a.mmio && u.addr == a.addr)
+        if self.unhandled.len() < MAX_UNHANDLED && !self.unhandled.iter().any(|u| u.mmio == a.mmio && u.addr == a.addr)
         {
             self.unhandled.push(a);
         }
@@ -739,8 +691,7 @@ impl Platform {
             0xcfc..=0xcff => DeviceId::Pci,
             0xe0..=0xeb if self.pc_testdev.is_some() => DeviceId::PcTestdev,
             p if self.pc_testdev.is_some()
-                && (PC_TESTDEV_IRQ_PORT..PC_TESTDEV_IRQ_PORT + PC_TESTDEV_IRQ_LINES)
-                    .contains(&p) =>
+                && (PC_TESTDEV_IRQ_PORT..PC_TESTDEV_IRQ_PORT + PC_TESTDEV_IRQ_LINES).contains(&p) =>
             {
                 DeviceId::PcTestdev
             }
@@ -757,12 +708,7 @@ impl Platform {
         let dev = self.route_io(port, size);
         self.stats.io[dev as usize] += 1;
         if dev == DeviceId::Unassigned {
-            self.record_unhandled(UnhandledAccess {
-                mmio: false,
-                addr: u64::from(port),
-                size,
-                write: false,
-            });
+            self.record_unhandled(UnhandledAccess { mmio: false, addr: u64::from(port), size, write: false });
         }
         if dev.byte_wide() && size > 1 {
             let mut v = 0u32;
@@ -785,10 +731,7 @@ impl Platform {
                 u32::from(v)
             }
             DeviceId::Pic => u32::from(self.pic.io_read(port)),
-            DeviceId::Pit => self
-                .pit
-                .as_mut()
-                .map_or(0xff, |p| u32::from(p.io_read(now_ns, port))),
+            DeviceId::Pit => self.pit.as_mut().map_or(0xff, |p| u32::from(p.io_read(now_ns, port))),
             DeviceId::Rtc => {
                 let v = self.rtc.io_read(now_ns, port);
                 self.sync_rtc_irq();
@@ -832,12 +775,7 @@ impl Platform {
         let dev = self.route_io(port, size);
         self.stats.io[dev as usize] += 1;
         if dev == DeviceId::Unassigned {
-            self.record_unhandled(UnhandledAccess {
-                mmio: false,
-                addr: u64::from(port),
-                size,
-                write: true,
-            });
+            self.record_unhandled(UnhandledAccess { mmio: false, addr: u64::from(port), size, write: true });
         }
         if dev.byte_wide() && size > 1 {
             for i in 0..u16::from(size) {
@@ -907,9 +845,7 @@ impl Platform {
                 _ => {} // 0xe4 flush page: nothing is cached.
             },
             DeviceId::PciTestdev => {
-                if let (Some(off), Some(t)) =
-                    (self.pci.testdev_io_offset(port), &mut self.pci.testdev)
-                {
+                if let (Some(off), Some(t)) = (self.pci.testdev_io_offset(port), &mut self.pci.testdev) {
                     t.write(true, off, size, u64::from(value));
                 }
             }
@@ -963,18 +899,10 @@ impl Platform {
                 self.lapics[c].mmio_read(now_ns, off, size)
             }
             DeviceId::IoApic => self.ioapic.mmio_read(off, size),
-            DeviceId::PcTestdev => self
-                .pc_testdev
-                .as_ref()
-                .map_or(0, |t| t.iomem_read(off, size)),
+            DeviceId::PcTestdev => self.pc_testdev.as_ref().map_or(0, |t| t.iomem_read(off, size)),
             DeviceId::PciTestdev => self.pci.testdev.as_ref().map_or(0, |t| t.read(off, size)),
             _ => {
-                self.record_unhandled(UnhandledAccess {
-                    mmio: true,
-                    addr: gpa,
-                    size,
-                    write: false,
-                });
+                self.record_unhandled(UnhandledAccess { mmio: true, addr: gpa, size, write: false });
                 mask
             }
         };
@@ -1007,12 +935,7 @@ impl Platform {
                     t.write(false, off, size, value);
                 }
             }
-            _ => self.record_unhandled(UnhandledAccess {
-                mmio: true,
-                addr: gpa,
-                size,
-                write: true,
-            }),
+            _ => self.record_unhandled(UnhandledAccess { mmio: true, addr: gpa, size, write: true }),
         }
     }
 
@@ -1068,10 +991,7 @@ mod tests {
     struct Sink(Arc<Mutex<Vec<u8>>>);
     impl Write for Sink {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .map_err(|_| std::io::ErrorKind::Other)?
-                .extend_from_slice(b);
+            self.0.lock().map_err(|_| std::io::ErrorKind::Other)?.extend_from_slice(b);
             Ok(b.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -1101,10 +1021,7 @@ mod tests {
 
     #[test]
     fn serial_debugcon_and_exit() {
-        let (mut p, sink) = platform(PlatformConfig {
-            debug_exit: Some((0xf4, 4)),
-            ..Default::default()
-        });
+        let (mut p, sink) = platform(PlatformConfig { debug_exit: Some((0xf4, 4)), ..Default::default() });
         for b in b"ok" {
             p.io_write(0, 0x3f8, 1, u32::from(*b));
         }
@@ -1138,10 +1055,7 @@ mod tests {
 
     #[test]
     fn pit_absent_when_disabled() {
-        let (mut p, _) = platform(PlatformConfig {
-            pit: false,
-            ..Default::default()
-        });
+        let (mut p, _) = platform(PlatformConfig { pit: false, ..Default::default() });
         assert_eq!(p.io_read(0, 0x40, 1), 0xff);
         assert_eq!(p.io_read(0, 0x61, 1), 0xff);
         assert_eq!(p.next_deadline_ns(), None);
@@ -1149,10 +1063,7 @@ mod tests {
 
     #[test]
     fn ioapic_routes_serial_to_lapic_vector() {
-        let (mut p, _) = platform(PlatformConfig {
-            num_cpus: 2,
-            ..Default::default()
-        });
+        let (mut p, _) = platform(PlatformConfig { num_cpus: 2, ..Default::default() });
         enable_apic(&mut p, 1);
         // Pin 4 -> vector 0x24, physical destination APIC 1.
         p.mmio_write(0, 0, 0xfec0_0000, 4, 0x18);
@@ -1169,10 +1080,7 @@ mod tests {
 
     #[test]
     fn level_triggered_eoi_reaches_ioapic() {
-        let (mut p, _) = platform(PlatformConfig {
-            pc_testdev: true,
-            ..Default::default()
-        });
+        let (mut p, _) = platform(PlatformConfig { pc_testdev: true, ..Default::default() });
         enable_apic(&mut p, 0);
         p.mmio_write(0, 0, 0xfee0_0350, 4, 0x1_0000); // mask LINT0
         p.mmio_write(0, 0, 0xfec0_0000, 4, 0x10 + 2 * 14);
@@ -1181,11 +1089,7 @@ mod tests {
         assert_eq!(p.ack_interrupt(0, 0), Some(0x60));
         assert!(!p.pending_interrupt(0, 0));
         p.mmio_write(0, 0, 0xfee0_00b0, 4, 0);
-        assert_eq!(
-            p.ack_interrupt(0, 0),
-            Some(0x60),
-            "line still high: redelivered"
-        );
+        assert_eq!(p.ack_interrupt(0, 0), Some(0x60), "line still high: redelivered");
         p.io_write(0, 0x2000 + 14, 1, 0);
         p.mmio_write(0, 0, 0xfee0_00b0, 4, 0);
         assert!(!p.pending_interrupt(0, 0));
@@ -1193,10 +1097,7 @@ mod tests {
 
     #[test]
     fn init_sipi_and_fixed_ipi() {
-        let (mut p, _) = platform(PlatformConfig {
-            num_cpus: 3,
-            ..Default::default()
-        });
+        let (mut p, _) = platform(PlatformConfig { num_cpus: 3, ..Default::default() });
         enable_apic(&mut p, 0);
         p.mmio_write(0, 0, 0xfee0_0300, 4, 0x000c_4500); // INIT all-excluding-self
         p.mmio_write(0, 0, 0xfee0_0300, 4, 0x000c_8500); // INIT de-assert: ignored
@@ -1218,10 +1119,7 @@ mod tests {
 
     #[test]
     fn x2apic_and_tsc_deadline_via_msrs() {
-        let (mut p, _) = platform(PlatformConfig {
-            num_cpus: 2,
-            ..Default::default()
-        });
+        let (mut p, _) = platform(PlatformConfig { num_cpus: 2, ..Default::default() });
         assert_eq!(p.lapic_msr_read(0, 1, 0x1b), Some(0xfee0_0800));
         assert!(p.lapic_msr_write(0, 1, 0x1b, 0xfee0_0c00));
         assert!(p.lapic_msr_write(0, 1, 0x80f, 0x1ff));
@@ -1264,18 +1162,12 @@ mod tests {
         let e820 = read(u16::from_be_bytes([dir[8], dir[9]]), size);
         let last = &e820[80..100];
         assert_eq!(u64::from_le_bytes(last[0..8].try_into().unwrap()), 1 << 32);
-        assert_eq!(
-            u64::from_le_bytes(last[8..16].try_into().unwrap()),
-            (5 << 30) - LOWMEM_LIMIT
-        );
+        assert_eq!(u64::from_le_bytes(last[8..16].try_into().unwrap()), (5 << 30) - LOWMEM_LIMIT);
     }
 
     #[test]
     fn pci_testdev_through_platform() {
-        let (mut p, _) = platform(PlatformConfig {
-            pci_testdev: true,
-            ..Default::default()
-        });
+        let (mut p, _) = platform(PlatformConfig { pci_testdev: true, ..Default::default() });
         let bar0 = crate::pci::TESTDEV_MMIO_BASE;
         assert!(p.is_mmio(bar0 + 0x10));
         p.mmio_write(0, 0, bar0, 1, 1); // mmio-wildcard-eventfd
@@ -1290,10 +1182,7 @@ mod tests {
 
     #[test]
     fn pc_testdev_and_resets() {
-        let (mut p, _) = platform(PlatformConfig {
-            pc_testdev: true,
-            ..Default::default()
-        });
+        let (mut p, _) = platform(PlatformConfig { pc_testdev: true, ..Default::default() });
         p.io_write(0, 0xe0, 4, 0xdead_beef);
         assert_eq!(p.io_read(0, 0xe8, 1), 0xef);
         p.mmio_write(0, 0, 0xff00_0100, 4, 0x1234_5678);
@@ -1323,10 +1212,7 @@ mod tests {
 
     #[test]
     fn acpi_tables_match_machine() {
-        let (p, _) = platform(PlatformConfig {
-            num_cpus: 2,
-            ..Default::default()
-        });
+        let (p, _) = platform(PlatformConfig { num_cpus: 2, ..Default::default() });
         let t = p.acpi_tables(0xe1000);
         assert_eq!(&t.rsdp[..8], b"RSD PTR ");
     }
@@ -1347,17 +1233,9 @@ mod tests {
             x ^= x << 17;
             x
         };
-        let hot_ports: [u16; 16] = [
-            0x20, 0x21, 0xa0, 0x40, 0x43, 0x61, 0x70, 0x71, 0x3f8, 0x510, 0x511, 0xcf8, 0xcfc,
-            0x600, 0x64, 0xc000,
-        ];
-        let hot_mmio: [u64; 5] = [
-            0xfee0_0000,
-            0xfec0_0000,
-            0xff00_0000,
-            0xfe00_0000,
-            0xffff_f000,
-        ];
+        let hot_ports: [u16; 16] =
+            [0x20, 0x21, 0xa0, 0x40, 0x43, 0x61, 0x70, 0x71, 0x3f8, 0x510, 0x511, 0xcf8, 0xcfc, 0x600, 0x64, 0xc000];
+        let hot_mmio: [u64; 5] = [0xfee0_0000, 0xfec0_0000, 0xff00_0000, 0xfe00_0000, 0xffff_f000];
         let mut now = 0u64;
         for _ in 0..300_000 {
             let r = next();
@@ -1388,12 +1266,8 @@ mod tests {
                     p.is_mmio(gpa);
                 }
                 4 => {
-                    let msr = [
-                        0x1bu32,
-                        0x6e0,
-                        0x800 + (r >> 24) as u32 % 0x100,
-                        (r >> 24) as u32,
-                    ][(r >> 8) as usize % 4];
+                    let msr =
+                        [0x1bu32, 0x6e0, 0x800 + (r >> 24) as u32 % 0x100, (r >> 24) as u32][(r >> 8) as usize % 4];
                     if r & 0x200 != 0 {
                         p.lapic_msr_write(now, cpu, msr, value);
                     } else {

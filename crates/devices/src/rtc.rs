@@ -96,10 +96,7 @@ impl DateTime {
         let doy = (153 * mp + 2) / 5 + i64::from(self.day) - 1;
         let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
         let days = era * 146_097 + doe - 719_468;
-        days * 86_400
-            + i64::from(self.hour) * 3600
-            + i64::from(self.minute) * 60
-            + i64::from(self.second)
+        days * 86_400 + i64::from(self.hour) * 3600 + i64::from(self.minute) * 60 + i64::from(self.second)
     }
 }
 
@@ -308,12 +305,8 @@ impl Rtc {
         }
         let index = usize::from(self.index & 0x7f);
         match index {
-            0x00 | 0x02 | 0x04 | 0x06..=0x09 if self.frozen_at_ns.is_none() => {
-                self.time_register(now_ns, index)
-            }
-            CMOS_CENTURY_IDX if self.frozen_at_ns.is_none() => {
-                self.time_register(now_ns, CMOS_CENTURY_IDX)
-            }
+            0x00 | 0x02 | 0x04 | 0x06..=0x09 if self.frozen_at_ns.is_none() => self.time_register(now_ns, index),
+            CMOS_CENTURY_IDX if self.frozen_at_ns.is_none() => self.time_register(now_ns, CMOS_CENTURY_IDX),
             REG_A => {
                 let in_window = now_ns % NS_PER_SEC >= NS_PER_SEC - UIP_WINDOW_NS;
                 let running = self.cmos[REG_B] & B_SET == 0 && self.cmos[REG_A] & 0x70 == 0x20;
@@ -376,8 +369,7 @@ impl Rtc {
     }
 
     fn unfreeze(&mut self, now_ns: u64) {
-        let year = i64::from(self.decode(self.cmos[CMOS_CENTURY_IDX])) * 100
-            + i64::from(self.decode(self.cmos[0x09]));
+        let year = i64::from(self.decode(self.cmos[CMOS_CENTURY_IDX])) * 100 + i64::from(self.decode(self.cmos[0x09]));
         let t = DateTime {
             year,
             month: self.decode(self.cmos[0x08]),
@@ -414,10 +406,7 @@ mod tests {
     #[test]
     fn calendar_round_trip() {
         let t = DateTime::from_unix(RTC_EPOCH);
-        assert_eq!(
-            (t.year, t.month, t.day, t.hour, t.weekday),
-            (2026, 1, 1, 0, 5)
-        );
+        assert_eq!((t.year, t.month, t.day, t.hour, t.weekday), (2026, 1, 1, 0, 5));
         assert_eq!(t.to_unix(), RTC_EPOCH);
         let t = DateTime::from_unix(951_782_400); // 2000-02-29
         assert_eq!((t.year, t.month, t.day), (2000, 2, 29));
@@ -485,10 +474,7 @@ mod tests {
         assert_eq!(rtc.next_deadline_ns(), Some(NS_PER_SEC));
         rtc.advance(NS_PER_SEC);
         assert!(rtc.irq_level);
-        assert_eq!(
-            read(&mut rtc, NS_PER_SEC, 0x0c) & (C_IRQF | C_UF),
-            C_IRQF | C_UF
-        );
+        assert_eq!(read(&mut rtc, NS_PER_SEC, 0x0c) & (C_IRQF | C_UF), C_IRQF | C_UF);
     }
 
     #[test]

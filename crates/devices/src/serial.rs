@@ -47,9 +47,7 @@ pub struct Com1 {
 
 impl std::fmt::Debug for Com1 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Com1")
-            .field("state", &self.uart.state())
-            .finish()
+        f.debug_struct("Com1").field("state", &self.uart.state()).finish()
     }
 }
 
@@ -66,10 +64,7 @@ impl Com1 {
     /// A UART writing transmitted bytes to `out`.
     pub fn new(out: Box<dyn Write + Send>) -> Self {
         let event = EventFlag::default();
-        Self {
-            uart: Serial::new(event.clone(), out),
-            event,
-        }
+        Self { uart: Serial::new(event.clone(), out), event }
     }
 
     fn irq_update(&mut self) -> IrqUpdate {
@@ -114,10 +109,7 @@ mod tests {
     struct Sink(Arc<Mutex<Vec<u8>>>);
     impl Write for Sink {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .map_err(|_| std::io::ErrorKind::Other)?
-                .extend_from_slice(b);
+            self.0.lock().map_err(|_| std::io::ErrorKind::Other)?.extend_from_slice(b);
             Ok(b.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {

@@ -149,12 +149,8 @@ bitflags! {
 
 impl Rflags {
     /// The six arithmetic status flags.
-    pub const STATUS: Rflags = Rflags::CF
-        .union(Rflags::PF)
-        .union(Rflags::AF)
-        .union(Rflags::ZF)
-        .union(Rflags::SF)
-        .union(Rflags::OF);
+    pub const STATUS: Rflags =
+        Rflags::CF.union(Rflags::PF).union(Rflags::AF).union(Rflags::ZF).union(Rflags::SF).union(Rflags::OF);
     /// IOPL as a two-bit field.
     pub const IOPL: Rflags = Rflags::IOPL0.union(Rflags::IOPL1);
 }

@@ -94,11 +94,7 @@ impl Descriptor {
         let limit_raw = ((raw & 0xffff) | ((raw >> 32) & 0xf_0000)) as u32;
         let base = (((raw >> 16) & 0xff_ffff) | ((raw >> 32) & 0xff00_0000)) as u32;
         let ar = ((raw >> 40) & 0xf0ff) as u32;
-        let limit = if ar & ar::G != 0 {
-            (limit_raw << 12) | 0xfff
-        } else {
-            limit_raw
-        };
+        let limit = if ar & ar::G != 0 { (limit_raw << 12) | 0xfff } else { limit_raw };
         Descriptor { base, limit, ar }
     }
     /// The type field (4 bits).

@@ -126,11 +126,7 @@ fn incdec(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction, dec: bool) -> Result
     } else {
         (None, cpu.reg(insn.op0_register()))
     };
-    let r = if dec {
-        a.wrapping_sub(1)
-    } else {
-        a.wrapping_add(1)
-    } & m;
+    let r = if dec { a.wrapping_sub(1) } else { a.wrapping_add(1) } & m;
     let op = if dec { FlagOp::Dec } else { FlagOp::Inc };
     match la {
         Some(la) => cpu.write_lin(ctx, la, size, r)?,
@@ -186,9 +182,7 @@ fn not(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
 
 /// Handler for an ALU mnemonic.
 pub fn select(m: Mnemonic, insn: &Instruction) -> Option<crate::exec::Handler> {
-    let rr = insn.op_count() == 2
-        && insn.op0_kind() == OpKind::Register
-        && insn.op1_kind() == OpKind::Register;
+    let rr = insn.op_count() == 2 && insn.op0_kind() == OpKind::Register && insn.op1_kind() == OpKind::Register;
     let ri = insn.op_count() == 2
         && insn.op0_kind() == OpKind::Register
         && matches!(

@@ -1,8 +1,319 @@
-//! (being written)
+//! Bit operations and atomics: BT, BTS, BTR, BTC, BSF, BSR, LZCNT, TZCNT,
+//! POPCNT, CMPXCHG, CMPXCHG8B, CMPXCHG16B, XADD (SDM vol. 2, each
+//! instruction's page; "LOCK—Assert LOCK# Signal Prefix").
+//!
+//! Bit tests with a register bit offset and a memory operand address
+//! beyond the operand: the offset is signed and selects the operand-sized
+//! word at `ea + size * (offset >> log2(bits))`, wrapped to the address
+//! size (SDM vol. 2, "BT", and vol. 1, 3.4.1.1 "Bit Field").
+//!
+//! This CPU is single-threaded and deterministic, so LOCK-prefixed forms
+//! are the plain forms. LOCK is accepted only by BTS/BTR/BTC, CMPXCHG,
+//! CMPXCHG8B/16B and XADD with a memory destination; anywhere else it is
+//! #UD ([`lock_ud`]).
+//!
+//! Undefined flags reproduce the processor the executor was
+//! differentially tested on (AMD Zen, `tests/host_flags.rs`):
+//! - BT*: only CF changes.
+//! - BSF/BSR: CF, OF, SF and AF are cleared, PF is the parity of the
+//!   index written; with a zero source ZF = PF = 1 and the destination is
+//!   not written at all (a 32-bit destination keeps its upper half).
+//! - LZCNT/TZCNT: OF is unchanged, SF, AF and PF are cleared.
 
-use iced_x86::{Instruction, Mnemonic};
+use crate::exec::shift::{bit_if, update_flags, CF, OF, PF, STATUS, ZF};
+use crate::fault::Fault;
+use crate::flags::{parity, size_mask, FlagOp};
+use crate::{Cpu, Ctx};
+use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
-/// Handler for a mnemonic of this family.
-pub fn select(_m: Mnemonic, _insn: &Instruction) -> Option<crate::exec::Handler> {
-    None
+/// LOCK on an instruction or operand form that does not accept it.
+pub(crate) fn lock_ud(_: &mut Cpu, _: &mut Ctx, _: &Instruction) -> Result<(), Fault> {
+    Err(Fault::ud())
+}
+
+/// Address-size mask of the memory operand.
+fn addr_mask(insn: &Instruction) -> u64 {
+    let reg_size = |r: Register| if r == Register::None { 0 } else { r.size() };
+    let size = match (reg_size(insn.memory_base()), reg_size(insn.memory_index())) {
+        (0, 0) => insn.memory_displ_size() as usize,
+        (0, s) | (s, _) => s,
+    };
+    match size {
+        2 => 0xffff,
+        4 => 0xffff_ffff,
+        _ => u64::MAX,
+    }
+}
+
+/// Sign-extends a `size`-byte value to 64 bits.
+#[inline(always)]
+fn sext(size: u8, v: u64) -> i64 {
+    let shift = 64 - 8 * u32::from(size);
+    ((v << shift) as i64) >> shift
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BitOp {
+    Test,
+    Set,
+    Reset,
+    Complement,
+}
+
+/// The word holding the bit and the bit's index in it: with a memory
+/// operand and a register offset the offset moves the address.
+fn bit_target(cpu: &Cpu, insn: &Instruction, size: u8) -> (u64, u32) {
+    let bits = 8 * u32::from(size);
+    let raw = if insn.op1_kind() == OpKind::Register { cpu.reg(insn.op1_register()) } else { insn.immediate(1) };
+    let bit = (raw as u32) & (bits - 1);
+    if insn.op0_kind() != OpKind::Memory || insn.op1_kind() != OpKind::Register {
+        // Register operand, or an immediate offset taken modulo the size.
+        return (cpu.ea(insn), bit);
+    }
+    let words = sext(size, raw) >> bits.trailing_zeros();
+    let disp = (words as u64).wrapping_mul(u64::from(size));
+    (cpu.ea(insn).wrapping_add(disp) & addr_mask(insn), bit)
+}
+
+fn bt_any(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction, op: BitOp) -> Result<(), Fault> {
+    let size = Cpu::osize(insn);
+    let (off, bit) = bit_target(cpu, insn, size);
+    let mask = 1u64 << bit;
+    let apply = |v: u64| match op {
+        BitOp::Test => v,
+        BitOp::Set => v | mask,
+        BitOp::Reset => v & !mask,
+        BitOp::Complement => v ^ mask,
+    };
+    let old = if insn.op0_kind() == OpKind::Memory {
+        let seg = cpu.mem_seg(insn);
+        if op == BitOp::Test {
+            cpu.read_mem(ctx, seg, off, size)?
+        } else {
+            let la = cpu.probe_write(ctx, seg, off, size)?;
+            let v = cpu.read_lin(ctx, la, size)?;
+            cpu.write_lin(ctx, la, size, apply(v))?;
+            v
+        }
+    } else {
+        let r = insn.op0_register();
+        let v = cpu.reg(r);
+        if op != BitOp::Test {
+            cpu.set_reg(r, apply(v));
+        }
+        v
+    };
+    update_flags(cpu, CF, bit_if(old & mask != 0, CF));
+    Ok(())
+}
+
+fn bt(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
+    bt_any(cpu, ctx, insn, BitOp::Test)
+}
+
+fn bts(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
+    bt_any(cpu, ctx, insn, BitOp::Set)
+}
+
+fn btr(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
+    bt_any(cpu, ctx, insn, BitOp::Reset)
+}
+
+fn btc(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
+    bt_any(cpu, ctx, insn, BitOp::Complement)
+}
+
+/// BSF (`forward`) or BSR.
+fn bit_scan(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction, forward: bool) -> Result<(), Fault> {
+    let d = insn.op0_register();
+    let size = d.size() as u8;
+    let src = cpu.read_op(ctx, insn, 1)? & size_mask(size);
+    if src == 0 {
+        cpu.regs.set_status_flags(ZF | PF);
+        return Ok(());
+    }
+    let idx = if forward { src.trailing_zeros() } else { 63 - src.leading_zeros() };
+    cpu.set_reg(d, u64::from(idx));
+    cpu.regs.set_status_flags(bit_if(parity(u64::from(idx)), PF));
+    Ok(())
+}
+
+fn bsf(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
+    bit_scan(cpu, ctx, insn, true)
+}
+
+fn bsr(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
+    bit_scan(cpu, ctx, insn, false)
+}
+
+/// LZCNT (`leading`) or TZCNT; without the feature the encoding is BSR or
+/// BSF with an ignored F3 prefix (SDM vol. 2, "LZCNT", "TZCNT").
+fn count_zeros(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction, leading: bool) -> Result<(), Fault> {
+    let f = cpu.cpuid.features();
+    if !(if leading { f.lzcnt } else { f.bmi1 }) {
+        return bit_scan(cpu, ctx, insn, !leading);
+    }
+    let d = insn.op0_register();
+    let size = d.size() as u8;
+    let bits = 8 * u32::from(size);
+    let src = cpu.read_op(ctx, insn, 1)? & size_mask(size);
+    let n = if src == 0 {
+        bits
+    } else if leading {
+        src.leading_zeros() - (64 - bits)
+    } else {
+        src.trailing_zeros()
+    };
+    cpu.set_reg(d, u64::from(n));
+    update_flags(cpu, STATUS & !OF, bit_if(src == 0, CF) | bit_if(n == 0, ZF));
+    Ok(())
+}
+
+fn lzcnt(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
+    count_zeros(cpu, ctx, insn, true)
+}
+
+fn tzcnt(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
+    count_zeros(cpu, ctx, insn, false)
+}
+
+/// POPCNT: ZF = (source == 0), the other status flags cleared.
+fn popcnt(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
+    if !cpu.cpuid.features().popcnt {
+        return Err(Fault::ud());
+    }
+    let d = insn.op0_register();
+    let src = cpu.read_op(ctx, insn, 1)? & size_mask(d.size() as u8);
+    cpu.set_reg(d, u64::from(src.count_ones()));
+    cpu.regs.set_status_flags(bit_if(src == 0, ZF));
+    Ok(())
+}
+
+/// The accumulator of a `size`-byte operation.
+fn accumulator(size: u8) -> Register {
+    match size {
+        1 => Register::AL,
+        2 => Register::AX,
+        4 => Register::EAX,
+        _ => Register::RAX,
+    }
+}
+
+/// CMPXCHG r/m, r: compare the accumulator with the destination; equal:
+/// destination = source, else accumulator = destination. Flags as CMP.
+/// A memory destination is always written (with its own value when the
+/// comparison fails), so a read-only page faults either way; a register
+/// destination is written only on success, so a failing 32-bit CMPXCHG
+/// keeps its upper half (as the tested hardware does).
+fn cmpxchg(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
+    let size = Cpu::osize(insn);
+    let m = size_mask(size);
+    let acc_reg = accumulator(size);
+    let src = cpu.reg(insn.op1_register());
+    let compare = |cpu: &mut Cpu, dest: u64| {
+        let acc = cpu.reg(acc_reg);
+        cpu.regs.set_lazy(FlagOp::Sub, size, acc, dest, acc.wrapping_sub(dest) & m);
+        acc == dest
+    };
+    if insn.op0_kind() == OpKind::Register {
+        let d = insn.op0_register();
+        let dest = cpu.reg(d);
+        if compare(cpu, dest) {
+            cpu.set_reg(d, src);
+        } else {
+            cpu.set_reg(acc_reg, dest);
+        }
+        return Ok(());
+    }
+    cpu.rmw(ctx, insn, |cpu, dest| {
+        let dest = dest & m;
+        if compare(cpu, dest) {
+            src
+        } else {
+            cpu.set_reg(acc_reg, dest);
+            dest
+        }
+    })
+}
+
+/// CMPXCHG8B m64 / CMPXCHG16B m128: compare rDX:rAX with the memory
+/// operand; equal: ZF = 1 and memory = rCX:rBX, else ZF = 0 and rDX:rAX =
+/// memory. Only ZF changes. Memory is written either way.
+fn cmpxchg_wide(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
+    let wide = insn.mnemonic() == Mnemonic::Cmpxchg16b;
+    if wide && !cpu.cpuid.features().cx16 {
+        return Err(Fault::ud());
+    }
+    let half: u8 = if wide { 8 } else { 4 };
+    let m = size_mask(half);
+    let seg = cpu.mem_seg(insn);
+    let off = cpu.ea(insn);
+    let la = cpu.probe_write(ctx, seg, off, 2 * half)?;
+    if wide && la & 15 != 0 {
+        return Err(Fault::gp0());
+    }
+    let next = la.wrapping_add(u64::from(half));
+    let (lo, hi) = if wide {
+        (cpu.read_lin(ctx, la, 8)?, cpu.read_lin(ctx, next, 8)?)
+    } else {
+        let v = cpu.read_lin(ctx, la, 8)?;
+        (v & m, v >> 32)
+    };
+    let g = cpu.regs.gpr;
+    let equal = lo == g[0] & m && hi == g[2] & m;
+    let (new_lo, new_hi) = if equal { (g[3] & m, g[1] & m) } else { (lo, hi) };
+    if wide {
+        cpu.write_lin(ctx, la, 8, new_lo)?;
+        cpu.write_lin(ctx, next, 8, new_hi)?;
+    } else {
+        cpu.write_lin(ctx, la, 8, new_lo | (new_hi << 32))?;
+    }
+    if !equal {
+        let (a, d) = if wide { (Register::RAX, Register::RDX) } else { (Register::EAX, Register::EDX) };
+        cpu.set_reg(a, lo);
+        cpu.set_reg(d, hi);
+    }
+    update_flags(cpu, ZF, bit_if(equal, ZF));
+    Ok(())
+}
+
+/// XADD r/m, r: the register receives the old destination, the
+/// destination the sum. Flags as ADD.
+fn xadd(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
+    let size = Cpu::osize(insn);
+    let m = size_mask(size);
+    let src_reg = insn.op1_register();
+    let src = cpu.reg(src_reg);
+    cpu.rmw(ctx, insn, |cpu, dest| {
+        let dest = dest & m;
+        let sum = dest.wrapping_add(src) & m;
+        cpu.regs.set_lazy(FlagOp::Add, size, dest, src, sum);
+        // The register gets the old value first; a register destination
+        // is written last, so `xadd eax, eax` leaves the sum.
+        cpu.set_reg(src_reg, dest);
+        sum
+    })
+}
+
+/// Handler for a bit-operation or atomic mnemonic.
+pub fn select(m: Mnemonic, insn: &Instruction) -> Option<crate::exec::Handler> {
+    let (h, lockable): (crate::exec::Handler, bool) = match m {
+        Mnemonic::Bt => (bt, false),
+        Mnemonic::Bts => (bts, true),
+        Mnemonic::Btr => (btr, true),
+        Mnemonic::Btc => (btc, true),
+        Mnemonic::Bsf => (bsf, false),
+        Mnemonic::Bsr => (bsr, false),
+        Mnemonic::Lzcnt => (lzcnt, false),
+        Mnemonic::Tzcnt => (tzcnt, false),
+        Mnemonic::Popcnt => (popcnt, false),
+        Mnemonic::Cmpxchg => (cmpxchg, true),
+        Mnemonic::Cmpxchg8b | Mnemonic::Cmpxchg16b => (cmpxchg_wide, true),
+        Mnemonic::Xadd => (xadd, true),
+        _ => return None,
+    };
+    if insn.has_lock_prefix() && !(lockable && insn.op0_kind() == OpKind::Memory) {
+        return Some(lock_ud);
+    }
+    Some(h)
 }

@@ -113,21 +113,14 @@ fn ret(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     };
     let t = cpu.peek(ctx, 0, size)?;
     cpu.branch(t, size)?;
-    let extra = if insn.op_count() > 0 {
-        insn.immediate16() as i64
-    } else {
-        0
-    };
+    let extra = if insn.op_count() > 0 { insn.immediate16() as i64 } else { 0 };
     cpu.adjust_rsp(size as i64 + extra);
     Ok(())
 }
 
 /// Handler for a near control-transfer mnemonic.
 pub fn select(m: Mnemonic, insn: &Instruction) -> Option<crate::exec::Handler> {
-    let near = matches!(
-        insn.op0_kind(),
-        OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
-    );
+    let near = matches!(insn.op0_kind(), OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64);
     let indirect = matches!(insn.op0_kind(), OpKind::Register | OpKind::Memory);
     Some(match m {
         Mnemonic::Jmp if near => jmp_rel,

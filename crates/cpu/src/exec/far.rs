@@ -20,16 +20,8 @@ use x86::{Efer, Rflags};
 /// Reads the target of a far JMP/CALL: (selector, offset, operand size).
 fn far_target(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(u16, u64, u8), Fault> {
     match insn.op0_kind() {
-        OpKind::FarBranch16 => Ok((
-            insn.far_branch_selector(),
-            u64::from(insn.far_branch16()),
-            2,
-        )),
-        OpKind::FarBranch32 => Ok((
-            insn.far_branch_selector(),
-            u64::from(insn.far_branch32()),
-            4,
-        )),
+        OpKind::FarBranch16 => Ok((insn.far_branch_selector(), u64::from(insn.far_branch16()), 2)),
+        OpKind::FarBranch32 => Ok((insn.far_branch_selector(), u64::from(insn.far_branch32()), 4)),
         OpKind::Memory => {
             let osize = (insn.memory_size().size() - 2) as u8;
             let seg = cpu.mem_seg(insn);
@@ -135,11 +127,7 @@ fn far_jmp_call(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), 
             if d.desc.dpl() < cpu.cpl || d.desc.dpl() < rpl {
                 return Err(Fault::gp(sel_ec(sel, false)));
             }
-            let src = if call {
-                TaskSwitchSource::Call
-            } else {
-                TaskSwitchSource::Jmp
-            };
+            let src = if call { TaskSwitchSource::Call } else { TaskSwitchSource::Jmp };
             cpu.task_switch(ctx, sel, &d, src, ret_ip)
         }
         sys::TASK if cpu.mode == Mode::Protected => {
@@ -156,11 +144,7 @@ fn far_jmp_call(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), 
                 return Err(Fault::gp(sel_ec(tss_sel, false)));
             }
             let td = cpu.read_descriptor(ctx, tss_sel, false)?;
-            let src = if call {
-                TaskSwitchSource::Call
-            } else {
-                TaskSwitchSource::Jmp
-            };
+            let src = if call { TaskSwitchSource::Call } else { TaskSwitchSource::Jmp };
             cpu.task_switch(ctx, tss_sel, &td, src, ret_ip)
         }
         _ => Err(Fault::gp(sel_ec(sel, false))),
@@ -179,11 +163,7 @@ fn through_call_gate(
     ret_ip: u64,
 ) -> Result<(), Fault> {
     let lma = cpu.regs.efer & Efer::LMA.bits() != 0;
-    let hi = if lma {
-        cpu.read_descriptor_high(ctx, gate_sel, d)?
-    } else {
-        0
-    };
+    let hi = if lma { cpu.read_descriptor_high(ctx, gate_sel, d)? } else { 0 };
     let g = Gate::from_raw(d.raw, hi);
     let gec = sel_ec(gate_sel, false);
     if lma && (g.typ != sys::CALL || (hi >> 40) & 0x1f != 0) {
@@ -281,11 +261,7 @@ fn through_call_gate(
         frame.push(ret_ip);
         for v in frame {
             p = p.wrapping_sub(u64::from(gate_size)) & mask;
-            let la = if lma {
-                p
-            } else {
-                ss.base.wrapping_add(p) & 0xffff_ffff
-            };
+            let la = if lma { p } else { ss.base.wrapping_add(p) & 0xffff_ffff };
             cpu.write_as(ctx, la, gate_size, v, new_cpl == 3)?;
         }
         cpu.set_accessed(ctx, &cd)?;
@@ -311,11 +287,7 @@ fn far_ret(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault
         Code::Retfd | Code::Retfd_imm16 => 4,
         _ => 8,
     };
-    let extra = if insn.op_count() > 0 {
-        u64::from(insn.immediate16())
-    } else {
-        0
-    };
+    let extra = if insn.op_count() > 0 { u64::from(insn.immediate16()) } else { 0 };
     let ip = cpu.peek(ctx, 0, osize)?;
     let sel = cpu.peek(ctx, u64::from(osize), osize)? as u16;
     if matches!(cpu.mode, Mode::Real | Mode::Vm86) {
@@ -344,11 +316,7 @@ fn far_ret(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault
     }
     let cs = cpu.check_code_seg(ctx, sel, rpl, false)?;
     let long_target = cs.ar & ar::L != 0 && cpu.regs.efer & Efer::LMA.bits() != 0;
-    let ip = if long_target {
-        ip
-    } else {
-        ip & crate::flags::size_mask(osize)
-    };
+    let ip = if long_target { ip } else { ip & crate::flags::size_mask(osize) };
     cpu.check_target_rip(&cs, ip)?;
     if rpl == cpu.cpl {
         cpu.adjust_rsp(2 * i64::from(osize) + extra as i64);
@@ -378,13 +346,7 @@ fn far_ret(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault
 /// Checks the SS popped by a return to an outer level (SDM vol. 2, "RET",
 /// "IRET"): RPL and DPL equal to the new CPL, writable data, present. A
 /// null SS is allowed when returning to 64-bit code at CPL < 3.
-fn return_ss(
-    cpu: &mut Cpu,
-    ctx: &mut Ctx,
-    sel: u16,
-    rpl: u8,
-    long_target: bool,
-) -> Result<Segment, Fault> {
+fn return_ss(cpu: &mut Cpu, ctx: &mut Ctx, sel: u16, rpl: u8, long_target: bool) -> Result<Segment, Fault> {
     if sel & !3 == 0 {
         if long_target && rpl != 3 && (sel & 3) as u8 == rpl {
             return Ok(Segment {
@@ -460,9 +422,7 @@ fn iret(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
         if link & 4 != 0 {
             return Err(Fault::ts(sel_ec(link, false)));
         }
-        let d = cpu
-            .read_descriptor(ctx, link, false)
-            .map_err(|_| Fault::ts(sel_ec(link, false)))?;
+        let d = cpu.read_descriptor(ctx, link, false).map_err(|_| Fault::ts(sel_ec(link, false)))?;
         let ret = cpu.next_rip;
         return cpu.task_switch(ctx, link, &d, TaskSwitchSource::Iret, ret);
     }
@@ -488,22 +448,12 @@ fn iret(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     let cs = cpu.check_code_seg(ctx, sel, rpl, false)?;
     let lma = cpu.regs.efer & Efer::LMA.bits() != 0;
     let long_target = lma && cs.ar & ar::L != 0;
-    let ip = if long_target {
-        ip
-    } else {
-        ip & crate::flags::size_mask(osize.min(4))
-    };
+    let ip = if long_target { ip } else { ip & crate::flags::size_mask(osize.min(4)) };
     cpu.check_target_rip(&cs, ip)?;
     // Flags the return may change (SDM vol. 2, "IRET": EFLAGS update
     // rules by CPL and IOPL).
-    let mut mask = (Rflags::STATUS
-        | Rflags::TF
-        | Rflags::DF
-        | Rflags::NT
-        | Rflags::RF
-        | Rflags::AC
-        | Rflags::ID)
-        .bits();
+    let mut mask =
+        (Rflags::STATUS | Rflags::TF | Rflags::DF | Rflags::NT | Rflags::RF | Rflags::AC | Rflags::ID).bits();
     if cpu.cpl == 0 {
         mask |= (Rflags::IF | Rflags::IOPL | Rflags::VIF | Rflags::VIP).bits();
     } else if cpu.cpl <= cpu.iopl() {
@@ -522,12 +472,7 @@ fn iret(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
         let sp = cpu.peek(ctx, 3 * u64::from(osize), osize)?;
         let ss_sel = cpu.peek(ctx, 4 * u64::from(osize), osize)? as u16;
         let ss = if rpl == cpu.cpl && ss_sel & !3 == 0 && long_target && rpl != 3 {
-            Segment {
-                selector: ss_sel,
-                base: 0,
-                limit: 0,
-                ar: ar::UNUSABLE | (u32::from(rpl) << ar::DPL_SHIFT),
-            }
+            Segment { selector: ss_sel, base: 0, limit: 0, ar: ar::UNUSABLE | (u32::from(rpl) << ar::DPL_SHIFT) }
         } else {
             return_ss(cpu, ctx, ss_sel, rpl, long_target)?
         };
@@ -561,13 +506,7 @@ fn iret_to_vm86(cpu: &mut Cpu, ctx: &mut Ctx, ip: u64, cs_sel: u16, fl: u64) -> 
     }
     let [esp, ss, es, ds, fs, gs] = vals;
     cpu.regs.set_rflags(fl);
-    for (r, v) in [
-        (sreg::ES, es),
-        (sreg::DS, ds),
-        (sreg::FS, fs),
-        (sreg::GS, gs),
-        (sreg::SS, ss),
-    ] {
+    for (r, v) in [(sreg::ES, es), (sreg::DS, ds), (sreg::FS, fs), (sreg::GS, gs), (sreg::SS, ss)] {
         let mut s = Segment::real(v as u16, false);
         s.ar |= 3 << ar::DPL_SHIFT;
         cpu.regs.seg[r] = s;
@@ -583,31 +522,14 @@ fn iret_to_vm86(cpu: &mut Cpu, ctx: &mut Ctx, ip: u64, cs_sel: u16, fl: u64) -> 
 /// Flat segments that SYSCALL/SYSENTER and their returns load (SDM vol. 2:
 /// the descriptors are not read; fixed values are loaded).
 fn flat_code(sel: u16, dpl: u8, long: bool) -> Segment {
-    let ar = ar::P
-        | ar::S
-        | ar::CODE
-        | ar::RW
-        | ar::ACCESSED
-        | ar::G
-        | (u32::from(dpl) << ar::DPL_SHIFT);
+    let ar = ar::P | ar::S | ar::CODE | ar::RW | ar::ACCESSED | ar::G | (u32::from(dpl) << ar::DPL_SHIFT);
     let ar = if long { ar | ar::L } else { ar | ar::DB };
-    Segment {
-        selector: sel,
-        base: 0,
-        limit: 0xffff_ffff,
-        ar,
-    }
+    Segment { selector: sel, base: 0, limit: 0xffff_ffff, ar }
 }
 
 fn flat_stack(sel: u16, dpl: u8) -> Segment {
-    let ar =
-        ar::P | ar::S | ar::RW | ar::ACCESSED | ar::G | ar::DB | (u32::from(dpl) << ar::DPL_SHIFT);
-    Segment {
-        selector: sel,
-        base: 0,
-        limit: 0xffff_ffff,
-        ar,
-    }
+    let ar = ar::P | ar::S | ar::RW | ar::ACCESSED | ar::G | ar::DB | (u32::from(dpl) << ar::DPL_SHIFT);
+    Segment { selector: sel, base: 0, limit: 0xffff_ffff, ar }
 }
 
 fn syscall(cpu: &mut Cpu, _: &mut Ctx, _: &Instruction) -> Result<(), Fault> {
@@ -618,8 +540,7 @@ fn syscall(cpu: &mut Cpu, _: &mut Ctx, _: &Instruction) -> Result<(), Fault> {
     cpu.regs.gpr[1] = cpu.next_rip;
     let f = cpu.regs.rflags();
     cpu.regs.gpr[11] = f & !Rflags::RF.bits();
-    cpu.regs
-        .set_rflags(f & !cpu.regs.msr.fmask & !Rflags::RF.bits());
+    cpu.regs.set_rflags(f & !cpu.regs.msr.fmask & !Rflags::RF.bits());
     cpu.regs.seg[sreg::SS] = flat_stack(star_cs.wrapping_add(8), 0);
     cpu.jump_far(flat_code(star_cs, 0, true), cpu.regs.msr.lstar);
     Ok(())
@@ -664,10 +585,7 @@ fn sysenter(cpu: &mut Cpu, _: &mut Ctx, _: &Instruction) -> Result<(), Fault> {
     cpu.regs.seg[sreg::SS] = flat_stack(cs_sel.wrapping_add(8), 0);
     let (esp, eip) = (cpu.regs.msr.sysenter_esp, cpu.regs.msr.sysenter_eip);
     cpu.regs.gpr[4] = if lma { esp } else { esp & 0xffff_ffff };
-    cpu.jump_far(
-        flat_code(cs_sel, 0, lma),
-        if lma { eip } else { eip & 0xffff_ffff },
-    );
+    cpu.jump_far(flat_code(cs_sel, 0, lma), if lma { eip } else { eip & 0xffff_ffff });
     Ok(())
 }
 
@@ -686,12 +604,7 @@ fn sysexit(cpu: &mut Cpu, _: &mut Ctx, insn: &Instruction) -> Result<(), Fault> 
         if !cpu.canonical(rip) || !cpu.canonical(rsp) {
             return Err(Fault::gp0());
         }
-        (
-            flat_code(base.wrapping_add(32) | 3, 3, true),
-            flat_stack(base.wrapping_add(40) | 3, 3),
-            rip,
-            rsp,
-        )
+        (flat_code(base.wrapping_add(32) | 3, 3, true), flat_stack(base.wrapping_add(40) | 3, 3), rip, rsp)
     } else {
         (
             flat_code(base.wrapping_add(16) | 3, 3, false),

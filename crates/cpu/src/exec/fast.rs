@@ -79,22 +79,13 @@ fn alu_ri<const OP: u8, const S: u8>(cpu: &mut Cpu, _: &mut Ctx, d: &Decoded) ->
     Ok(())
 }
 
-fn incdec_r<const DEC: bool, const S: u8>(
-    cpu: &mut Cpu,
-    _: &mut Ctx,
-    d: &Decoded,
-) -> Result<(), Fault> {
+fn incdec_r<const DEC: bool, const S: u8>(cpu: &mut Cpu, _: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
     let m = size_mask(S);
     let cf = cpu.regs.cf();
     let a = get(cpu, d.r0) & m;
-    let r = if DEC {
-        a.wrapping_sub(1)
-    } else {
-        a.wrapping_add(1)
-    } & m;
+    let r = if DEC { a.wrapping_sub(1) } else { a.wrapping_add(1) } & m;
     put::<S>(cpu, d.r0, r);
-    cpu.regs
-        .set_lazy_c(if DEC { FlagOp::Dec } else { FlagOp::Inc }, S, a, 1, r, cf);
+    cpu.regs.set_lazy_c(if DEC { FlagOp::Dec } else { FlagOp::Inc }, S, a, 1, r, cf);
     Ok(())
 }
 
@@ -135,15 +126,58 @@ fn mov_mr<const S: u8>(cpu: &mut Cpu, ctx: &mut Ctx, d: &Decoded) -> Result<(), 
     cpu.write_mem(ctx, d.mseg as usize, off, S, v)
 }
 
-fn jcc(cpu: &mut Cpu, _: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
-    if cpu.regs.cond(d.r0) {
+/// Jcc whose target was found canonical at decode time (64-bit code):
+/// a taken branch is a store.
+fn jcc64<const CC: u8>(cpu: &mut Cpu, _: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
+    if cpu.regs.cond(CC) {
+        cpu.next_rip = d.imm;
+    }
+    Ok(())
+}
+
+/// Jcc in 16/32-bit code: the CS limit is checked when taken.
+fn jcc_limit<const CC: u8>(cpu: &mut Cpu, _: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
+    if cpu.regs.cond(CC) {
         cpu.branch(d.imm, d.size)?;
     }
     Ok(())
 }
 
-fn jmp(cpu: &mut Cpu, _: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
+fn jmp64(cpu: &mut Cpu, _: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
+    cpu.next_rip = d.imm;
+    Ok(())
+}
+
+fn jmp_limit(cpu: &mut Cpu, _: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
     cpu.branch(d.imm, d.size)
+}
+
+/// Canonical in the 48-bit sense, hence also under LA57.
+fn canonical48(a: u64) -> bool {
+    (((a << 16) as i64) >> 16) as u64 == a
+}
+
+macro_rules! by_cc {
+    ($f:ident, $cc:expr) => {
+        match $cc {
+            0 => $f::<0>,
+            1 => $f::<1>,
+            2 => $f::<2>,
+            3 => $f::<3>,
+            4 => $f::<4>,
+            5 => $f::<5>,
+            6 => $f::<6>,
+            7 => $f::<7>,
+            8 => $f::<8>,
+            9 => $f::<9>,
+            10 => $f::<10>,
+            11 => $f::<11>,
+            12 => $f::<12>,
+            13 => $f::<13>,
+            14 => $f::<14>,
+            _ => $f::<15>,
+        }
+    };
 }
 
 /// "No register" in the compact form.
@@ -162,11 +196,7 @@ fn gpr_plain(r: Register) -> Option<(u8, u8)> {
 pub fn select(insn: &Instruction, d: &mut Decoded) -> bool {
     let m = insn.mnemonic();
     let k0 = insn.op0_kind();
-    let k1 = if insn.op_count() > 1 {
-        insn.op1_kind()
-    } else {
-        OpKind::Register
-    };
+    let k1 = if insn.op_count() > 1 { insn.op1_kind() } else { OpKind::Register };
     if insn.has_lock_prefix() || insn.has_rep_prefix() || insn.has_repne_prefix() {
         return false;
     }
@@ -247,25 +277,19 @@ pub fn select(insn: &Instruction, d: &mut Decoded) -> bool {
                 return false;
             };
             d.r0 = r0;
-            d.exec = if m == Mnemonic::Dec {
-                by_size!(incdec_r, s, true)
-            } else {
-                by_size!(incdec_r, s, false)
-            };
+            d.exec = if m == Mnemonic::Dec { by_size!(incdec_r, s, true) } else { by_size!(incdec_r, s, false) };
             true
         }
         Mnemonic::Mov => {
-            let special =
-                |r: Register| r.is_segment_register() || r.is_cr() || r.is_dr() || r.is_tr();
+            let special = |r: Register| r.is_segment_register() || r.is_cr() || r.is_dr() || r.is_tr();
             match (k0, k1) {
                 (OpKind::Register, OpKind::Register) => {
                     if special(insn.op0_register()) || special(insn.op1_register()) {
                         return false;
                     }
-                    let (Some((r0, s)), Some((r1, _))) = (
-                        gpr_plain(insn.op0_register()),
-                        gpr_plain(insn.op1_register()),
-                    ) else {
+                    let (Some((r0, s)), Some((r1, _))) =
+                        (gpr_plain(insn.op0_register()), gpr_plain(insn.op1_register()))
+                    else {
                         return false;
                     };
                     d.r0 = r0;
@@ -283,11 +307,7 @@ pub fn select(insn: &Instruction, d: &mut Decoded) -> bool {
                     true
                 }
                 (OpKind::Register, OpKind::Memory) | (OpKind::Memory, OpKind::Register) => {
-                    let reg = if k0 == OpKind::Register {
-                        insn.op0_register()
-                    } else {
-                        insn.op1_register()
-                    };
+                    let reg = if k0 == OpKind::Register { insn.op0_register() } else { insn.op1_register() };
                     if special(reg) {
                         return false;
                     }
@@ -325,21 +345,20 @@ pub fn select(insn: &Instruction, d: &mut Decoded) -> bool {
         | Mnemonic::Jge
         | Mnemonic::Jle
         | Mnemonic::Jg => {
-            d.r0 = super::mov::cc_of(insn);
+            let cc = super::mov::cc_of(insn);
             d.imm = insn.near_branch_target();
             d.size = branch_size(k0);
-            d.exec = jcc;
+            d.exec = if k0 == OpKind::NearBranch64 && canonical48(d.imm) {
+                by_cc!(jcc64, cc)
+            } else {
+                by_cc!(jcc_limit, cc)
+            };
             true
         }
-        Mnemonic::Jmp
-            if matches!(
-                k0,
-                OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
-            ) =>
-        {
+        Mnemonic::Jmp if matches!(k0, OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64) => {
             d.imm = insn.near_branch_target();
             d.size = branch_size(k0);
-            d.exec = jmp;
+            d.exec = if k0 == OpKind::NearBranch64 && canonical48(d.imm) { jmp64 } else { jmp_limit };
             true
         }
         _ => false,

@@ -49,8 +49,10 @@ pub fn select(insn: &Instruction) -> (Handler, bool) {
     if let Some(h) = mov::select(m, insn) {
         return (h, false);
     }
+    // Branches end their block through iced's flow control; they need
+    // no flag here and may use the fast forms.
     if let Some(h) = control::select(m, insn) {
-        return (h, true);
+        return (h, false);
     }
     if let Some(h) = stack::select(m, insn) {
         return (h, false);
@@ -88,10 +90,7 @@ fn invalid(_: &mut Cpu, _: &mut Ctx, _: &Instruction) -> Result<(), Fault> {
 /// A valid instruction Turtles does not implement: #UD in the guest, and
 /// the run report names it.
 fn unimplemented(cpu: &mut Cpu, _: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
-    *cpu.stats
-        .unimplemented
-        .entry(format!("{:?}", insn.mnemonic()))
-        .or_insert(0) += 1;
+    *cpu.stats.unimplemented.entry(format!("{:?}", insn.mnemonic())).or_insert(0) += 1;
     Err(Fault::ud())
 }
 
@@ -119,40 +118,16 @@ pub fn gpr_ref(r: Register) -> Option<GprRef> {
     if (al..ax).contains(&v) {
         let i = v - al;
         match i {
-            0..4 => Some(GprRef {
-                idx: i as u8,
-                size: 1,
-                high8: false,
-            }),
-            4..8 => Some(GprRef {
-                idx: (i - 4) as u8,
-                size: 1,
-                high8: true,
-            }),
-            _ => Some(GprRef {
-                idx: (i - 4) as u8,
-                size: 1,
-                high8: false,
-            }),
+            0..4 => Some(GprRef { idx: i as u8, size: 1, high8: false }),
+            4..8 => Some(GprRef { idx: (i - 4) as u8, size: 1, high8: true }),
+            _ => Some(GprRef { idx: (i - 4) as u8, size: 1, high8: false }),
         }
     } else if (ax..ax + 16).contains(&v) {
-        Some(GprRef {
-            idx: (v - ax) as u8,
-            size: 2,
-            high8: false,
-        })
+        Some(GprRef { idx: (v - ax) as u8, size: 2, high8: false })
     } else if (eax..eax + 16).contains(&v) {
-        Some(GprRef {
-            idx: (v - eax) as u8,
-            size: 4,
-            high8: false,
-        })
+        Some(GprRef { idx: (v - eax) as u8, size: 4, high8: false })
     } else if (rax..rax + 16).contains(&v) {
-        Some(GprRef {
-            idx: (v - rax) as u8,
-            size: 8,
-            high8: false,
-        })
+        Some(GprRef { idx: (v - rax) as u8, size: 8, high8: false })
     } else {
         None
     }
@@ -224,9 +199,7 @@ impl Cpu {
             asize = g.size;
         }
         if let Some(g) = gpr_ref(index) {
-            a = a.wrapping_add(
-                self.regs.gpr[g.idx as usize].wrapping_mul(insn.memory_index_scale() as u64),
-            );
+            a = a.wrapping_add(self.regs.gpr[g.idx as usize].wrapping_mul(insn.memory_index_scale() as u64));
             asize = g.size;
         }
         match asize {
@@ -272,13 +245,7 @@ impl Cpu {
 
     /// Writes operand `n` (register or memory).
     #[inline(always)]
-    pub fn write_op(
-        &mut self,
-        ctx: &mut Ctx,
-        insn: &Instruction,
-        n: u32,
-        v: u64,
-    ) -> Result<(), Fault> {
+    pub fn write_op(&mut self, ctx: &mut Ctx, insn: &Instruction, n: u32, v: u64) -> Result<(), Fault> {
         match insn.op_kind(n) {
             OpKind::Register => {
                 self.set_reg(insn.op_register(n), v);
@@ -408,54 +375,12 @@ mod tests {
 
     #[test]
     fn gpr_mapping_matches_iced_register_order() {
-        assert_eq!(
-            gpr_ref(Register::AH),
-            Some(GprRef {
-                idx: 0,
-                size: 1,
-                high8: true
-            })
-        );
-        assert_eq!(
-            gpr_ref(Register::SPL),
-            Some(GprRef {
-                idx: 4,
-                size: 1,
-                high8: false
-            })
-        );
-        assert_eq!(
-            gpr_ref(Register::R15L),
-            Some(GprRef {
-                idx: 15,
-                size: 1,
-                high8: false
-            })
-        );
-        assert_eq!(
-            gpr_ref(Register::R9W),
-            Some(GprRef {
-                idx: 9,
-                size: 2,
-                high8: false
-            })
-        );
-        assert_eq!(
-            gpr_ref(Register::EDI),
-            Some(GprRef {
-                idx: 7,
-                size: 4,
-                high8: false
-            })
-        );
-        assert_eq!(
-            gpr_ref(Register::R15),
-            Some(GprRef {
-                idx: 15,
-                size: 8,
-                high8: false
-            })
-        );
+        assert_eq!(gpr_ref(Register::AH), Some(GprRef { idx: 0, size: 1, high8: true }));
+        assert_eq!(gpr_ref(Register::SPL), Some(GprRef { idx: 4, size: 1, high8: false }));
+        assert_eq!(gpr_ref(Register::R15L), Some(GprRef { idx: 15, size: 1, high8: false }));
+        assert_eq!(gpr_ref(Register::R9W), Some(GprRef { idx: 9, size: 2, high8: false }));
+        assert_eq!(gpr_ref(Register::EDI), Some(GprRef { idx: 7, size: 4, high8: false }));
+        assert_eq!(gpr_ref(Register::R15), Some(GprRef { idx: 15, size: 8, high8: false }));
         assert_eq!(gpr_ref(Register::RIP), None);
         assert_eq!(gpr_ref(Register::XMM0), None);
     }

@@ -70,11 +70,7 @@ fn xchg(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
         return Ok(());
     }
     // One operand is memory; iced may put it first or second.
-    let reg = if insn.op0_kind() == OpKind::Memory {
-        insn.op1_register()
-    } else {
-        insn.op0_register()
-    };
+    let reg = if insn.op0_kind() == OpKind::Memory { insn.op1_register() } else { insn.op0_register() };
     let size = insn.memory_size().size() as u8;
     let seg = cpu.mem_seg(insn);
     let off = cpu.ea(insn);
@@ -162,18 +158,8 @@ fn sign_extend_acc(cpu: &mut Cpu, _: &mut Ctx, insn: &Instruction) -> Result<(),
         Mnemonic::Cwde => cpu.set_reg(Register::EAX, rax as u16 as i16 as i32 as u32 as u64),
         Mnemonic::Cdqe => cpu.set_reg(Register::RAX, rax as u32 as i32 as i64 as u64),
         Mnemonic::Cwd => cpu.set_reg(Register::DX, if rax & 0x8000 != 0 { 0xffff } else { 0 }),
-        Mnemonic::Cdq => cpu.set_reg(
-            Register::EDX,
-            if rax & 0x8000_0000 != 0 {
-                0xffff_ffff
-            } else {
-                0
-            },
-        ),
-        _ => cpu.set_reg(
-            Register::RDX,
-            if rax & (1 << 63) != 0 { u64::MAX } else { 0 },
-        ),
+        Mnemonic::Cdq => cpu.set_reg(Register::EDX, if rax & 0x8000_0000 != 0 { 0xffff_ffff } else { 0 }),
+        _ => cpu.set_reg(Register::RDX, if rax & (1 << 63) != 0 { u64::MAX } else { 0 }),
     }
     Ok(())
 }
@@ -212,8 +198,7 @@ fn xlat(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     // The operand is [rBX + AL] at the address size (iced reports AL as
     // the index register, which the generic path would widen).
     let b = insn.memory_base();
-    let off =
-        cpu.reg(b).wrapping_add(cpu.regs.gpr[0] & 0xff) & crate::flags::size_mask(b.size() as u8);
+    let off = cpu.reg(b).wrapping_add(cpu.regs.gpr[0] & 0xff) & crate::flags::size_mask(b.size() as u8);
     let v = cpu.read_mem(ctx, cpu.mem_seg(insn), off, 1)?;
     cpu.set_reg(Register::AL, v);
     Ok(())
@@ -280,12 +265,9 @@ pub fn select(m: Mnemonic, insn: &Instruction) -> Option<crate::exec::Handler> {
         | Mnemonic::Setg => setcc,
         Mnemonic::Bswap => bswap,
         Mnemonic::Movbe => movbe,
-        Mnemonic::Cbw
-        | Mnemonic::Cwde
-        | Mnemonic::Cdqe
-        | Mnemonic::Cwd
-        | Mnemonic::Cdq
-        | Mnemonic::Cqo => sign_extend_acc,
+        Mnemonic::Cbw | Mnemonic::Cwde | Mnemonic::Cdqe | Mnemonic::Cwd | Mnemonic::Cdq | Mnemonic::Cqo => {
+            sign_extend_acc
+        }
         Mnemonic::Clc | Mnemonic::Stc | Mnemonic::Cmc | Mnemonic::Cld | Mnemonic::Std => flag_op,
         Mnemonic::Lahf => lahf,
         Mnemonic::Sahf => sahf,

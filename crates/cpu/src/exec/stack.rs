@@ -45,11 +45,7 @@ fn pop_m(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> 
 }
 
 fn pusha(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
-    let size: u8 = if insn.mnemonic() == Mnemonic::Pushad {
-        4
-    } else {
-        2
-    };
+    let size: u8 = if insn.mnemonic() == Mnemonic::Pushad { 4 } else { 2 };
     let saved = cpu.regs.gpr[4];
     let regs = cpu.regs.gpr;
     for (i, v) in regs.iter().take(8).enumerate() {
@@ -63,11 +59,7 @@ fn pusha(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> 
 }
 
 fn popa(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
-    let size: u8 = if insn.mnemonic() == Mnemonic::Popad {
-        4
-    } else {
-        2
-    };
+    let size: u8 = if insn.mnemonic() == Mnemonic::Popad { 4 } else { 2 };
     let mut vals = [0u64; 8];
     for (i, v) in vals.iter_mut().enumerate() {
         *v = cpu.peek(ctx, (i as u64) * size as u64, size)?;
@@ -78,11 +70,7 @@ fn popa(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
             continue; // the saved SP is discarded
         }
         let slot = &mut cpu.regs.gpr[r];
-        *slot = if size == 4 {
-            *v
-        } else {
-            (*slot & !0xffff) | *v
-        };
+        *slot = if size == 4 { *v } else { (*slot & !0xffff) | *v };
     }
     cpu.adjust_rsp(8 * size as i64);
     Ok(())

@@ -276,8 +276,7 @@ fn popf(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     let old = cpu.regs.rflags();
     // Which bits POPF may change depends on CPL and IOPL (SDM vol. 2,
     // "POPF", table "Effect of POPF/POPFD on the EFLAGS Register").
-    let mut writable =
-        (Rflags::STATUS | Rflags::TF | Rflags::DF | Rflags::NT | Rflags::AC | Rflags::ID).bits();
+    let mut writable = (Rflags::STATUS | Rflags::TF | Rflags::DF | Rflags::NT | Rflags::AC | Rflags::ID).bits();
     if cpu.mode == Mode::Real || cpu.cpl == 0 {
         writable |= (Rflags::IF | Rflags::IOPL).bits();
     } else if cpu.cpl <= cpu.iopl() {
@@ -383,11 +382,7 @@ impl Cpu {
         let lma = self.regs.efer & Efer::LMA.bits() != 0;
         match n {
             0 => {
-                let v = if self.bitness == 64 {
-                    v
-                } else {
-                    v & 0xffff_ffff
-                };
+                let v = if self.bitness == 64 { v } else { v & 0xffff_ffff };
                 if v >> 32 != 0 {
                     return Err(Fault::gp0());
                 }
@@ -400,9 +395,7 @@ impl Cpu {
                 let mut efer = self.regs.efer;
                 if pg && !was_pg && efer & Efer::LME.bits() != 0 {
                     // Activating IA-32e mode needs PAE and a non-64-bit CS.
-                    if self.regs.cr4 & Cr4::PAE.bits() == 0
-                        || self.regs.seg[sreg::CS].ar & ar::L != 0
-                    {
+                    if self.regs.cr4 & Cr4::PAE.bits() == 0 || self.regs.seg[sreg::CS].ar & ar::L != 0 {
                         return Err(Fault::gp0());
                     }
                     efer |= Efer::LMA.bits();
@@ -542,9 +535,7 @@ fn lgdt_lidt(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fau
     } else {
         let b = cpu.read_mem(ctx, seg, off.wrapping_add(2), 4)?;
         // A 16-bit operand size loads only 24 bits of base.
-        if insn.code() == iced_x86::Code::Lgdt_m1632_16
-            || insn.code() == iced_x86::Code::Lidt_m1632_16
-        {
+        if insn.code() == iced_x86::Code::Lgdt_m1632_16 || insn.code() == iced_x86::Code::Lidt_m1632_16 {
             b & 0xff_ffff
         } else {
             b
@@ -564,11 +555,7 @@ fn lgdt_lidt(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fau
 
 fn sgdt_sidt(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     umip_check(cpu)?;
-    let t = if insn.mnemonic() == Mnemonic::Sgdt {
-        cpu.regs.gdtr
-    } else {
-        cpu.regs.idtr
-    };
+    let t = if insn.mnemonic() == Mnemonic::Sgdt { cpu.regs.gdtr } else { cpu.regs.idtr };
     let seg = cpu.mem_seg(insn);
     let off = cpu.ea(insn);
     let bsize = if cpu.bitness == 64 { 8 } else { 4 };
@@ -585,12 +572,7 @@ fn lldt(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     cpu.require_cpl0()?;
     let sel = cpu.read_op(ctx, insn, 0)? as u16;
     if sel & !3 == 0 {
-        cpu.regs.ldtr = crate::Segment {
-            selector: sel,
-            base: 0,
-            limit: 0,
-            ar: ar::UNUSABLE,
-        };
+        cpu.regs.ldtr = crate::Segment { selector: sel, base: 0, limit: 0, ar: ar::UNUSABLE };
         return Ok(());
     }
     if sel & 4 != 0 {
@@ -608,12 +590,7 @@ fn lldt(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
         let hi = cpu.read_descriptor_high(ctx, sel, &d)?;
         base |= (hi & 0xffff_ffff) << 32;
     }
-    cpu.regs.ldtr = crate::Segment {
-        selector: sel,
-        base,
-        limit: d.desc.limit,
-        ar: d.desc.ar,
-    };
+    cpu.regs.ldtr = crate::Segment { selector: sel, base, limit: d.desc.limit, ar: d.desc.ar };
     Ok(())
 }
 
@@ -648,12 +625,7 @@ fn ltr(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     // Mark the descriptor busy.
     let b = (d.raw >> 40) as u8 | 2;
     cpu.write_sys(ctx, d.la + 5, 1, u64::from(b))?;
-    cpu.regs.tr = crate::Segment {
-        selector: sel,
-        base,
-        limit: d.desc.limit,
-        ar: d.desc.ar | 2,
-    };
+    cpu.regs.tr = crate::Segment { selector: sel, base, limit: d.desc.limit, ar: d.desc.ar | 2 };
     Ok(())
 }
 
@@ -662,11 +634,7 @@ fn sldt_str(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Faul
         return Err(Fault::ud());
     }
     umip_check(cpu)?;
-    let sel = if insn.mnemonic() == Mnemonic::Sldt {
-        cpu.regs.ldtr.selector
-    } else {
-        cpu.regs.tr.selector
-    };
+    let sel = if insn.mnemonic() == Mnemonic::Sldt { cpu.regs.ldtr.selector } else { cpu.regs.tr.selector };
     cpu.write_op(ctx, insn, 0, u64::from(sel))
 }
 
@@ -676,11 +644,7 @@ fn desc_query(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fa
         return Err(Fault::ud());
     }
     let m = insn.mnemonic();
-    let src = if matches!(m, Mnemonic::Verr | Mnemonic::Verw) {
-        0
-    } else {
-        1
-    };
+    let src = if matches!(m, Mnemonic::Verr | Mnemonic::Verw) { 0 } else { 1 };
     let sel = cpu.read_op(ctx, insn, src)? as u16;
     let mut ok = false;
     let mut value = 0u64;
@@ -709,9 +673,7 @@ fn desc_query(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fa
                     value = u64::from(desc.limit);
                 }
                 Mnemonic::Verr => {
-                    ok = desc.is_code_data()
-                        && priv_ok
-                        && (!desc.is_code() || desc.ar & ar::RW != 0);
+                    ok = desc.is_code_data() && priv_ok && (!desc.is_code() || desc.ar & ar::RW != 0);
                 }
                 _ => {
                     ok = desc.is_code_data() && priv_ok && !desc.is_code() && desc.ar & ar::RW != 0;
@@ -819,11 +781,7 @@ fn fsgsbase(cpu: &mut Cpu, _: &mut Ctx, insn: &Instruction) -> Result<(), Fault>
             if !cpu.canonical(v) {
                 return Err(Fault::gp0());
             }
-            let s = if m == Mnemonic::Wrfsbase {
-                sreg::FS
-            } else {
-                sreg::GS
-            };
+            let s = if m == Mnemonic::Wrfsbase { sreg::FS } else { sreg::GS };
             cpu.regs.seg[s].base = v;
         }
     }
@@ -832,11 +790,7 @@ fn fsgsbase(cpu: &mut Cpu, _: &mut Ctx, insn: &Instruction) -> Result<(), Fault>
 
 fn rdrand(cpu: &mut Cpu, _: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     let f = cpu.cpuid.features();
-    let ok = if insn.mnemonic() == Mnemonic::Rdrand {
-        f.rdrand
-    } else {
-        f.rdseed
-    };
+    let ok = if insn.mnemonic() == Mnemonic::Rdrand { f.rdrand } else { f.rdseed };
     if !ok {
         return Err(Fault::ud());
     }
@@ -939,9 +893,7 @@ pub fn select(m: Mnemonic, insn: &Instruction) -> Option<crate::exec::Handler> {
             }
         }
         Mnemonic::Mov => mov_sreg,
-        Mnemonic::Lds | Mnemonic::Les | Mnemonic::Lfs | Mnemonic::Lgs | Mnemonic::Lss => {
-            load_far_ptr
-        }
+        Mnemonic::Lds | Mnemonic::Les | Mnemonic::Lfs | Mnemonic::Lgs | Mnemonic::Lss => load_far_ptr,
         Mnemonic::Clts => clts,
         Mnemonic::Lmsw => lmsw,
         Mnemonic::Smsw => smsw,
@@ -957,9 +909,7 @@ pub fn select(m: Mnemonic, insn: &Instruction) -> Option<crate::exec::Handler> {
         Mnemonic::Wbinvd | Mnemonic::Invd | Mnemonic::Wbnoinvd => wbinvd,
         Mnemonic::Clflush | Mnemonic::Clflushopt | Mnemonic::Clwb => clflush,
         Mnemonic::Swapgs => swapgs,
-        Mnemonic::Rdfsbase | Mnemonic::Rdgsbase | Mnemonic::Wrfsbase | Mnemonic::Wrgsbase => {
-            fsgsbase
-        }
+        Mnemonic::Rdfsbase | Mnemonic::Rdgsbase | Mnemonic::Wrfsbase | Mnemonic::Wrgsbase => fsgsbase,
         Mnemonic::Rdrand | Mnemonic::Rdseed => rdrand,
         Mnemonic::Rdpkru | Mnemonic::Wrpkru => pkru,
         Mnemonic::Stac | Mnemonic::Clac => stac_clac,
