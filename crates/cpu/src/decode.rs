@@ -52,6 +52,11 @@ pub struct Decoded {
     pub mscale: u8,
     /// Memory segment register number.
     pub mseg: u8,
+    /// Branch target of a fused compare-and-branch.
+    pub target: u64,
+    /// RIP after the branch of a fused compare-and-branch.
+    pub next2: u64,
+
     /// The full decoding.
     pub insn: Instruction,
 }
@@ -74,6 +79,8 @@ impl Decoded {
             mindex: fast::NONE,
             mscale: 0,
             mseg: 0,
+            target: 0,
+            next2: 0,
             insn: *insn,
         };
         if !ends && !fast::select(insn, &mut d) {
@@ -162,7 +169,13 @@ impl Cpu {
         let single = self.needs_single_step();
         // Inside an interrupt shadow, run one instruction so the run loop
         // can look at interrupts right after it.
-        let one = single || self.icount == self.inhibit_at;
+        // Single-stepping and interrupt shadows need exactly one
+        // instruction; cached blocks may hold fused pairs, so decode it
+        // afresh.
+        if single || self.icount == self.inhibit_at {
+            self.step_uncached(ctx, la);
+            return;
+        }
         let idx = self.lookup_block(ctx, la, off);
         let Some(idx) = idx else {
             // Straddles a page or cannot be cached: one instruction the slow
@@ -174,15 +187,11 @@ impl Cpu {
         // (handlers need `&mut self`); nothing decodes in between.
         let insns = core::mem::take(&mut self.cache.blocks[idx].insns);
         let n = insns.len();
-        let limit = if one { 1 } else { n.min((end - self.icount).max(1) as usize) };
+        let limit = n.min((end - self.icount).max(1) as usize);
         // `regs.rip` is brought up to date when the block is left; inside it
         // only `next_rip` moves. A fault reports its own instruction's RIP.
         let mut faulted = false;
         for d in &insns[..limit] {
-            if single && !self.debug_before(ctx, &d.insn) {
-                faulted = true;
-                break;
-            }
             self.next_rip = d.next_ip;
             match (d.exec)(self, ctx, d) {
                 Ok(()) => self.icount += 1,
@@ -192,12 +201,6 @@ impl Cpu {
                     faulted = true;
                     break;
                 }
-            }
-            if single {
-                self.regs.rip = self.next_rip;
-                self.debug_after(ctx);
-                faulted = true;
-                break;
             }
             if self.events & events::STOP != 0 {
                 break;
@@ -250,6 +253,14 @@ impl Cpu {
                 break; // straddles the page end
             }
             let (d, ends) = Decoded::new(&insn);
+            // A flag-setting ALU instruction followed by a Jcc becomes one
+            // entry (macro-fusion, as in hardware): one dispatch instead of
+            // two. The Jcc ends the block, so it is simply not stored.
+            if let Some(prev) = block.insns.last_mut() {
+                if fast::fuse(prev, &insn) {
+                    break;
+                }
+            }
             block.insns.push(d);
             if ends || insn.flow_control() != FlowControl::Next {
                 break;

@@ -317,3 +317,253 @@ pub fn select(m: Mnemonic, insn: &Instruction) -> Option<crate::exec::Handler> {
     }
     Some(h)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cpuid::CpuidEntry;
+    use crate::exec::shift::testkit::{assemble, long64, run_to_fault, trap_all};
+    use crate::exec::shift::{AF, CF, OF, PF, SF, STATUS, ZF};
+    use crate::testutil::{Machine, CODE, DATA};
+    use x86::vector;
+
+    const RAX: usize = 0;
+    const RCX: usize = 1;
+    const RDX: usize = 2;
+    const RBX: usize = 3;
+    const RDI: usize = 7;
+
+    fn run(insn: (&[u8], &str), regs: &[(usize, u64)], flags: u64, mem: &[(u64, u64)]) -> Machine {
+        let mut m = long64(&[insn], regs, flags);
+        for &(a, v) in mem {
+            m.mem.write_u64(a, v).unwrap();
+        }
+        m.run_to_hlt();
+        m
+    }
+
+    fn check(insn: (&[u8], &str), regs: &[(usize, u64)], flags: u64, want: &[(usize, u64)], want_flags: u64) {
+        let m = run(insn, regs, flags, &[]);
+        for &(i, v) in want {
+            assert_eq!(m.gpr(i), v, "{}: register {i}", insn.1);
+        }
+        assert_eq!(m.rflags() & STATUS, want_flags, "{}: flags", insn.1);
+    }
+
+    /// Runs raw bytes expecting one exception at CODE.
+    fn fault(bytes: &[u8], setup: impl FnOnce(&mut Machine)) -> crate::Fault {
+        let mut code = bytes.to_vec();
+        code.push(0xf4);
+        let mut m = Machine::long64(&code);
+        m.cpu.regs.gpr[RDI] = DATA;
+        setup(&mut m);
+        trap_all(&mut m, 64);
+        let (f, rip) = run_to_fault(&mut m);
+        assert_eq!(rip, CODE);
+        f
+    }
+
+    #[test]
+    fn bit_tests_on_registers() {
+        // Only CF changes; BT writes nothing.
+        check(
+            (&[0x0f, 0xa3, 0xc8], "bt eax, ecx"),
+            &[(RAX, 0xffff_ffff_8000_0000), (RCX, 0x3f)],
+            ZF | OF,
+            &[(RAX, 0xffff_ffff_8000_0000)],
+            ZF | OF | CF,
+        );
+        check((&[0x48, 0x0f, 0xab, 0xc8], "bts rax, rcx"), &[(RAX, 0), (RCX, 69)], CF, &[(RAX, 0x20)], 0);
+        check(
+            (&[0x66, 0x0f, 0xb3, 0xc8], "btr ax, cx"),
+            &[(RAX, 0x1234_5678_ffff_ffff), (RCX, 0x11)],
+            0,
+            &[(RAX, 0x1234_5678_ffff_fffd)],
+            CF,
+        );
+        check((&[0x0f, 0xba, 0xf8, 0x07], "btc eax, 7"), &[(RAX, 0xffff_ffff_0000_0080)], 0, &[(RAX, 0)], CF);
+    }
+
+    #[test]
+    fn bit_strings_in_memory() {
+        let base = DATA + 0x2000;
+        // Offset -1 is bit 31 of the dword below the operand.
+        let m = run(
+            (&[0x0f, 0xa3, 0x0f], "bt dword ptr [rdi], ecx"),
+            &[(RDI, base), (RCX, 0xffff_ffff)],
+            0,
+            &[(base - 8, 0x8000_0000_0000_0000)],
+        );
+        assert_eq!(m.rflags() & CF, CF);
+        // Offset 130 is bit 2 of the qword 16 bytes up.
+        let m = run((&[0x48, 0x0f, 0xab, 0x0f], "bts qword ptr [rdi], rcx"), &[(RDI, base), (RCX, 130)], CF, &[]);
+        assert_eq!(m.mem.read_u64(base + 16).unwrap(), 4);
+        assert_eq!(m.rflags() & CF, 0);
+        // A 16-bit offset is sign-extended from CX: -32768 bits is 4 KiB
+        // down; the upper bits of RCX do not count.
+        let m = run(
+            (&[0x66, 0x0f, 0xb3, 0x0f], "btr word ptr [rdi], cx"),
+            &[(RDI, base), (RCX, 0x7fff_0000_0000_8000)],
+            0,
+            &[(base - 0x1000, 0xffff_0001)],
+        );
+        assert_eq!(m.mem.read_u64(base - 0x1000).unwrap(), 0xffff_0000);
+        assert_eq!(m.rflags() & CF, CF);
+        // An immediate offset is taken modulo the operand size.
+        let m =
+            run((&[0x0f, 0xba, 0x3f, 0x24], "btc dword ptr [rdi], 0x24"), &[(RDI, base)], 0, &[(base, 0x1_0000_0000)]);
+        assert_eq!(m.mem.read_u64(base).unwrap(), 0x1_0000_0010);
+        // The displaced address wraps at the address size: [edi] with
+        // EDI = 4 and offset -64 is 0xfffffffc, not a 64-bit address.
+        let f = fault(&[0x67, 0x0f, 0xa3, 0x0f], |m| {
+            m.cpu.regs.gpr[RDI] = 4;
+            m.cpu.regs.gpr[RCX] = (-64i64) as u64;
+        });
+        assert_eq!((f.vector, f.cr2()), (vector::PF, Some(0xffff_fffc)));
+    }
+
+    #[test]
+    fn bit_scans() {
+        check((&[0x0f, 0xbc, 0xc1], "bsf eax, ecx"), &[(RCX, 0x100)], CF | OF | SF, &[(RAX, 8)], 0);
+        check((&[0x48, 0x0f, 0xbd, 0xc1], "bsr rax, rcx"), &[(RCX, (1 << 63) | 1)], 0, &[(RAX, 63)], PF);
+        // A zero source leaves the destination (all 64 bits) alone.
+        check(
+            (&[0x0f, 0xbc, 0xc1], "bsf eax, ecx"),
+            &[(RAX, 0xdead_beef_dead_beef), (RCX, 0xffff_ffff_0000_0000)],
+            CF | SF,
+            &[(RAX, 0xdead_beef_dead_beef)],
+            ZF | PF,
+        );
+        let m = run(
+            (&[0x66, 0x0f, 0xbd, 0x07], "bsr ax, word ptr [rdi]"),
+            &[(RDI, DATA), (RAX, 0xffff_ffff)],
+            0,
+            &[(DATA, 0x8000)],
+        );
+        assert_eq!(m.gpr(RAX), 0xffff_000f);
+    }
+
+    #[test]
+    fn counts() {
+        // OF survives LZCNT/TZCNT; SF/PF/AF clear.
+        check((&[0xf3, 0x0f, 0xbd, 0xc1], "lzcnt eax, ecx"), &[(RCX, 0xffff)], OF | SF | PF | AF, &[(RAX, 16)], OF);
+        check((&[0xf3, 0x0f, 0xbd, 0xc1], "lzcnt eax, ecx"), &[(RCX, 0)], 0, &[(RAX, 32)], CF);
+        check((&[0xf3, 0x48, 0x0f, 0xbc, 0xc1], "tzcnt rax, rcx"), &[(RCX, 0)], 0, &[(RAX, 64)], CF);
+        check((&[0xf3, 0x48, 0x0f, 0xbc, 0xc1], "tzcnt rax, rcx"), &[(RCX, 1)], 0, &[(RAX, 0)], ZF);
+        check((&[0x66, 0xf3, 0x0f, 0xbd, 0xc1], "lzcnt ax, cx"), &[(RCX, 1)], 0, &[(RAX, 15)], 0);
+        check((&[0xf3, 0x0f, 0xb8, 0xc1], "popcnt eax, ecx"), &[(RCX, 0xf0f0)], CF | OF, &[(RAX, 8)], 0);
+        check((&[0xf3, 0x48, 0x0f, 0xb8, 0xc1], "popcnt rax, rcx"), &[(RCX, 0), (RAX, 9)], 0, &[(RAX, 0)], ZF);
+    }
+
+    #[test]
+    fn counts_without_their_features() {
+        // Without ABM, F3 0F BD is BSR.
+        let code = assemble(64, &[(&[0xf3, 0x0f, 0xbd, 0xc1], "lzcnt eax, ecx")]);
+        let mut m = Machine::long64(&code);
+        let mut e = m.cpu.cpuid.raw(0x8000_0001, 0);
+        e[2] &= !(1 << 5);
+        m.cpu.cpuid.set(CpuidEntry { leaf: 0x8000_0001, subleaf: None, regs: e });
+        m.cpu.regs.gpr[RCX] = 0xffff;
+        m.run_to_hlt();
+        assert_eq!(m.gpr(RAX), 15);
+        // Without POPCNT: #UD.
+        let f = fault(&[0xf3, 0x0f, 0xb8, 0xc1], |m| {
+            let mut e = m.cpu.cpuid.raw(1, 0);
+            e[2] &= !(1 << 23);
+            m.cpu.cpuid.set(CpuidEntry { leaf: 1, subleaf: None, regs: e });
+        });
+        assert_eq!(f.vector, vector::UD);
+    }
+
+    #[test]
+    fn compare_exchange() {
+        check(
+            (&[0x0f, 0xb1, 0xd1], "cmpxchg ecx, edx"),
+            &[(RAX, 0xffff_0000_0000_0005), (RCX, 5), (RDX, 9)],
+            0,
+            &[(RCX, 9), (RAX, 0xffff_0000_0000_0005)],
+            ZF | PF,
+        );
+        // Failure: the accumulator is loaded (zero-extended), the register
+        // destination is not written at all.
+        check(
+            (&[0x0f, 0xb1, 0xd1], "cmpxchg ecx, edx"),
+            &[(RAX, 0xffff_ffff_0000_0005), (RCX, 0xaaaa_aaaa_0000_0007), (RDX, 9)],
+            0,
+            &[(RAX, 7), (RCX, 0xaaaa_aaaa_0000_0007)],
+            CF | SF | PF | AF,
+        );
+        let m = run(
+            (&[0x0f, 0xb0, 0x0f], "cmpxchg byte ptr [rdi], cl"),
+            &[(RDI, DATA), (RAX, 0x11), (RCX, 0x22)],
+            0,
+            &[(DATA, 0x3311)],
+        );
+        assert_eq!(m.mem.read_u64(DATA).unwrap(), 0x3322);
+        assert_eq!(m.rflags() & ZF, ZF);
+    }
+
+    #[test]
+    fn compare_exchange_8_and_16_bytes() {
+        let insn8 = (&[0x0f, 0xc7, 0x0f][..], "cmpxchg8b qword ptr [rdi]");
+        // Equal: ECX:EBX stored, only ZF changes.
+        let regs = [(RDI, DATA), (RAX, 0x1111_2222), (RDX, 0x3333_4444), (RBX, 0x5555), (RCX, 0x6666)];
+        let m = run(insn8, &regs, CF | OF, &[(DATA, 0x3333_4444_1111_2222)]);
+        assert_eq!(m.mem.read_u64(DATA).unwrap(), 0x6666_0000_5555);
+        assert_eq!(m.rflags() & STATUS, CF | OF | ZF);
+        // Different: EDX:EAX loaded (zero-extending RDX/RAX).
+        let regs = [(RDI, DATA), (RAX, u64::MAX), (RDX, u64::MAX)];
+        let m = run(insn8, &regs, ZF, &[(DATA, 0x0102_0304_0506_0708)]);
+        assert_eq!((m.gpr(RAX), m.gpr(RDX)), (0x0506_0708, 0x0102_0304));
+        assert_eq!(m.rflags() & STATUS, 0);
+
+        let insn16 = (&[0x48, 0x0f, 0xc7, 0x0f][..], "cmpxchg16b xmmword ptr [rdi]");
+        let regs = [(RDI, DATA), (RAX, 1), (RDX, 2), (RBX, 3), (RCX, 4)];
+        let m = run(insn16, &regs, 0, &[(DATA, 1), (DATA + 8, 2)]);
+        assert_eq!((m.mem.read_u64(DATA).unwrap(), m.mem.read_u64(DATA + 8).unwrap()), (3, 4));
+        assert_eq!(m.rflags() & ZF, ZF);
+        let m = run(insn16, &regs, ZF, &[(DATA, 7), (DATA + 8, 8)]);
+        assert_eq!((m.gpr(RAX), m.gpr(RDX)), (7, 8));
+        assert_eq!(m.rflags() & ZF, 0);
+        // Misaligned: #GP(0). Without CX16: #UD.
+        let f = fault(&[0x48, 0x0f, 0xc7, 0x0f], |m| m.cpu.regs.gpr[RDI] = DATA + 8);
+        assert_eq!((f.vector, f.error_code()), (vector::GP, Some(0)));
+        let f = fault(&[0x48, 0x0f, 0xc7, 0x0f], |m| {
+            let mut e = m.cpu.cpuid.raw(1, 0);
+            e[2] &= !(1 << 13);
+            m.cpu.cpuid.set(CpuidEntry { leaf: 1, subleaf: None, regs: e });
+        });
+        assert_eq!(f.vector, vector::UD);
+    }
+
+    #[test]
+    fn exchange_and_add() {
+        check((&[0x0f, 0xc1, 0xd1], "xadd ecx, edx"), &[(RCX, 1), (RDX, 2)], 0, &[(RCX, 3), (RDX, 1)], PF);
+        // The destination is written last.
+        check((&[0x0f, 0xc1, 0xc9], "xadd ecx, ecx"), &[(RCX, 3)], 0, &[(RCX, 6)], PF);
+        let m = run(
+            (&[0x48, 0x0f, 0xc1, 0x17], "xadd qword ptr [rdi], rdx"),
+            &[(RDI, DATA), (RDX, u64::MAX)],
+            0,
+            &[(DATA, 5)],
+        );
+        assert_eq!((m.mem.read_u64(DATA).unwrap(), m.gpr(RDX)), (4, 5));
+        assert_eq!(m.rflags() & STATUS, CF | AF);
+    }
+
+    #[test]
+    fn lock_prefix_rules() {
+        // Allowed with a memory destination.
+        let m = run(
+            (&[0xf0, 0x0f, 0xbb, 0x0f], "lock btc dword ptr [rdi], ecx"),
+            &[(RDI, DATA), (RCX, 1)],
+            0,
+            &[(DATA, 0)],
+        );
+        assert_eq!(m.mem.read_u64(DATA).unwrap(), 2);
+        // A register destination, or an instruction that never takes
+        // LOCK: #UD.
+        for bytes in [&[0xf0, 0x0f, 0xab, 0xc8][..], &[0xf0, 0x0f, 0xa3, 0x0f], &[0xf0, 0x0f, 0xbc, 0x07]] {
+            assert_eq!(fault(bytes, |_| {}).vector, vector::UD, "{bytes:02x?}");
+        }
+    }
+}

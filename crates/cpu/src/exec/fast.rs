@@ -11,6 +11,7 @@
 //! family handler chosen by [`super::select`].
 
 use crate::decode::Decoded;
+use crate::exec::FastHandler;
 use crate::fault::Fault;
 use crate::flags::{size_mask, FlagOp};
 use crate::{Cpu, Ctx};
@@ -409,5 +410,112 @@ fn compact_mem(insn: &Instruction, d: &mut Decoded) -> bool {
         4 => 0xffff_ffff,
         _ => u64::MAX,
     };
+    true
+}
+
+/// A register-register ALU form fused with the Jcc after it: both halves
+/// are monomorphized together, so the condition is evaluated on flags the
+/// compiler just computed. Counts as two retired instructions.
+fn fused_rr<const OP: u8, const S: u8, const CC: u8>(cpu: &mut Cpu, ctx: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
+    alu_rr::<OP, S>(cpu, ctx, d)?;
+    cpu.icount += 1;
+    cpu.next_rip = if cpu.regs.cond(CC) { d.target } else { d.next2 };
+    Ok(())
+}
+
+/// Register-immediate ALU form fused with a Jcc.
+fn fused_ri<const OP: u8, const S: u8, const CC: u8>(cpu: &mut Cpu, ctx: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
+    alu_ri::<OP, S>(cpu, ctx, d)?;
+    cpu.icount += 1;
+    cpu.next_rip = if cpu.regs.cond(CC) { d.target } else { d.next2 };
+    Ok(())
+}
+
+/// INC/DEC of a register fused with a Jcc.
+fn fused_incdec<const DEC: bool, const S: u8, const CC: u8>(
+    cpu: &mut Cpu,
+    ctx: &mut Ctx,
+    d: &Decoded,
+) -> Result<(), Fault> {
+    incdec_r::<DEC, S>(cpu, ctx, d)?;
+    cpu.icount += 1;
+    cpu.next_rip = if cpu.regs.cond(CC) { d.target } else { d.next2 };
+    Ok(())
+}
+
+/// Fuses `prev` (already decoded) with the Jcc `jcc` that follows it when
+/// `prev` is a register-only ALU form of 32 or 64 bits (it cannot fault,
+/// so the pair is as restartable as the Jcc alone) and the Jcc's target
+/// was validated at decode time. Returns whether it fused.
+pub fn fuse(prev: &mut Decoded, jcc: &Instruction) -> bool {
+    if !jcc.is_jcc_short_or_near() || jcc.op0_kind() != OpKind::NearBranch64 {
+        return false;
+    }
+    let target = jcc.near_branch_target();
+    if !canonical48(target) || prev.exec == call_generic as FastHandler || prev.insn.op0_kind() != OpKind::Register {
+        return false;
+    }
+    let s = prev.insn.op0_register().size();
+    if s != 4 && s != 8 {
+        return false;
+    }
+    let rr = prev.insn.op_count() == 2 && prev.insn.op1_kind() == OpKind::Register;
+    let cc = super::mov::cc_of(jcc);
+    macro_rules! pick {
+        ($f:ident, $first:expr) => {
+            match (s, cc) {
+                (8, 0) => $f::<{ $first }, 8, 0>,
+                (8, 1) => $f::<{ $first }, 8, 1>,
+                (8, 2) => $f::<{ $first }, 8, 2>,
+                (8, 3) => $f::<{ $first }, 8, 3>,
+                (8, 4) => $f::<{ $first }, 8, 4>,
+                (8, 5) => $f::<{ $first }, 8, 5>,
+                (8, 6) => $f::<{ $first }, 8, 6>,
+                (8, 7) => $f::<{ $first }, 8, 7>,
+                (8, 8) => $f::<{ $first }, 8, 8>,
+                (8, 9) => $f::<{ $first }, 8, 9>,
+                (8, 10) => $f::<{ $first }, 8, 10>,
+                (8, 11) => $f::<{ $first }, 8, 11>,
+                (8, 12) => $f::<{ $first }, 8, 12>,
+                (8, 13) => $f::<{ $first }, 8, 13>,
+                (8, 14) => $f::<{ $first }, 8, 14>,
+                (8, _) => $f::<{ $first }, 8, 15>,
+                (_, 0) => $f::<{ $first }, 4, 0>,
+                (_, 1) => $f::<{ $first }, 4, 1>,
+                (_, 2) => $f::<{ $first }, 4, 2>,
+                (_, 3) => $f::<{ $first }, 4, 3>,
+                (_, 4) => $f::<{ $first }, 4, 4>,
+                (_, 5) => $f::<{ $first }, 4, 5>,
+                (_, 6) => $f::<{ $first }, 4, 6>,
+                (_, 7) => $f::<{ $first }, 4, 7>,
+                (_, 8) => $f::<{ $first }, 4, 8>,
+                (_, 9) => $f::<{ $first }, 4, 9>,
+                (_, 10) => $f::<{ $first }, 4, 10>,
+                (_, 11) => $f::<{ $first }, 4, 11>,
+                (_, 12) => $f::<{ $first }, 4, 12>,
+                (_, 13) => $f::<{ $first }, 4, 13>,
+                (_, 14) => $f::<{ $first }, 4, 14>,
+                (_, _) => $f::<{ $first }, 4, 15>,
+            }
+        };
+    }
+    let exec: FastHandler = match (prev.insn.mnemonic(), rr) {
+        (Mnemonic::Cmp, true) => pick!(fused_rr, op::CMP),
+        (Mnemonic::Cmp, false) => pick!(fused_ri, op::CMP),
+        (Mnemonic::Test, true) => pick!(fused_rr, op::TEST),
+        (Mnemonic::Test, false) => pick!(fused_ri, op::TEST),
+        (Mnemonic::Sub, true) => pick!(fused_rr, op::SUB),
+        (Mnemonic::Sub, false) => pick!(fused_ri, op::SUB),
+        (Mnemonic::Add, true) => pick!(fused_rr, op::ADD),
+        (Mnemonic::Add, false) => pick!(fused_ri, op::ADD),
+        (Mnemonic::And, true) => pick!(fused_rr, op::AND),
+        (Mnemonic::And, false) => pick!(fused_ri, op::AND),
+        (Mnemonic::Dec, _) => pick!(fused_incdec, true),
+        (Mnemonic::Inc, _) => pick!(fused_incdec, false),
+        _ => return false,
+    };
+    prev.exec = exec;
+    prev.target = target;
+    prev.next2 = jcc.next_ip();
     true
 }

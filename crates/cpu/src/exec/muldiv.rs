@@ -179,3 +179,177 @@ pub fn select(m: Mnemonic, insn: &Instruction) -> Option<crate::exec::Handler> {
     }
     Some(h)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::exec::shift::testkit::{assemble, long64, run_to_fault, trap_all};
+    use crate::exec::shift::{AF, CF, OF, PF, SF, STATUS, ZF};
+    use crate::testutil::{Machine, CODE, DATA};
+    use x86::vector;
+
+    const RAX: usize = 0;
+    const RCX: usize = 1;
+    const RDX: usize = 2;
+    const RDI: usize = 7;
+
+    /// Runs one instruction; checks registers and status flags.
+    fn check(insn: (&[u8], &str), regs: &[(usize, u64)], flags: u64, want: &[(usize, u64)], want_flags: u64) {
+        let mut m = long64(&[insn], regs, flags);
+        m.mem.write_u64(DATA, 2).unwrap();
+        m.run_to_hlt();
+        for &(i, v) in want {
+            assert_eq!(m.gpr(i), v, "{}: register {i}", insn.1);
+        }
+        assert_eq!(m.rflags() & STATUS, want_flags, "{}: flags", insn.1);
+    }
+
+    #[test]
+    fn mul_all_sizes() {
+        // MUL changes only CF and OF.
+        check(
+            (&[0xf6, 0xe1], "mul cl"),
+            &[(RAX, 0xdead_0000_0000_ff80), (RCX, 2)],
+            ZF | SF,
+            &[(RAX, 0xdead_0000_0000_0100)],
+            ZF | SF | CF | OF,
+        );
+        check(
+            (&[0x66, 0xf7, 0xe1], "mul cx"),
+            &[(RAX, 0xffff), (RCX, 0xffff), (RDX, 0x5555_0000_0000_0000)],
+            0,
+            &[(RAX, 1), (RDX, 0x5555_0000_0000_fffe)],
+            CF | OF,
+        );
+        check(
+            (&[0xf7, 0xe1], "mul ecx"),
+            &[(RAX, 0xffff_ffff_0000_0010), (RCX, 0x10), (RDX, u64::MAX)],
+            CF | OF | PF,
+            &[(RAX, 0x100), (RDX, 0)],
+            PF,
+        );
+        check(
+            (&[0x48, 0xf7, 0xe1], "mul rcx"),
+            &[(RAX, u64::MAX), (RCX, u64::MAX)],
+            0,
+            &[(RAX, 1), (RDX, u64::MAX - 1)],
+            CF | OF,
+        );
+        check(
+            (&[0xf7, 0x27], "mul dword ptr [rdi]"),
+            &[(RAX, 0x8000_0000), (RDI, DATA)],
+            0,
+            &[(RAX, 0), (RDX, 1)],
+            CF | OF,
+        );
+    }
+
+    #[test]
+    fn imul_forms() {
+        // -1 * -128 = 128 does not fit a signed byte.
+        check((&[0xf6, 0xe9], "imul cl"), &[(RAX, 0xff), (RCX, 0x80)], 0, &[(RAX, 0x80)], CF | OF);
+        check(
+            (&[0x48, 0xf7, 0xe9], "imul rcx"),
+            &[(RAX, (-2i64) as u64), (RCX, 3)],
+            CF,
+            &[(RAX, (-6i64) as u64), (RDX, u64::MAX)],
+            0,
+        );
+        check((&[0x66, 0xf7, 0xe9], "imul cx"), &[(RAX, 0x100), (RCX, 0x100)], 0, &[(RAX, 0), (RDX, 1)], CF | OF);
+        check((&[0x0f, 0xaf, 0xc1], "imul eax, ecx"), &[(RAX, 0x1_0000), (RCX, 0x1_0000)], 0, &[(RAX, 0)], CF | OF);
+        check((&[0x6b, 0xc1, 0xfd], "imul eax, ecx, -3"), &[(RAX, u64::MAX), (RCX, 5)], OF, &[(RAX, 0xffff_fff1)], 0);
+        check(
+            (&[0x66, 0x69, 0xc1, 0x34, 0x12], "imul ax, cx, 0x1234"),
+            &[(RAX, 0xaaaa_0000_0000_0000), (RCX, 2)],
+            0,
+            &[(RAX, 0xaaaa_0000_0000_2468)],
+            0,
+        );
+        check(
+            (&[0x48, 0x0f, 0xaf, 0x17], "imul rdx, qword ptr [rdi]"),
+            &[(RDX, 1 << 62), (RDI, DATA)],
+            0,
+            &[(RDX, 1 << 63)],
+            CF | OF,
+        );
+    }
+
+    #[test]
+    fn div_and_idiv_all_sizes() {
+        // A divide sets AF, clears SF/ZF/PF and keeps CF/OF.
+        let keep = CF | ZF | SF | PF;
+        check((&[0xf6, 0xf1], "div cl"), &[(RAX, 1000), (RCX, 7)], keep, &[(RAX, 0x068e)], CF | AF);
+        check((&[0x66, 0xf7, 0xf1], "div cx"), &[(RAX, 0), (RDX, 1), (RCX, 2)], 0, &[(RAX, 0x8000), (RDX, 0)], AF);
+        check(
+            (&[0xf7, 0xf1], "div ecx"),
+            &[(RAX, 0xffff_ffff_0000_0005), (RDX, 1), (RCX, 0x10)],
+            OF,
+            &[(RAX, 0x1000_0000), (RDX, 5)],
+            OF | AF,
+        );
+        check((&[0x48, 0xf7, 0xf1], "div rcx"), &[(RAX, 0), (RDX, 1), (RCX, 2)], 0, &[(RAX, 1 << 63), (RDX, 0)], AF);
+        // -256 / 2 = -128 fits a signed byte.
+        check((&[0xf6, 0xf9], "idiv cl"), &[(RAX, 0xff00), (RCX, 2)], 0, &[(RAX, 0x0080)], AF);
+        // Truncation toward zero; the remainder has the dividend's sign.
+        check(
+            (&[0x66, 0xf7, 0xf9], "idiv cx"),
+            &[(RAX, 0xfff9), (RDX, 0xffff), (RCX, 2)],
+            0,
+            &[(RAX, 0xfffd), (RDX, 0xffff)],
+            AF,
+        );
+        check(
+            (&[0xf7, 0xf9], "idiv ecx"),
+            &[(RAX, 7), (RDX, 0), (RCX, 0xffff_fffe)],
+            0,
+            &[(RAX, 0xffff_fffd), (RDX, 1)],
+            AF,
+        );
+        check(
+            (&[0x48, 0xf7, 0xf9], "idiv rcx"),
+            &[(RAX, (-9i64) as u64), (RDX, u64::MAX), (RCX, 4)],
+            0,
+            &[(RAX, (-2i64) as u64), (RDX, (-1i64) as u64)],
+            AF,
+        );
+    }
+
+    /// Runs `insn` expecting #DE at CODE with RAX/RDX untouched.
+    fn expect_de(bits: u32, insn: (&[u8], &str), regs: &[(usize, u64)]) {
+        let code = assemble(bits, &[insn]);
+        let mut m = match bits {
+            16 => Machine::real16(&code),
+            32 => Machine::prot32(&code),
+            _ => Machine::long64(&code),
+        };
+        for &(i, v) in regs {
+            m.cpu.regs.gpr[i] = v;
+        }
+        m.cpu.regs.gpr[RDI] = DATA;
+        trap_all(&mut m, bits);
+        let before = m.cpu.regs.gpr;
+        let (f, rip) = run_to_fault(&mut m);
+        let start = if bits == 16 { 0 } else { CODE };
+        assert_eq!((f.vector, rip), (vector::DE, start), "{}", insn.1);
+        assert_eq!(m.gpr(RAX), before[RAX], "{}: RAX", insn.1);
+        assert_eq!(m.gpr(RDX), before[RDX], "{}: RDX", insn.1);
+    }
+
+    #[test]
+    fn divide_errors() {
+        expect_de(64, (&[0xf6, 0xf1], "div cl"), &[(RAX, 5), (RCX, 0)]);
+        // Quotient 0x100 does not fit AL.
+        expect_de(64, (&[0xf6, 0xf1], "div cl"), &[(RAX, 0x200), (RCX, 2)]);
+        expect_de(64, (&[0x66, 0xf7, 0xf1], "div cx"), &[(RAX, 0), (RDX, 2), (RCX, 2)]);
+        expect_de(64, (&[0xf7, 0xf1], "div ecx"), &[(RAX, 0), (RDX, 1), (RCX, 1)]);
+        expect_de(64, (&[0x48, 0xf7, 0xf1], "div rcx"), &[(RAX, 0), (RDX, 5), (RCX, 5)]);
+        // -32768 / -1 = 32768 does not fit a signed byte... nor does 128.
+        expect_de(64, (&[0xf6, 0xf9], "idiv cl"), &[(RAX, 0x8000), (RCX, 0xff)]);
+        expect_de(64, (&[0xf6, 0xf9], "idiv cl"), &[(RAX, 0x0080), (RCX, 1)]);
+        // The most negative 128-bit dividend over -1.
+        expect_de(64, (&[0x48, 0xf7, 0xf9], "idiv rcx"), &[(RAX, 0), (RDX, 1 << 63), (RCX, u64::MAX)]);
+        expect_de(64, (&[0x48, 0xf7, 0xf9], "idiv rcx"), &[(RAX, 1 << 63), (RDX, u64::MAX), (RCX, u64::MAX)]);
+        expect_de(64, (&[0xf7, 0x37], "div dword ptr [rdi]"), &[(RAX, 1)]);
+        expect_de(32, (&[0xf7, 0xf9], "idiv ecx"), &[(RAX, 1), (RCX, 0)]);
+        expect_de(16, (&[0xf6, 0xf3], "div bl"), &[(RAX, 1)]);
+    }
+}

@@ -583,10 +583,10 @@ mod tests {
             want_flags: SF | PF,
         });
         // Flags still lazy from a CMP survive a zero-count rotate.
-        let code = assemble(64, &[(&[0x39, 0xc8], "cmp eax, ecx"), (&[0xd3, 0xc2], "rol edx, cl")]);
+        let code = assemble(64, &[(&[0x39, 0xd0], "cmp eax, edx"), (&[0xd3, 0xc3], "rol ebx, cl")]);
         let mut m = Machine::long64(&code);
         m.cpu.regs.gpr[0] = 1;
-        m.cpu.regs.gpr[1] = 2;
+        m.cpu.regs.gpr[2] = 2;
         m.run_to_hlt();
         assert_eq!(m.rflags() & STATUS, CF | SF | PF | AF);
     }
