@@ -54,6 +54,7 @@ impl Cpu {
 
     /// [`Cpu::seg_linear`] for accesses of any length (FXSAVE images). A
     /// zero length is checked as one byte.
+    #[inline(always)]
     pub(crate) fn seg_linear_len(&self, seg: usize, off: u64, len: u64, write: bool) -> Result<u64, Fault> {
         let len = len.max(1);
         let s = &self.regs.seg[seg];
@@ -70,6 +71,7 @@ impl Cpu {
         self.seg_linear_legacy(seg, off, len, write)
     }
 
+    #[inline(never)]
     fn seg_linear_legacy(&self, seg: usize, off: u64, len: u64, write: bool) -> Result<u64, Fault> {
         let s = &self.regs.seg[seg];
         let fault = if seg == sreg::SS { Fault::ss(0) } else { Fault::gp0() };

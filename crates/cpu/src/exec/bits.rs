@@ -490,7 +490,7 @@ mod tests {
             &[(RAX, 0xffff_ffff_0000_0005), (RCX, 0xaaaa_aaaa_0000_0007), (RDX, 9)],
             0,
             &[(RAX, 7), (RCX, 0xaaaa_aaaa_0000_0007)],
-            CF | SF | PF | AF,
+            CF | SF | AF,
         );
         let m = run(
             (&[0x0f, 0xb0, 0x0f], "cmpxchg byte ptr [rdi], cl"),

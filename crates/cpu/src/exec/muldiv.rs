@@ -254,7 +254,13 @@ mod tests {
             &[(RAX, (-6i64) as u64), (RDX, u64::MAX)],
             0,
         );
-        check((&[0x66, 0xf7, 0xe9], "imul cx"), &[(RAX, 0x100), (RCX, 0x100)], 0, &[(RAX, 0), (RDX, 1)], CF | OF);
+        check(
+            (&[0x66, 0xf7, 0xe9], "imul cx"),
+            &[(RAX, 0x100), (RCX, 0x100), (RDX, 0xffff_0000_0000_0000)],
+            0,
+            &[(RAX, 0), (RDX, 0xffff_0000_0000_0001)],
+            CF | OF,
+        );
         check((&[0x0f, 0xaf, 0xc1], "imul eax, ecx"), &[(RAX, 0x1_0000), (RCX, 0x1_0000)], 0, &[(RAX, 0)], CF | OF);
         check((&[0x6b, 0xc1, 0xfd], "imul eax, ecx, -3"), &[(RAX, u64::MAX), (RCX, 5)], OF, &[(RAX, 0xffff_fff1)], 0);
         check(
