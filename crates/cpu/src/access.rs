@@ -130,6 +130,9 @@ impl Cpu {
     #[inline(always)]
     pub fn read_lin(&mut self, ctx: &mut Ctx, la: u64, size: u8) -> Result<u64, Fault> {
         let user = self.cpl == 3;
+        if la & (u64::from(size).max(1) - 1) != 0 {
+            self.check_alignment()?;
+        }
         if (la & 0xfff) as usize + size as usize <= 0x1000 {
             if let Some(off) = self.tlb.lookup(la, Access::Read, user) {
                 return Ok(load(ctx.mem.ram(), off, size));
@@ -142,6 +145,9 @@ impl Cpu {
     #[inline(always)]
     pub fn write_lin(&mut self, ctx: &mut Ctx, la: u64, size: u8, v: u64) -> Result<(), Fault> {
         let user = self.cpl == 3;
+        if la & (u64::from(size).max(1) - 1) != 0 {
+            self.check_alignment()?;
+        }
         if (la & 0xfff) as usize + size as usize <= 0x1000 {
             if let Some(off) = self.tlb.lookup(la, Access::Write, user) {
                 store(ctx.mem.ram_mut(), off, size, v);
@@ -149,6 +155,18 @@ impl Cpu {
             }
         }
         self.write_slow(ctx, la, size, v, user, false)
+    }
+
+    /// Alignment checking of a misaligned data access (SDM vol. 3A, 6.15
+    /// "Interrupt 17—Alignment Check Exception (#AC)"): #AC(0) when CR0.AM
+    /// and RFLAGS.AC are set at CPL 3. Only misaligned accesses get here,
+    /// so aligned code pays one test per access.
+    #[cold]
+    fn check_alignment(&self) -> Result<(), Fault> {
+        if self.cpl == 3 && self.regs.cr0 & x86::Cr0::AM.bits() != 0 && self.regs.rflags & x86::Rflags::AC.bits() != 0 {
+            return Err(Fault::ac());
+        }
+        Ok(())
     }
 
     /// Implicit supervisor read (descriptor tables, TSS, IDT).

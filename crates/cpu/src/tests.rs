@@ -169,3 +169,34 @@ fn far_jmp_to_a_tss_switches_tasks() {
     assert_eq!((m.mem.read_u64(0x4020).unwrap() >> 40) & 0xf, 0xb);
     assert!(m.cpu.regs.cr0 & x86::Cr0::TS.bits() != 0);
 }
+
+#[test]
+fn misaligned_user_access_with_am_and_ac_raises_ac() {
+    // At CPL 3 with CR0.AM and RFLAGS.AC: mov eax, [rsp+1] faults #AC(0).
+    // The test machine runs at CPL 0, so drop to CPL 3 by editing CS/SS.
+    use crate::Segment;
+    use x86::seg::{ar, sreg};
+    let mut m = Machine::long64(&[0x8b, 0x44, 0x24, 0x01, 0xf4]);
+    // User-accessible pages: set U/S on the PML4/PDPT/PD entries.
+    m.mem.write_u64(0x1000, 0x2000 | 7).unwrap();
+    m.mem.write_u64(0x2000, 0x3000 | 7).unwrap();
+    for i in 0..512u64 {
+        m.mem.write_u64(0x3000 + i * 8, (i << 21) | 0x87).unwrap();
+    }
+    let r = &mut m.cpu.regs;
+    r.seg[sreg::CS] = Segment { selector: 0x33, ar: r.seg[sreg::CS].ar | (3 << ar::DPL_SHIFT), ..r.seg[sreg::CS] };
+    r.seg[sreg::SS] = Segment { selector: 0x2b, ar: r.seg[sreg::SS].ar | (3 << ar::DPL_SHIFT), ..r.seg[sreg::SS] };
+    r.cr0 |= x86::Cr0::AM.bits();
+    r.set_rflags(Rflags::AC.bits() | 2);
+    m.cpu.state_changed();
+    match m.run() {
+        crate::RunExit::Shutdown(_) => {}
+        e => panic!("expected the #AC to escalate without an IDT, got {e:?}"),
+    }
+    assert_eq!(m.cpu.stats.exceptions[x86::vector::AC as usize], 1);
+    // Without AC the same access is fine.
+    let mut m2 = Machine::long64(&[0x8b, 0x44, 0x24, 0x01, 0xf4]);
+    m2.cpu.regs.cr0 |= x86::Cr0::AM.bits();
+    m2.cpu.state_changed();
+    m2.run_to_hlt();
+}
