@@ -315,7 +315,10 @@ impl Cpu {
             Ok(()) => {
                 self.regs.rip = self.next_rip;
                 self.icount += 1;
-                if single {
+                // MOV SS / POP SS hold debug traps (like interrupts) until
+                // after the next instruction (SDM vol. 3A, 6.8.3); the
+                // pending single-step is reported there.
+                if single && self.ss_shadow_at != self.icount {
                     self.debug_after(ctx);
                 }
             }

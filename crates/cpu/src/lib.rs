@@ -137,6 +137,8 @@ pub struct Cpu {
     pub(crate) events: u32,
     /// Interrupts are inhibited while `icount` equals this (STI, MOV SS).
     pub(crate) inhibit_at: u64,
+    /// Debug traps are held while `icount` equals this (MOV SS, POP SS).
+    pub(crate) ss_shadow_at: u64,
     /// NMIs are blocked until the next IRET.
     pub(crate) nmi_blocked: bool,
     /// RIP after the instruction being executed; branches overwrite it.
@@ -188,6 +190,7 @@ impl Cpu {
             cache: BlockCache::new(),
             events: events::IRQ,
             inhibit_at: u64::MAX,
+            ss_shadow_at: u64::MAX,
             nmi_blocked: false,
             next_rip: 0,
             shutdown: None,

@@ -100,6 +100,7 @@ impl Cpu {
                 if reg == sreg::SS {
                     // MOV/POP SS blocks interrupts for one instruction.
                     self.inhibit_at = self.icount + 1;
+                    self.ss_shadow_at = self.icount + 1;
                     self.events |= crate::events::IRQ;
                 }
                 Ok(())

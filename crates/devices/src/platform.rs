@@ -286,10 +286,23 @@ pub fn e820_map(ram_size: u64) -> Vec<E820Entry> {
     map
 }
 
-/// The E820 map in fw_cfg `etc/e820` format (packed u64 addr, u64 size,
-/// u32 type, little-endian).
+/// The RAM ranges QEMU publishes in fw_cfg `etc/e820`: all RAM below the
+/// PCI hole as one entry and the rest above 4 GiB. Firmware (or a boot
+/// loader) carves out the BIOS areas itself, so these entries add up to
+/// the RAM size, which guests rely on.
+pub fn fw_cfg_e820_map(ram_size: u64) -> Vec<E820Entry> {
+    let (below, above) = ram_split(ram_size);
+    let mut map = vec![E820Entry { addr: 0, size: below, kind: 1 }];
+    if above > 0 {
+        map.push(E820Entry { addr: 1 << 32, size: above, kind: 1 });
+    }
+    map
+}
+
+/// The fw_cfg `etc/e820` file (packed u64 addr, u64 size, u32 type,
+/// little-endian) for [`fw_cfg_e820_map`].
 pub fn e820_bytes(ram_size: u64) -> Vec<u8> {
-    e820_map(ram_size)
+    fw_cfg_e820_map(ram_size)
         .iter()
         .flat_map(|e| {
             let mut b = e.addr.to_le_bytes().to_vec();
@@ -1158,9 +1171,11 @@ mod tests {
         let dir = read(0x19, 4 + 64);
         assert_eq!(&dir[12..20], b"etc/e820");
         let size = u32::from_be_bytes(dir[4..8].try_into().unwrap()) as usize;
-        assert_eq!(size, 5 * 20);
+        assert_eq!(size, 2 * 20);
         let e820 = read(u16::from_be_bytes([dir[8], dir[9]]), size);
-        let last = &e820[80..100];
+        let first = &e820[0..20];
+        assert_eq!(u64::from_le_bytes(first[8..16].try_into().unwrap()), LOWMEM_LIMIT);
+        let last = &e820[20..40];
         assert_eq!(u64::from_le_bytes(last[0..8].try_into().unwrap()), 1 << 32);
         assert_eq!(u64::from_le_bytes(last[8..16].try_into().unwrap()), (5 << 30) - LOWMEM_LIMIT);
     }

@@ -416,6 +416,11 @@ fn iret(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
         cpu.events |= events::IRQ;
         return Ok(());
     }
+    // IRET with NT set is a task return, which IA-32e mode does not have
+    // (SDM vol. 2, "IRET": #GP(0) if NT = 1 in IA-32e mode).
+    if cpu.regs.flag(Rflags::NT) && cpu.regs.efer & Efer::LMA.bits() != 0 {
+        return Err(Fault::gp0());
+    }
     if cpu.regs.flag(Rflags::NT) && cpu.mode == Mode::Protected {
         // Task return to the task named by the back link (SDM 8.4).
         let link = cpu.read_sys(ctx, cpu.regs.tr.base, 2)? as u16;
@@ -630,9 +635,9 @@ pub fn select(m: Mnemonic, insn: &Instruction) -> Option<crate::exec::Handler> {
         Mnemonic::Retf => far_ret,
         Mnemonic::Iret | Mnemonic::Iretd | Mnemonic::Iretq => iret,
         Mnemonic::Syscall => syscall,
-        Mnemonic::Sysret => sysret,
+        Mnemonic::Sysret | Mnemonic::Sysretq => sysret,
         Mnemonic::Sysenter => sysenter,
-        Mnemonic::Sysexit => sysexit,
+        Mnemonic::Sysexit | Mnemonic::Sysexitq => sysexit,
         _ => return None,
     })
 }

@@ -300,6 +300,18 @@ fn fast_run(cpu: &mut Cpu, ctx: &mut Ctx, s: &StrOp, count: u64, budget: u64) ->
     Some(n)
 }
 
+/// Elements (DF = 0) that start before rSI or rDI reaches its next page
+/// boundary, at least 1.
+fn elements_left_in_page(cpu: &Cpu, s: &StrOp) -> u64 {
+    let sz = u64::from(s.size);
+    let rest = |off: u64| (0x1000 - (off & 0xfff)).div_ceil(sz);
+    let mut k = rest(cpu.areg(RDI, s.asize));
+    if s.kind == Kind::Movs {
+        k = k.min(rest(cpu.areg(RSI, s.asize)));
+    }
+    k.max(1)
+}
+
 fn string_op(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction, kind: Kind) -> Result<(), Fault> {
     let s = StrOp::new(insn, kind);
     if s.rep == Rep::None {
@@ -310,6 +322,7 @@ fn string_op(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction, kind: Kind) -> Re
     let fast = !single && matches!(kind, Kind::Movs | Kind::Stos) && !cpu.regs.flag(Rflags::DF);
     let mut iters = 0;
     let mut bytes = 0;
+    let mut slow_left = 0;
     loop {
         let count = cpu.areg(RCX, s.asize);
         if count == 0 {
@@ -322,15 +335,22 @@ fn string_op(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction, kind: Kind) -> Re
             cpu.events |= events::IRQ | events::STOP;
             return Ok(());
         }
-        if fast {
-            if let Some(n) = fast_run(cpu, ctx, &s, count, CHUNK_BYTES - bytes) {
-                bytes += n * u64::from(s.size);
-                continue;
+        if fast && slow_left == 0 {
+            match fast_run(cpu, ctx, &s, count, CHUNK_BYTES - bytes) {
+                Some(n) => {
+                    bytes += n * u64::from(s.size);
+                    continue;
+                }
+                // Not plain RAM (MMIO, decoded code, a fault to report, an
+                // element across pages): finish these pages one element at
+                // a time rather than retrying every element.
+                None => slow_left = elements_left_in_page(cpu, &s),
             }
         }
         step(cpu, ctx, &s)?;
         cpu.set_areg(RCX, s.asize, count - 1);
         iters += 1;
+        slow_left = slow_left.saturating_sub(1);
         let stop = match s.rep {
             Rep::WhileEqual => !cpu.regs.zf(),
             Rep::WhileNotEqual => cpu.regs.zf(),
@@ -394,4 +414,403 @@ pub fn select(m: Mnemonic, insn: &Instruction) -> Option<crate::exec::Handler> {
         return Some(crate::exec::bits::lock_ud);
     }
     Some(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::exec::shift::testkit::{assemble, run_to_fault, trap_all};
+    use crate::exec::shift::{CF, PF, SF, STATUS, ZF};
+    use crate::testutil::{Machine, CODE, DATA};
+    use x86::{vector, Rflags};
+
+    const RAX: usize = 0;
+    const RCX: usize = 1;
+    const RDX: usize = 2;
+    const RSI: usize = 6;
+    const RDI: usize = 7;
+    const SRC: u64 = DATA;
+    const DST: u64 = DATA + 0x1_0000;
+    const DF: u64 = Rflags::DF.bits();
+
+    fn machine(bits: u32, listing: &[(&[u8], &str)], regs: &[(usize, u64)], rflags: u64) -> Machine {
+        let code = assemble(bits, listing);
+        let mut m = match bits {
+            16 => Machine::real16(&code),
+            32 => Machine::prot32(&code),
+            _ => Machine::long64(&code),
+        };
+        for &(i, v) in regs {
+            m.cpu.regs.gpr[i] = v;
+        }
+        m.cpu.regs.set_rflags(rflags | 2);
+        m
+    }
+
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed)).collect()
+    }
+
+    fn read(m: &Machine, at: u64, len: usize) -> Vec<u8> {
+        let mut v = vec![0; len];
+        m.mem.read(at, &mut v).unwrap();
+        v
+    }
+
+    #[test]
+    fn movs_forward_and_backward() {
+        let data = pattern(300, 1);
+        // Forward bytes (the fast path).
+        let mut m = machine(
+            64,
+            &[(&[0xf3, 0xa4], "rep movsb byte ptr [rdi], byte ptr [rsi]")],
+            &[(RSI, SRC), (RDI, DST), (RCX, 300)],
+            0,
+        );
+        m.mem.write(SRC, &data).unwrap();
+        m.run_to_hlt();
+        assert_eq!(read(&m, DST, 300), data);
+        assert_eq!((m.gpr(RSI), m.gpr(RDI), m.gpr(RCX)), (SRC + 300, DST + 300, 0));
+        // Backward dwords: rSI/rDI start at the last element.
+        let mut m = machine(
+            64,
+            &[(&[0xf3, 0xa5], "rep movsd dword ptr [rdi], dword ptr [rsi]")],
+            &[(RSI, SRC + 36), (RDI, DST + 36), (RCX, 10)],
+            DF,
+        );
+        m.mem.write(SRC, &data[..40]).unwrap();
+        m.run_to_hlt();
+        assert_eq!(read(&m, DST, 40), &data[..40]);
+        assert_eq!((m.gpr(RSI), m.gpr(RDI), m.gpr(RCX)), (SRC - 4, DST - 4, 0));
+        // Without REP: one element, RCX untouched.
+        let mut m = machine(
+            64,
+            &[(&[0x48, 0xa5], "movsq qword ptr [rdi], qword ptr [rsi]")],
+            &[(RSI, SRC), (RDI, DST), (RCX, 7)],
+            0,
+        );
+        m.mem.write(SRC, &data[..16]).unwrap();
+        m.run_to_hlt();
+        assert_eq!(read(&m, DST, 16), [&data[..8], &[0; 8]].concat());
+        assert_eq!((m.gpr(RSI), m.gpr(RDI), m.gpr(RCX)), (SRC + 8, DST + 8, 7));
+    }
+
+    #[test]
+    fn overlapping_forward_copy_replicates() {
+        // The classic memset through MOVSB: each byte reads the one just
+        // written.
+        let mut m = machine(
+            64,
+            &[(&[0xf3, 0xa4], "rep movsb byte ptr [rdi], byte ptr [rsi]")],
+            &[(RSI, SRC), (RDI, SRC + 1), (RCX, 100)],
+            0,
+        );
+        m.mem.write(SRC, &pattern(101, 9)).unwrap();
+        m.run_to_hlt();
+        assert_eq!(read(&m, SRC, 101), vec![9; 101]);
+        // Same with qwords at a distance of 3 bytes.
+        let mut m = machine(
+            64,
+            &[(&[0xf3, 0x48, 0xa5], "rep movsq qword ptr [rdi], qword ptr [rsi]")],
+            &[(RSI, SRC), (RDI, SRC + 3), (RCX, 4)],
+            0,
+        );
+        let init = pattern(40, 1);
+        m.mem.write(SRC, &init).unwrap();
+        m.run_to_hlt();
+        let mut want = init.clone();
+        for i in 0..4 {
+            let chunk: Vec<u8> = want[i * 8..i * 8 + 8].to_vec();
+            want[3 + i * 8..11 + i * 8].copy_from_slice(&chunk);
+        }
+        assert_eq!(read(&m, SRC, 40), want);
+    }
+
+    #[test]
+    fn large_copy_runs_in_restartable_chunks() {
+        // 1 MiB + 24 bytes of qwords: several handler calls of at most
+        // CHUNK_BYTES, each leaving RIP at the instruction.
+        let len = (1 << 20) + 24;
+        let data = pattern(len, 3);
+        let src = 0x10_0000;
+        let dst = 0x28_0000;
+        let mut m = machine(
+            64,
+            &[(&[0xf3, 0x48, 0xa5], "rep movsq qword ptr [rdi], qword ptr [rsi]")],
+            &[(RSI, src), (RDI, dst), (RCX, len as u64 / 8)],
+            0,
+        );
+        m.mem.write(src, &data).unwrap();
+        m.run_to_hlt();
+        assert_eq!(read(&m, dst, len), data);
+        assert_eq!(m.gpr(RCX), 0);
+        let chunks = (len as u64).div_ceil(super::CHUNK_BYTES);
+        assert_eq!(m.cpu.icount, chunks + 1, "chunks plus the HLT");
+    }
+
+    #[test]
+    fn stos_fills_both_directions() {
+        let mut m = machine(
+            64,
+            &[(&[0xf3, 0xaa], "rep stosb byte ptr [rdi]")],
+            &[(RAX, 0x1234_56ab), (RDI, DST), (RCX, 5000)],
+            0,
+        );
+        m.run_to_hlt();
+        assert_eq!(read(&m, DST, 5001), [vec![0xab; 5000], vec![0]].concat());
+        assert_eq!(m.gpr(RDI), DST + 5000);
+        let mut m = machine(
+            64,
+            &[(&[0xf3, 0x66, 0xab], "rep stosw word ptr [rdi]")],
+            &[(RAX, 0xbeef), (RDI, DST + 6), (RCX, 4)],
+            DF,
+        );
+        m.run_to_hlt();
+        assert_eq!(read(&m, DST, 8), [0xef, 0xbe, 0xef, 0xbe, 0xef, 0xbe, 0xef, 0xbe]);
+        assert_eq!(m.gpr(RDI), DST - 2);
+        let mut m = machine(
+            64,
+            &[(&[0xf3, 0x48, 0xab], "rep stosq qword ptr [rdi]")],
+            &[(RAX, 0x0102_0304_0506_0708), (RDI, DST + 4), (RCX, 3)],
+            0,
+        );
+        m.run_to_hlt();
+        for i in 0..3 {
+            assert_eq!(m.mem.read_u64(DST + 4 + 8 * i).unwrap(), 0x0102_0304_0506_0708);
+        }
+    }
+
+    #[test]
+    fn compare_and_scan_stop_on_the_condition() {
+        // REPE CMPSB: equal for 5 bytes, different at the 6th.
+        let mut m = machine(
+            64,
+            &[(&[0xf3, 0xa6], "repe cmpsb byte ptr [rsi], byte ptr [rdi]")],
+            &[(RSI, SRC), (RDI, DST), (RCX, 10)],
+            0,
+        );
+        m.mem.write(SRC, b"hello world").unwrap();
+        m.mem.write(DST, b"hellO world").unwrap();
+        m.run_to_hlt();
+        assert_eq!((m.gpr(RCX), m.gpr(RSI), m.gpr(RDI)), (5, SRC + 5, DST + 5));
+        // 'o' - 'O' = 0x20: not zero, no borrow.
+        assert_eq!(m.rflags() & STATUS, 0);
+        // REPNE SCASB finds 'w' at index 6.
+        let mut m = machine(
+            64,
+            &[(&[0xf2, 0xae], "repne scasb byte ptr [rdi]")],
+            &[(RAX, b'w' as u64), (RDI, DST), (RCX, 100)],
+            0,
+        );
+        m.mem.write(DST, b"hellO world").unwrap();
+        m.run_to_hlt();
+        assert_eq!((m.gpr(RCX), m.gpr(RDI)), (93, DST + 7));
+        assert_eq!(m.rflags() & ZF, ZF);
+        // REPE SCASD that runs out of count: ZF from the last compare.
+        let mut m =
+            machine(64, &[(&[0xf3, 0xaf], "repe scasd dword ptr [rdi]")], &[(RAX, 0), (RDI, DST + 0x100), (RCX, 4)], 0);
+        m.run_to_hlt();
+        assert_eq!((m.gpr(RCX), m.gpr(RDI)), (0, DST + 0x110));
+        assert_eq!(m.rflags() & STATUS, ZF | PF);
+        // SCASB below the accumulator: borrow and sign.
+        let mut m = machine(64, &[(&[0xae], "scasb byte ptr [rdi]")], &[(RAX, 1), (RDI, DST)], 0);
+        m.mem.write(DST, &[2]).unwrap();
+        m.run_to_hlt();
+        assert_eq!(m.rflags() & (CF | SF | ZF), CF | SF);
+    }
+
+    #[test]
+    fn slow_path_restarts_between_chunks() {
+        // 10000 equal bytes through REPE CMPSB: 4096-iteration chunks.
+        let mut m = machine(
+            64,
+            &[(&[0xf3, 0xa6], "repe cmpsb byte ptr [rsi], byte ptr [rdi]")],
+            &[(RSI, SRC), (RDI, DST), (RCX, 10_000)],
+            0,
+        );
+        m.run_to_hlt();
+        assert_eq!((m.gpr(RCX), m.gpr(RSI), m.gpr(RDI)), (0, SRC + 10_000, DST + 10_000));
+        assert_eq!(m.rflags() & ZF, ZF);
+        assert_eq!(m.cpu.icount, 3 + 1, "three chunks plus the HLT");
+    }
+
+    #[test]
+    fn lods_loads_the_accumulator() {
+        let mut m = machine(
+            64,
+            &[
+                (&[0x66, 0xad], "lodsw word ptr [rsi]"),
+                (&[0x48, 0x89, 0xc2], "mov rdx, rax"),
+                (&[0xad], "lodsd dword ptr [rsi]"),
+            ],
+            &[(RAX, 0xffff_ffff_ffff_ffff), (RSI, SRC)],
+            0,
+        );
+        m.mem.write_u64(SRC, 0x1111_2222_3333_4444).unwrap();
+        m.run_to_hlt();
+        assert_eq!(m.gpr(RDX), 0xffff_ffff_ffff_4444);
+        // A 32-bit load zero-extends.
+        assert_eq!(m.gpr(RAX), 0x2222_3333);
+        assert_eq!(m.gpr(RSI), SRC + 6);
+    }
+
+    #[test]
+    fn address_sizes() {
+        // Real mode: SI and DI wrap at 64 KiB; the upper halves of ESI/EDI
+        // are untouched.
+        let mut m = machine(
+            16,
+            &[(&[0xf3, 0xa4], "rep movsb byte ptr [di], byte ptr [si]")],
+            &[(RSI, 0x0001_fffe), (RDI, 0x0002_8000), (RCX, 0xabcd_0004)],
+            0,
+        );
+        m.mem.write(0xfffe, &[1, 2]).unwrap();
+        m.mem.write(0, &[3, 4]).unwrap();
+        m.run_to_hlt();
+        assert_eq!(read(&m, 0x8000, 4), [1, 2, 3, 4]);
+        assert_eq!((m.gpr(RSI), m.gpr(RDI), m.gpr(RCX)), (0x0001_0002, 0x0002_8004, 0xabcd_0000));
+        // 64-bit mode with a 0x67 prefix: ESI/EDI/ECX, zero-extended.
+        let mut m = machine(
+            64,
+            &[(&[0x67, 0xf3, 0xa4], "rep movsb byte ptr [edi], byte ptr [esi]")],
+            &[(RSI, 0xffff_0000_0000_0000 | SRC), (RDI, 0xffff_0000_0000_0000 | DST), (RCX, 0x1_0000_0002)],
+            0,
+        );
+        m.mem.write(SRC, &[5, 6]).unwrap();
+        m.run_to_hlt();
+        assert_eq!(read(&m, DST, 2), [5, 6]);
+        assert_eq!((m.gpr(RSI), m.gpr(RDI), m.gpr(RCX)), (SRC + 2, DST + 2, 0));
+        // 32-bit protected mode with a 0x67 prefix: DI and CX.
+        let mut m = machine(
+            32,
+            &[(&[0x67, 0xf3, 0xab], "rep stosd dword ptr [di]")],
+            &[(RAX, 0xdead_beef), (RDI, 0x0005_fff8), (RCX, 0x0001_0003)],
+            0,
+        );
+        m.run_to_hlt();
+        assert_eq!(m.mem.read_u32(0xfff8).unwrap(), 0xdead_beef);
+        assert_eq!(m.mem.read_u32(0xfffc).unwrap(), 0xdead_beef);
+        assert_eq!(m.mem.read_u32(0).unwrap(), 0xdead_beef);
+        assert_eq!((m.gpr(RDI), m.gpr(RCX)), (0x0005_0004, 0x0001_0000));
+    }
+
+    #[test]
+    fn segment_override_applies_to_the_source_only() {
+        // FS base moves the source; the destination stays ES (base 0).
+        let mut m = machine(
+            64,
+            &[(&[0x64, 0xf3, 0xa4], "rep movsb byte ptr es:[rdi], byte ptr fs:[rsi]")],
+            &[(RSI, 0x10), (RDI, DST), (RCX, 3)],
+            0,
+        );
+        m.cpu.regs.seg[x86::seg::sreg::FS].base = SRC;
+        m.mem.write(SRC + 0x10, &[7, 8, 9]).unwrap();
+        m.run_to_hlt();
+        assert_eq!(read(&m, DST, 3), [7, 8, 9]);
+        // Protected mode: DS and ES bases differ; an ES override reads
+        // through ES.
+        for (prefix, text, want) in [
+            (&[0xf3, 0xa4][..], "rep movsb byte ptr [edi], byte ptr [esi]", 0x11u8),
+            (&[0x26, 0xf3, 0xa4][..], "rep movsb byte ptr es:[edi], byte ptr es:[esi]", 0x22),
+        ] {
+            let mut m = machine(32, &[(prefix, text)], &[(RSI, 0x100), (RDI, 0x200), (RCX, 1)], 0);
+            m.cpu.regs.seg[x86::seg::sreg::DS].base = 0x3_0000;
+            m.cpu.regs.seg[x86::seg::sreg::ES].base = 0x4_0000;
+            m.mem.write(0x3_0100, &[0x11]).unwrap();
+            m.mem.write(0x4_0100, &[0x22]).unwrap();
+            m.run_to_hlt();
+            assert_eq!(read(&m, 0x4_0200, 1), [want], "{text}");
+        }
+    }
+
+    #[test]
+    fn port_strings() {
+        let mut m =
+            machine(64, &[(&[0xf3, 0x6e], "rep outsb dx, byte ptr [rsi]")], &[(RSI, SRC), (RDX, 0x3f8), (RCX, 3)], 0);
+        m.mem.write(SRC, b"abc").unwrap();
+        m.run_to_hlt();
+        assert_eq!(m.bus.out, vec![(0x3f8, b'a' as u32), (0x3f8, b'b' as u32), (0x3f8, b'c' as u32)]);
+        assert_eq!((m.gpr(RSI), m.gpr(RCX)), (SRC + 3, 0));
+        let mut m = machine(
+            64,
+            &[(&[0xf3, 0x66, 0x6d], "rep insw word ptr [rdi], dx")],
+            &[(RDI, DST), (RDX, 0x60), (RCX, 2)],
+            0,
+        );
+        m.run_to_hlt();
+        assert_eq!(read(&m, DST, 6), [0xff, 0xff, 0xff, 0xff, 0, 0]);
+        assert_eq!(m.gpr(RDI), DST + 4);
+    }
+
+    #[test]
+    fn zero_count_touches_nothing() {
+        // RSI points at nothing mapped; with RCX = 0 nothing is accessed.
+        let mut m = machine(
+            64,
+            &[(&[0xf3, 0xa4], "rep movsb byte ptr [rdi], byte ptr [rsi]")],
+            &[(RSI, 0x8000_0000_0000), (RDI, 0x8000_0000_0000), (RCX, 0)],
+            CF,
+        );
+        m.run_to_hlt();
+        assert_eq!(m.gpr(RSI), 0x8000_0000_0000);
+        assert_eq!(m.rflags() & STATUS, CF);
+    }
+
+    #[test]
+    fn fault_mid_way_keeps_completed_iterations() {
+        // The identity map ends at 1 GiB: the 9th byte faults. The first
+        // eight went to (non-RAM) addresses below it.
+        let mut m = machine(
+            64,
+            &[(&[0xf3, 0xa4], "rep movsb byte ptr [rdi], byte ptr [rsi]")],
+            &[(RSI, SRC), (RDI, 0x4000_0000 - 8), (RCX, 16)],
+            0,
+        );
+        trap_all(&mut m, 64);
+        let (f, rip) = run_to_fault(&mut m);
+        assert_eq!((f.vector, f.cr2(), rip), (vector::PF, Some(0x4000_0000), CODE));
+        assert_eq!((m.gpr(RCX), m.gpr(RSI), m.gpr(RDI)), (8, SRC + 8, 0x4000_0000));
+    }
+
+    #[test]
+    fn single_step_traps_after_each_iteration() {
+        let mut m = machine(
+            64,
+            &[(&[0xf3, 0xaa], "rep stosb byte ptr [rdi]")],
+            &[(RAX, 0x5a), (RDI, DST), (RCX, 3)],
+            Rflags::TF.bits(),
+        );
+        trap_all(&mut m, 64);
+        let (f, rip) = run_to_fault(&mut m);
+        assert_eq!((f.vector, rip), (vector::DB, CODE));
+        assert_eq!((m.gpr(RCX), m.gpr(RDI)), (2, DST + 1));
+        assert_eq!(read(&m, DST, 2), [0x5a, 0]);
+    }
+
+    #[test]
+    fn copying_over_decoded_code_is_seen() {
+        // call f ; rep movsb (patch f) ; call f ; hlt
+        // f (at CODE+0x40): mov eax, 1 ; ret   -- patched to mov eax, 2
+        let mut code = vec![
+            0xe8, 0x3b, 0x00, 0x00, 0x00, // call CODE+0x40
+            0xf3, 0xa4, // rep movsb
+            0xe8, 0x34, 0x00, 0x00, 0x00, // call CODE+0x40
+            0xf4, // hlt
+        ];
+        code.resize(0x40, 0x90);
+        code.extend_from_slice(&[0xb8, 0x01, 0x00, 0x00, 0x00, 0xc3]);
+        let mut m = Machine::long64(&code);
+        m.mem.write(SRC, &[0xb8, 0x02, 0x00, 0x00, 0x00, 0xc3]).unwrap();
+        m.cpu.regs.gpr[RSI] = SRC;
+        m.cpu.regs.gpr[RDI] = CODE + 0x40;
+        m.cpu.regs.gpr[RCX] = 6;
+        m.run_to_hlt();
+        assert_eq!(m.gpr(RAX), 2);
+    }
+
+    #[test]
+    fn sse_movsd_is_not_a_string_instruction() {
+        let mut d = iced_x86::Decoder::new(64, &[0xf2, 0x0f, 0x10, 0xc1], iced_x86::DecoderOptions::NONE);
+        let insn = d.decode();
+        assert!(super::select(insn.mnemonic(), &insn).is_none());
+    }
 }
