@@ -20,6 +20,7 @@ pub mod control;
 pub mod far;
 pub mod fast;
 pub mod fpu;
+pub mod legacy;
 pub mod mov;
 pub mod muldiv;
 pub mod shift;
@@ -73,6 +74,9 @@ pub fn select(insn: &Instruction) -> (Handler, bool) {
         return (h, false);
     }
     if let Some(h) = fpu::select(m, insn) {
+        return (h, false);
+    }
+    if let Some(h) = legacy::select(m, insn) {
         return (h, false);
     }
     if let Some(h) = system::select(m, insn) {
