@@ -44,6 +44,8 @@ fn main() {
         None => build_guests(&guests, &out),
     };
 
+    // Integration tests boot every guest kernel from here.
+    println!("cargo:rustc-env=TURTLES_GUEST_DIR={}", bin_dir.display());
     let bins = guest_binaries(&guests.join("kernels/src/bin"));
     let mut src = String::from(
         "/// Kernels built from `guests/` and embedded in the binary: (name, ELF bytes).\n\

@@ -57,6 +57,8 @@ pub struct Decoded {
     /// RIP after the branch of a fused compare-and-branch.
     pub next2: u64,
 
+    /// Whether `exec` is a pre-resolved fast form (compact fields valid).
+    pub fast: bool,
     /// The full decoding.
     pub insn: Instruction,
 }
@@ -81,9 +83,11 @@ impl Decoded {
             mseg: 0,
             target: 0,
             next2: 0,
+            fast: false,
             insn: *insn,
         };
-        if !ends && !fast::select(insn, &mut d) {
+        d.fast = !ends && fast::select(insn, &mut d);
+        if !d.fast {
             d.exec = fast::call_generic;
         }
         (d, ends)

@@ -104,4 +104,10 @@ impl Bus for VcpuBus<'_> {
     fn tpr(&mut self) -> u8 {
         self.platform.tpr(self.cpu)
     }
+
+    /// An isa-debug-exit write, ACPI power-off or reset ends the run before
+    /// another instruction retires, as in QEMU.
+    fn stop_requested(&mut self) -> bool {
+        self.platform.exit_request().is_some()
+    }
 }

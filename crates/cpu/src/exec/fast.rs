@@ -452,7 +452,7 @@ pub fn fuse(prev: &mut Decoded, jcc: &Instruction) -> bool {
         return false;
     }
     let target = jcc.near_branch_target();
-    if !canonical48(target) || prev.exec == call_generic as FastHandler || prev.insn.op0_kind() != OpKind::Register {
+    if !canonical48(target) || !prev.fast || prev.insn.op0_kind() != OpKind::Register {
         return false;
     }
     let s = prev.insn.op0_register().size();

@@ -20,10 +20,12 @@
 //! as FXSAVE stores it; the full two-bit tags of FSTENV/FSAVE are derived
 //! from the register contents.
 //!
-//! Arithmetic is exact: [`soft`] computes add, subtract, multiply, divide
-//! and square root in integers with the rounding control, the precision
-//! control (24/53/64 bits) and the exception flags of the hardware, on
-//! the true 80-bit double-extended format. What is left out, and raises
+//! Arithmetic is bit-exact: [`soft`] computes add, subtract, multiply,
+//! divide and square root in integers with the rounding control, the
+//! precision control (24/53/64 bits) and the exception flags of the
+//! hardware, on the true 80-bit double-extended format
+//! (`tests/host_sse.rs` compares results, flags and condition codes with
+//! the host processor, special encodings included). What is left out, and raises
 //! #UD through the executor's "unimplemented" path: the transcendental
 //! instructions (FSIN, FCOS, FSINCOS, FPTAN, FPATAN, F2XM1, FYL2X,
 //! FYL2XP1), the BCD instructions FBLD/FBSTP, and FISTTP (SSE3, not
@@ -295,15 +297,29 @@ pub mod soft {
     }
 
     /// Unpacks an arithmetic source operand: a denormal reads as zero
-    /// under DAZ, or raises DE.
-    fn operand(f: Fmt, bits: u128, env: &mut Env) -> Val {
+    /// under DAZ; otherwise the second value says it is one, for
+    /// [`denormal`] to report.
+    fn operand(f: Fmt, bits: u128, env: &Env) -> (Val, bool) {
         if f.is_denormal(bits) {
             if env.daz {
-                return Val::Zero(f.sign(bits));
+                return (Val::Zero(f.sign(bits)), false);
             }
+            return (unpack(f, bits), true);
+        }
+        (unpack(f, bits), false)
+    }
+
+    /// Raises DE for a denormal operand unless the operation raised an
+    /// invalid-operation or divide-by-zero exception, which take
+    /// precedence and hide it (SDM vol. 1, 4.9.2 "Floating-Point Exception
+    /// Priority"). The operation runs with its flags cleared (taken into
+    /// `before`, merged back here) so that flags of earlier lanes do not
+    /// count.
+    fn denormal(env: &mut Env, before: u8, de: bool) {
+        if de && env.flags & (IE | ZE) == 0 {
             env.flags |= DE;
         }
-        unpack(f, bits)
+        env.flags |= before;
     }
 
     /// The NaN result of a two-operand operation, if an operand is a NaN
@@ -419,7 +435,11 @@ pub mod soft {
         let fp = f.precision() as i32;
         let p = (p as i32).clamp(1, fp);
         let emin = 1 - f.bias();
-        let sub_q = emin - (fp - 1);
+        // Below 2^emin the quantum stops shrinking: at the format's own
+        // precision for the stored value, and at `p` bits for rounding
+        // (the x87 denormalizes, then rounds to the precision control).
+        let full_q = emin - (fp - 1);
+        let sub_q = emin - (p - 1);
         // The value lies in [2^e, 2^(e+1)).
         let e = exp + bit_len(sig) - 1;
         let qexp = (e - (p - 1)).max(sub_q);
@@ -460,7 +480,7 @@ pub mod soft {
             return if to_inf { f.inf(sign) } else { f.max_finite(sign, p as u32) };
         }
         let (field, mant) = if er < emin {
-            (0u128, q << (qexp - sub_q) as u32)
+            (0u128, q << (qexp - full_q) as u32)
         } else {
             ((er + f.bias()) as u128, q << (fp - 1 - msb) as u32)
         };
@@ -473,8 +493,15 @@ pub mod soft {
             return n;
         }
         let b = if negate_b { b ^ f.sign_bit() } else { b };
-        let x = operand(f, a, env);
-        let y = operand(f, b, env);
+        let before = core::mem::take(&mut env.flags);
+        let (x, dx) = operand(f, a, env);
+        let (y, dy) = operand(f, b, env);
+        let r = add_values(f, p, env, x, y);
+        denormal(env, before, dx || dy);
+        r
+    }
+
+    fn add_values(f: Fmt, p: u32, env: &mut Env, x: Val, y: Val) -> u128 {
         match (x, y) {
             (Val::Inf(s), Val::Inf(t)) => {
                 if s == t {
@@ -525,9 +552,10 @@ pub mod soft {
             return n;
         }
         let sign = f.sign(a) ^ f.sign(b);
-        let x = operand(f, a, env);
-        let y = operand(f, b, env);
-        match (x, y) {
+        let before = core::mem::take(&mut env.flags);
+        let (x, dx) = operand(f, a, env);
+        let (y, dy) = operand(f, b, env);
+        let r = match (x, y) {
             (Val::Inf(_), Val::Zero(_)) | (Val::Zero(_), Val::Inf(_)) => {
                 env.flags |= IE;
                 f.indefinite()
@@ -539,7 +567,9 @@ pub mod soft {
                 round_pack(f, p, env, sign, ea + eb, ma * mb)
             }
             _ => f.indefinite(),
-        }
+        };
+        denormal(env, before, dx || dy);
+        r
     }
 
     /// `a / b`.
@@ -548,9 +578,10 @@ pub mod soft {
             return n;
         }
         let sign = f.sign(a) ^ f.sign(b);
-        let x = operand(f, a, env);
-        let y = operand(f, b, env);
-        match (x, y) {
+        let before = core::mem::take(&mut env.flags);
+        let (x, dx) = operand(f, a, env);
+        let (y, dy) = operand(f, b, env);
+        let r = match (x, y) {
             (Val::Inf(_), Val::Inf(_)) | (Val::Zero(_), Val::Zero(_)) => {
                 env.flags |= IE;
                 f.indefinite()
@@ -581,7 +612,9 @@ pub mod soft {
                 round_pack(f, p, env, sign, ea - eb - 62 - 64 - 1, sig)
             }
             _ => f.indefinite(),
-        }
+        };
+        denormal(env, before, dx || dy);
+        r
     }
 
     /// Shifts a nonzero significand of at most 64 bits so that its top
@@ -596,7 +629,9 @@ pub mod soft {
         if let Some(n) = nan1(f, a, env) {
             return n;
         }
-        match operand(f, a, env) {
+        let before = core::mem::take(&mut env.flags);
+        let (x, dx) = operand(f, a, env);
+        let r = match x {
             Val::Zero(s) => f.zero(s),
             Val::Inf(false) => f.inf(false),
             Val::Inf(true) | Val::Finite { sign: true, .. } => {
@@ -615,7 +650,9 @@ pub mod soft {
                 round_pack(f, p, env, false, exp / 2 - 64 - 1, s)
             }
             Val::Nan => f.indefinite(),
-        }
+        };
+        denormal(env, before, dx);
+        r
     }
 
     /// Integer square root of `sig * 4^t` (bit pairs fed from the top, as
@@ -666,8 +703,11 @@ pub mod soft {
             }
             return Cmp::Unordered;
         }
-        let x = operand(f, a, env);
-        let y = operand(f, b, env);
+        let (x, dx) = operand(f, a, env);
+        let (y, dy) = operand(f, b, env);
+        if dx || dy {
+            env.flags |= DE;
+        }
         order(x, y)
     }
 
@@ -709,9 +749,11 @@ pub mod soft {
         }
     }
 
-    /// Converts between formats, rounding to `p` bits of `to` (raises IE
-    /// for signaling NaNs, DE for denormals, and OE/UE/PE when narrowing).
-    pub fn convert(from: Fmt, to: Fmt, p: u32, env: &mut Env, bits: u128) -> u128 {
+    /// Converts between formats, rounding to `p` bits of `to`: IE for
+    /// signaling NaNs, OE/UE/PE when narrowing, and DE for denormals when
+    /// `report_de` (SSE conversions and x87 loads report it, x87 stores do
+    /// not).
+    pub fn convert(from: Fmt, to: Fmt, p: u32, env: &mut Env, bits: u128, report_de: bool) -> u128 {
         if from.is_unsupported(bits) {
             env.flags |= IE;
             return to.indefinite();
@@ -728,7 +770,11 @@ pub mod soft {
             };
             return to.inf(from.sign(bits)) | payload | to.quiet_bit();
         }
-        match operand(from, bits, env) {
+        let (x, dx) = operand(from, bits, env);
+        if dx && report_de {
+            env.flags |= DE;
+        }
+        match x {
             Val::Zero(s) => to.zero(s),
             Val::Inf(s) => to.inf(s),
             Val::Finite { sign, exp, sig } => round_pack(to, p, env, sign, exp, sig),
@@ -764,6 +810,7 @@ pub mod soft {
                 return indefinite;
             }
         };
+        env.rounded_up = false;
         let (mag, inexact) = if exp >= 0 {
             if bit_len(sig) + exp > 64 {
                 env.flags |= IE;
@@ -771,12 +818,14 @@ pub mod soft {
             }
             (sig << exp as u32, false)
         } else {
-            let (q, _, inexact) = round_at(sig, exp, 0, sign, rc);
+            let (q, up, inexact) = round_at(sig, exp, 0, sign, rc);
+            env.rounded_up = up;
             (q, inexact)
         };
         let limit = 1u128 << (width - 1);
         if (!sign && mag >= limit) || (sign && mag > limit) {
             env.flags |= IE;
+            env.rounded_up = false;
             return indefinite;
         }
         if inexact {
@@ -983,8 +1032,10 @@ fn lin_at(cpu: &Cpu, la: u64, i: usize) -> u64 {
 /// canonical) checks on both ends, then an alignment check on the linear
 /// address (#GP(0) whatever the segment).
 fn area_linear(cpu: &Cpu, seg: usize, off: u64, len: usize, align: u64, write: bool) -> Result<u64, Fault> {
-    let la = cpu.seg_linear(seg, off, len.clamp(1, 8) as u8, write)?;
-    if len > 8 {
+    // One check covers up to 255 bytes; longer areas (FXSAVE, XSAVE) also
+    // check their last bytes, which together cover the contiguous range.
+    let la = cpu.seg_linear(seg, off, len.clamp(1, 255) as u8, write)?;
+    if len > 255 {
         cpu.seg_linear(seg, off.wrapping_add(len as u64 - 8), 8, write)?;
     }
     if la & (align.max(1) - 1) != 0 {
@@ -1162,11 +1213,11 @@ fn read_source(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction, env: &mut Env) 
     Ok(match insn.memory_size() {
         MemorySize::Float32 => {
             let v = cpu.read_mem(ctx, seg, off, 4)?;
-            soft::convert(F32, F80, 64, env, u128::from(v))
+            soft::convert(F32, F80, 64, env, u128::from(v), true)
         }
         MemorySize::Float64 => {
             let v = cpu.read_mem(ctx, seg, off, 8)?;
-            soft::convert(F64, F80, 64, env, u128::from(v))
+            soft::convert(F64, F80, 64, env, u128::from(v), true)
         }
         MemorySize::Float80 => {
             let mut b = [0u8; 16];
@@ -1295,8 +1346,8 @@ fn fst(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     // precision control; an empty ST(0) stores the (integer) indefinite
     // when IE is masked, which the conversions of the indefinite give.
     let (val, len): (u128, usize) = match insn.memory_size() {
-        MemorySize::Float32 => (soft::convert(F80, F32, 24, &mut env, v), 4),
-        MemorySize::Float64 => (soft::convert(F80, F64, 53, &mut env, v), 8),
+        MemorySize::Float32 => (soft::convert(F80, F32, 24, &mut env, v, false), 4),
+        MemorySize::Float64 => (soft::convert(F80, F64, 53, &mut env, v, false), 8),
         MemorySize::Float80 => (v, 10),
         MemorySize::Int16 => (u128::from(soft::to_int(F80, &mut env, v, 16, rc)), 2),
         MemorySize::Int32 => (u128::from(soft::to_int(F80, &mut env, v, 32, rc)), 4),
@@ -1596,7 +1647,9 @@ fn fcmov(cpu: &mut Cpu, _: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
 fn fscale(cpu: &mut Cpu, _: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     begin(cpu)?;
     note_pointers(cpu, insn);
-    let (mut env, p) = x87_env(&cpu.regs.fpu);
+    // The precision control only governs add, subtract, multiply, divide
+    // and square root (SDM vol. 1, 8.1.5.2).
+    let (mut env, _) = x87_env(&cpu.regs.fpu);
     let fpu = &mut cpu.regs.fpu;
     let (Some(a), Some(b)) = (st(fpu, 0), st(fpu, 1)) else {
         env.flags |= soft::IE;
@@ -1606,7 +1659,7 @@ fn fscale(cpu: &mut Cpu, _: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
         }
         return Ok(());
     };
-    let r = scale(&mut env, p, a, b);
+    let r = scale(&mut env, a, b);
     finish(fpu, &env, None);
     if may_write(&env) {
         set_st(fpu, 0, r);
@@ -1614,7 +1667,7 @@ fn fscale(cpu: &mut Cpu, _: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     Ok(())
 }
 
-fn scale(env: &mut Env, p: u32, a: u128, b: u128) -> u128 {
+fn scale(env: &mut Env, a: u128, b: u128) -> u128 {
     if F80.is_unsupported(a) || F80.is_unsupported(b) || F80.is_nan(a) || F80.is_nan(b) {
         // The NaN rules of a two-operand operation.
         return soft::add(F80, 64, env, soft::NanRule::X87, a, b, false);
@@ -1652,7 +1705,7 @@ fn scale(env: &mut Env, p: u32, a: u128, b: u128) -> u128 {
                 }
                 _ => 0,
             };
-            soft::round_pack(F80, p, env, sign, (i64::from(exp) + n) as i32, sig)
+            soft::round_pack(F80, 64, env, sign, (i64::from(exp) + n) as i32, sig)
         }
         _ => F80.indefinite(),
     }
@@ -1700,7 +1753,10 @@ fn remainder(env: &mut Env, a: u128, b: u128, ieee: bool) -> (u128, u16) {
             env.flags |= soft::IE;
             (F80.indefinite(), 0)
         }
-        (Val::Zero(_), _) | (_, Val::Inf(_)) => (a, 0),
+        (Val::Zero(_), _) => (a, 0),
+        // The dividend comes back re-encoded (a pseudo-denormal
+        // normalized), as from any arithmetic.
+        (Val::Finite { exp, sig, .. }, Val::Inf(_)) => (soft::round_pack(F80, 64, env, sign, exp, sig), 0),
         (Val::Finite { exp: ea, sig: ma, .. }, Val::Finite { exp: eb, sig: mb, .. }) => {
             let norm = |e: i32, m: u128| {
                 let s = m.leading_zeros().saturating_sub(64);
@@ -1716,7 +1772,7 @@ fn remainder(env: &mut Env, a: u128, b: u128, ieee: bool) -> (u128, u16) {
                     let r = (mb << 1) - ma;
                     return (soft::round_pack(F80, 64, env, !sign, ea, r), FSW_C1);
                 }
-                return (a, 0);
+                return (soft::round_pack(F80, 64, env, sign, ea, ma), 0);
             }
             if d >= 64 {
                 let n = ma << 63;
@@ -2329,4 +2385,1113 @@ pub fn select(m: Mnemonic, _insn: &Instruction) -> Option<crate::exec::Handler> 
         M::Xsetbv => xsetbv,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! x87, FXSAVE/FXRSTOR and XSAVE tests: raw instruction bytes (their
+    //! assembly in the comments) run on a test machine, and the soft-float
+    //! core checked against the host's IEEE arithmetic.
+
+    use super::soft::{self, Env, NanRule, F32, F64, F80};
+    use super::*;
+    use crate::testutil::{Machine, CODE, DATA};
+
+    /// Where every IDT vector of [`with_idt`] points: a HLT.
+    pub(crate) const HANDLER: u64 = 0x6000;
+
+    /// Installs a GDT (64-bit code at 0x8) and an IDT whose every
+    /// exception vector points at [`HANDLER`].
+    pub(crate) fn with_idt(m: &mut Machine) {
+        m.mem.write_u64(0x4000, 0).unwrap();
+        m.mem.write_u64(0x4008, 0x00af_9b00_0000_ffff).unwrap();
+        m.mem.write_u64(0x4010, 0x00cf_9300_0000_ffff).unwrap();
+        m.cpu.regs.gdtr = crate::DescTable { base: 0x4000, limit: 0x17 };
+        for v in 0..32u64 {
+            let lo = (HANDLER & 0xffff) | (0x8 << 16) | (0x8e00u64 << 32) | ((HANDLER & 0xffff_0000) << 32);
+            m.mem.write_u64(0x5000 + v * 16, lo).unwrap();
+            m.mem.write_u64(0x5008 + v * 16, HANDLER >> 32).unwrap();
+        }
+        m.cpu.regs.idtr = crate::DescTable { base: 0x5000, limit: 0x1ff };
+        m.mem.write(HANDLER, &[0xf4]).unwrap();
+    }
+
+    /// Runs until the exception handler halts; returns the vector, error
+    /// code and reported RIP of the single exception raised.
+    pub(crate) fn expect_fault(m: &mut Machine) -> (u8, Option<u32>, u64) {
+        with_idt(m);
+        m.run_to_hlt();
+        assert_eq!(m.cpu.regs.rip, HANDLER + 1, "the handler ran");
+        assert_eq!(m.cpu.stats.exceptions.iter().sum::<u64>(), 1, "exactly one exception");
+        let (f, rip) = m.cpu.stats.last_exception.expect("an exception");
+        (f.vector, f.error_code(), rip)
+    }
+
+    /// Makes every page user-accessible and runs the code at CPL 3 (RSP0
+    /// for the exception handler is 0x70000).
+    pub(crate) fn to_user(m: &mut Machine) {
+        m.mem.write_u64(0x1000, 0x2000 | 7).unwrap();
+        m.mem.write_u64(0x2000, 0x3000 | 7).unwrap();
+        for i in 0..512u64 {
+            m.mem.write_u64(0x3000 + i * 8, (i << 21) | 0x87).unwrap();
+        }
+        m.mem.write_u64(4, 0x70000).unwrap();
+        let cs = &mut m.cpu.regs.seg[x86::seg::sreg::CS];
+        cs.selector = 0x2b;
+        cs.ar |= 3 << x86::seg::ar::DPL_SHIFT;
+        m.cpu.state_changed();
+    }
+
+    /// A deterministic generator (xorshift64*).
+    pub(crate) struct Rng(pub(crate) u64);
+
+    impl Rng {
+        pub(crate) fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            self.0 = x;
+            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        /// A floating-point encoding of `f` biased toward the interesting
+        /// corners: zeros, infinities, NaNs, denormals, the ends of the
+        /// exponent range, values near 1, and exactly representable
+        /// integers.
+        pub(crate) fn float(&mut self, double: bool) -> u64 {
+            let (ebits, fbits) = if double { (11, 52) } else { (8, 23) };
+            let r = self.next();
+            let sign = (r >> 63) << (ebits + fbits);
+            let frac = self.next() & ((1 << fbits) - 1);
+            let emax = (1u64 << ebits) - 1;
+            let exp = match r % 10 {
+                0 => 0,
+                1 => emax,
+                2 => 1 + (r >> 8) % 3,
+                3 => emax - 1 - (r >> 8) % 3,
+                4..=6 => (emax >> 1) - 4 + (r >> 8) % 8,
+                _ => (r >> 8) % emax,
+            };
+            let frac = match (r >> 20) % 6 {
+                0 => 0,
+                1 => frac & !((1 << (fbits - 4)) - 1),
+                2 => 1 << ((r >> 30) % fbits),
+                _ => frac,
+            };
+            sign | (exp << fbits) | frac
+        }
+    }
+
+    fn nearest() -> Env {
+        Env::from_mxcsr(0x1f80)
+    }
+
+    #[test]
+    fn soft_float_matches_host_arithmetic() {
+        // The host's +, -, *, / and sqrt are IEEE round-to-nearest; only NaN
+        // payloads are unspecified in Rust, so NaN results are compared as
+        // "some NaN".
+        let mut rng = Rng(0x1234_5678_9abc_def1);
+        for _ in 0..200_000 {
+            let (a, b) = (rng.float(true), rng.float(true));
+            let (x, y) = (f64::from_bits(a), f64::from_bits(b));
+            let cases = [
+                (soft::add(F64, 53, &mut nearest(), NanRule::Sse, a.into(), b.into(), false), x + y),
+                (soft::add(F64, 53, &mut nearest(), NanRule::Sse, a.into(), b.into(), true), x - y),
+                (soft::mul(F64, 53, &mut nearest(), NanRule::Sse, a.into(), b.into()), x * y),
+                (soft::div(F64, 53, &mut nearest(), NanRule::Sse, a.into(), b.into()), x / y),
+                (soft::sqrt(F64, 53, &mut nearest(), a.into()), x.sqrt()),
+                (
+                    soft::convert(F32, F64, 53, &mut nearest(), u128::from(a as u32), true),
+                    f64::from(f32::from_bits(a as u32)),
+                ),
+            ];
+            for (i, (got, want)) in cases.into_iter().enumerate() {
+                if want.is_nan() {
+                    assert!(F64.is_nan(got), "op {i} {a:#x} {b:#x}: want NaN, got {got:#x}");
+                } else {
+                    assert_eq!(got as u64, want.to_bits(), "op {i} {a:#x} {b:#x}");
+                }
+            }
+            let narrowed = soft::convert(F64, F32, 24, &mut nearest(), a.into(), true);
+            if !x.is_nan() {
+                assert_eq!(narrowed as u32, (x as f32).to_bits(), "narrow {a:#x}");
+            }
+            if x.is_finite() && x.abs() < 9.2e18 {
+                assert_eq!(
+                    soft::to_int(F64, &mut nearest(), a.into(), 64, soft::RC_ZERO),
+                    x as i64 as u64,
+                    "trunc {a:#x}"
+                );
+            }
+            let i = rng.next() as i64 >> (rng.next() % 64);
+            assert_eq!(soft::from_int(F64, 53, &mut nearest(), i) as u64, (i as f64).to_bits(), "from {i}");
+            assert_eq!(soft::from_int(F32, 24, &mut nearest(), i) as u32, (i as f32).to_bits(), "from {i}");
+            let c = soft::compare(F64, &mut nearest(), a.into(), b.into(), false);
+            let want = match x.partial_cmp(&y) {
+                None => soft::Cmp::Unordered,
+                Some(core::cmp::Ordering::Less) => soft::Cmp::Less,
+                Some(core::cmp::Ordering::Equal) => soft::Cmp::Equal,
+                Some(core::cmp::Ordering::Greater) => soft::Cmp::Greater,
+            };
+            assert_eq!(c, want, "compare {a:#x} {b:#x}");
+            let (a, b) = (rng.float(false) as u32, rng.float(false) as u32);
+            let (x, y) = (f32::from_bits(a), f32::from_bits(b));
+            let cases = [
+                (soft::add(F32, 24, &mut nearest(), NanRule::Sse, a.into(), b.into(), false), x + y),
+                (soft::mul(F32, 24, &mut nearest(), NanRule::Sse, a.into(), b.into()), x * y),
+                (soft::div(F32, 24, &mut nearest(), NanRule::Sse, a.into(), b.into()), x / y),
+                (soft::sqrt(F32, 24, &mut nearest(), a.into()), x.sqrt()),
+            ];
+            for (i, (got, want)) in cases.into_iter().enumerate() {
+                if want.is_nan() {
+                    assert!(F32.is_nan(got), "f32 op {i} {a:#x} {b:#x}");
+                } else {
+                    assert_eq!(got as u32, want.to_bits(), "f32 op {i} {a:#x} {b:#x}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn soft_float_rounding_control_flags_and_special_cases() {
+        let one = u128::from(1.0f32.to_bits());
+        let three = u128::from(3.0f32.to_bits());
+        let env = |rc: u8| Env { rc, ..nearest() };
+        // 1/3 = 0x3eaaaaab to nearest (rounded up), 0x3eaaaaaa down/toward 0.
+        for (rc, want) in [(0, 0x3eaa_aaab), (1, 0x3eaa_aaaa), (2, 0x3eaa_aaab), (3, 0x3eaa_aaaa)] {
+            let mut e = env(rc);
+            assert_eq!(soft::div(F32, 24, &mut e, NanRule::Sse, one, three), want, "rc {rc}");
+            assert_eq!(e.flags, soft::PE);
+        }
+        // Overflow: infinity to nearest, the largest finite value toward zero.
+        let max = u128::from(f32::MAX.to_bits());
+        let mut e = env(0);
+        assert_eq!(soft::add(F32, 24, &mut e, NanRule::Sse, max, max, false), u128::from(f32::INFINITY.to_bits()));
+        assert_eq!(e.flags, soft::OE | soft::PE);
+        let mut e = env(3);
+        assert_eq!(soft::add(F32, 24, &mut e, NanRule::Sse, max, max, false), max);
+        // Underflow: the smallest normal halved is exact (no UE when masked),
+        // a third of it is not.
+        let min = u128::from(f32::MIN_POSITIVE.to_bits());
+        let two = u128::from(2.0f32.to_bits());
+        let mut e = env(0);
+        assert_eq!(soft::div(F32, 24, &mut e, NanRule::Sse, min, two), 0x0040_0000);
+        assert_eq!(e.flags, 0);
+        let mut e = env(0);
+        soft::div(F32, 24, &mut e, NanRule::Sse, min, three);
+        assert_eq!(e.flags, soft::UE | soft::PE);
+        // FTZ flushes the tiny result; DAZ reads denormal operands as zero.
+        let mut e = Env { ftz: true, ..env(0) };
+        assert_eq!(soft::div(F32, 24, &mut e, NanRule::Sse, min, three), 0);
+        assert_eq!(e.flags, soft::UE | soft::PE);
+        let mut e = Env { daz: true, ..env(0) };
+        assert_eq!(soft::add(F32, 24, &mut e, NanRule::Sse, 1, 0, false), 0);
+        assert_eq!(e.flags, 0);
+        let mut e = env(0);
+        assert_eq!(soft::add(F32, 24, &mut e, NanRule::Sse, 1, 0, false), 1);
+        assert_eq!(e.flags, soft::DE);
+        // Invalid operations give the default NaN; an SNaN operand is
+        // quieted and signals.
+        let inf = u128::from(f32::INFINITY.to_bits());
+        let mut e = env(0);
+        assert_eq!(soft::add(F32, 24, &mut e, NanRule::Sse, inf, inf, true), 0xffc0_0000);
+        assert_eq!(e.flags, soft::IE);
+        let mut e = env(0);
+        assert_eq!(soft::mul(F32, 24, &mut e, NanRule::Sse, 0x7f80_0001, one), 0x7fc0_0001);
+        assert_eq!(e.flags, soft::IE);
+        // SSE takes the first NaN operand, the x87 rule the larger significand.
+        let mut e = env(0);
+        assert_eq!(soft::add(F32, 24, &mut e, NanRule::Sse, 0x7fc0_0001, 0x7fc0_0002, false), 0x7fc0_0001);
+        assert_eq!(soft::add(F32, 24, &mut e, NanRule::X87, 0x7fc0_0001, 0x7fc0_0002, false), 0x7fc0_0002);
+        // x - x is +0, except -0 when rounding down.
+        assert_eq!(soft::add(F32, 24, &mut env(0), NanRule::Sse, one, one, true), 0);
+        assert_eq!(soft::add(F32, 24, &mut env(1), NanRule::Sse, one, one, true), 0x8000_0000);
+        // Division by zero.
+        let mut e = env(0);
+        assert_eq!(soft::div(F32, 24, &mut e, NanRule::Sse, one, 0x8000_0000), 0xff80_0000);
+        assert_eq!(e.flags, soft::ZE);
+        // Integer conversions: out of range gives the indefinite.
+        let mut e = env(0);
+        assert_eq!(soft::to_int(F32, &mut e, u128::from(3e9f32.to_bits()), 32, 0), 0x8000_0000);
+        assert_eq!(e.flags, soft::IE);
+        assert_eq!(
+            soft::to_int(F32, &mut env(0), u128::from((-2.5f32).to_bits()), 32, 0),
+            (-2i64) as u64 & 0xffff_ffff
+        );
+        assert_eq!(
+            soft::to_int(F32, &mut env(1), u128::from((-2.5f32).to_bits()), 32, 1),
+            (-3i64) as u64 & 0xffff_ffff
+        );
+        assert_eq!(soft::to_int(F32, &mut env(0), u128::from((-2147483648f32).to_bits()), 32, 0), 0x8000_0000);
+        // Extended precision: 1/3 and the 53-bit precision control.
+        let one80 = F80.one();
+        let three80 = soft::from_int(F80, 64, &mut env(0), 3);
+        assert_eq!(soft::div(F80, 64, &mut env(0), NanRule::X87, one80, three80), 0x3ffd_aaaa_aaaa_aaaa_aaab);
+        assert_eq!(soft::div(F80, 53, &mut env(0), NanRule::X87, one80, three80), 0x3ffd_aaaa_aaaa_aaaa_a800);
+        assert_eq!(soft::sqrt(F80, 64, &mut env(0), 0x4000_8000_0000_0000_0000), 0x3fff_b504_f333_f9de_6484);
+    }
+
+    fn run(code: &[u8]) -> Machine {
+        let mut m = Machine::long64(code);
+        m.run_to_hlt();
+        m
+    }
+
+    fn read80(m: &Machine, a: u64) -> u128 {
+        let mut b = [0u8; 16];
+        m.mem.read(a, &mut b[..10]).unwrap();
+        u128::from_le_bytes(b)
+    }
+
+    fn st_phys(m: &Machine, r: usize) -> u128 {
+        read_phys(&m.cpu.regs.fpu, r)
+    }
+
+    fn top_of(m: &Machine) -> usize {
+        top(&m.cpu.regs.fpu)
+    }
+
+    #[test]
+    fn fld_fadd_fstp_double() {
+        let code = [
+            0x48, 0xc7, 0xc3, 0x00, 0x00, 0x02, 0x00, // mov rbx, 0x20000
+            0xdd, 0x03, // fld qword ptr [rbx]
+            0xdc, 0x43, 0x08, // fadd qword ptr [rbx+8]
+            0xdd, 0x5b, 0x10, // fstp qword ptr [rbx+16]
+            0xdf, 0xe0, // fnstsw ax
+            0xf4, // hlt
+        ];
+        let mut m = Machine::long64(&code);
+        m.mem.write_u64(DATA, 1.5f64.to_bits()).unwrap();
+        m.mem.write_u64(DATA + 8, 2.25f64.to_bits()).unwrap();
+        m.run_to_hlt();
+        assert_eq!(f64::from_bits(m.mem.read_u64(DATA + 16).unwrap()), 3.75);
+        assert_eq!(m.gpr(0) & 0xffff, 0, "no flags, TOP back to 0");
+        assert_eq!(m.cpu.regs.fpu.ftw, 0);
+        // FIP names the last non-control instruction, FDP its operand.
+        assert_eq!(m.cpu.regs.fpu.fip, CODE + 7 + 2 + 3);
+        assert_eq!(m.cpu.regs.fpu.fdp, DATA + 16);
+    }
+
+    #[test]
+    fn division_is_extended_precision_and_honours_precision_control() {
+        let code = [
+            0x48, 0xc7, 0xc3, 0x00, 0x00, 0x02, 0x00, // mov rbx, 0x20000
+            0xd9, 0xe8, // fld1
+            0xdb, 0x03, // fild dword ptr [rbx]
+            0xde, 0xf9, // fdivp st(1), st
+            0xdf, 0xe0, // fnstsw ax
+            0xdb, 0x7b, 0x10, // fstp tbyte ptr [rbx+16]
+            0xd9, 0x6b, 0x04, // fldcw word ptr [rbx+4]
+            0xd9, 0xe8, // fld1
+            0xdb, 0x03, // fild dword ptr [rbx]
+            0xde, 0xf9, // fdivp st(1), st
+            0xdb, 0x7b, 0x20, // fstp tbyte ptr [rbx+32]
+            0xf4, // hlt
+        ];
+        let mut m = Machine::long64(&code);
+        m.mem.write_u32(DATA, 3).unwrap();
+        m.mem.write_u32(DATA + 4, 0x027f).unwrap();
+        m.run_to_hlt();
+        assert_eq!(read80(&m, DATA + 16), 0x3ffd_aaaa_aaaa_aaaa_aaab);
+        assert_eq!(read80(&m, DATA + 32), 0x3ffd_aaaa_aaaa_aaaa_a800);
+        // PE, C1 (rounded up), TOP = 7 after the pop.
+        assert_eq!(m.gpr(0) & 0xffff, 0x20 | 0x200 | (7 << 11));
+    }
+
+    #[test]
+    fn constants_and_stack_tags() {
+        let code = [
+            0x48, 0xc7, 0xc3, 0x00, 0x00, 0x02, 0x00, // mov rbx, 0x20000
+            0xdb, 0xe3, // fninit
+            0xd9, 0xe8, // fld1
+            0xd9, 0xee, // fldz
+            0xd9, 0xeb, // fldpi
+            0xd9, 0x33, // fnstenv [rbx]
+            0xf4, // hlt
+        ];
+        let m = run(&code);
+        assert_eq!(top_of(&m), 5);
+        assert_eq!(m.cpu.regs.fpu.ftw, 0xe0);
+        assert_eq!(st_phys(&m, 7), 0x3fff_8000_0000_0000_0000);
+        assert_eq!(st_phys(&m, 6), 0);
+        assert_eq!(st_phys(&m, 5), 0x4000_c90f_daa2_2168_c235);
+        // Full tag word: R7 valid (00), R6 zero (01), R5 valid, the rest
+        // empty (11); FSTENV's 28-byte protected-mode layout.
+        let mut b = [0u8; 28];
+        m.mem.read(DATA, &mut b).unwrap();
+        let d = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+        assert_eq!(d(0), 0xffff_037f);
+        assert_eq!(d(4), 0xffff_0000 | (5 << 11));
+        assert_eq!(d(8), 0xffff_0000 | 0x13ff);
+        assert_eq!(d(12) as u64, CODE + 7 + 2 + 2 + 2, "FIP: the FLDPI");
+        assert_eq!(d(16), 0, "FCS and FOP");
+        assert_eq!(d(20), 0, "FDP");
+        assert_eq!(d(24), 0xffff_0000);
+    }
+
+    #[test]
+    fn constants_follow_the_rounding_control() {
+        for (fcw, pi, l2t) in [(0x037f, 0xc235u16, 0x8afeu16), (0x077f, 0xc234, 0x8afe), (0x0b7f, 0xc235, 0x8aff)] {
+            let code = [
+                0x48, 0xc7, 0xc3, 0x00, 0x00, 0x02, 0x00, // mov rbx, 0x20000
+                0xd9, 0x2b, // fldcw [rbx]
+                0xd9, 0xeb, // fldpi
+                0xd9, 0xe9, // fldl2t
+                0xf4, // hlt
+            ];
+            let mut m = Machine::long64(&code);
+            m.mem.write_u32(DATA, fcw).unwrap();
+            m.run_to_hlt();
+            assert_eq!(st_phys(&m, 7) as u16, pi, "fcw {fcw:#x}");
+            assert_eq!(st_phys(&m, 6) as u16, l2t, "fcw {fcw:#x}");
+        }
+    }
+
+    #[test]
+    fn fist_rounds_by_the_control_word() {
+        let code = [
+            0x48, 0xc7, 0xc3, 0x00, 0x00, 0x02, 0x00, // mov rbx, 0x20000
+            0xdd, 0x03, // fld qword ptr [rbx]
+            0xdb, 0x53, 0x10, // fist dword ptr [rbx+16]
+            0xd9, 0x6b, 0x08, // fldcw word ptr [rbx+8]
+            0xdb, 0x53, 0x14, // fist dword ptr [rbx+20]
+            0xd9, 0x6b, 0x0a, // fldcw word ptr [rbx+10]
+            0xd9, 0xe0, // fchs
+            0xdf, 0x5b, 0x18, // fistp word ptr [rbx+24]
+            0xdd, 0x43, 0x20, // fld qword ptr [rbx+32]
+            0xdb, 0x5b, 0x1c, // fistp dword ptr [rbx+28]
+            0xdf, 0xe0, // fnstsw ax
+            0xf4, // hlt
+        ];
+        let mut m = Machine::long64(&code);
+        m.mem.write_u64(DATA, 2.5f64.to_bits()).unwrap();
+        m.mem.write_u32(DATA + 8, 0x077f_0b7f).unwrap();
+        m.mem.write_u64(DATA + 32, 1e10f64.to_bits()).unwrap();
+        m.run_to_hlt();
+        assert_eq!(m.mem.read_u32(DATA + 16).unwrap(), 2, "to nearest even");
+        assert_eq!(m.mem.read_u32(DATA + 20).unwrap(), 3, "up");
+        assert_eq!(m.mem.read_u32(DATA + 24).unwrap() & 0xffff, 0xfffd, "-2.5 down");
+        assert_eq!(m.mem.read_u32(DATA + 28).unwrap(), 0x8000_0000, "indefinite");
+        assert_eq!(m.gpr(0) & 0x3f, 0x21, "IE and PE");
+        assert_eq!(m.cpu.regs.fpu.ftw, 0);
+    }
+
+    #[test]
+    fn comparisons_set_condition_codes_and_eflags() {
+        let code = [
+            0x48, 0xc7, 0xc3, 0x00, 0x00, 0x02, 0x00, // mov rbx, 0x20000
+            0xdd, 0x03, // fld qword ptr [rbx]
+            0xdd, 0x43, 0x08, // fld qword ptr [rbx+8]
+            0xdb, 0xf1, // fcomi st, st(1)
+            0x9c, // pushfq
+            0x41, 0x58, // pop r8
+            0xd8, 0xd1, // fcom st(1)
+            0xdf, 0xe0, // fnstsw ax
+            0x49, 0x89, 0xc1, // mov r9, rax
+            0xd9, 0xc9, // fxch st(1)
+            0xdd, 0xe1, // fucom st(1)
+            0xdf, 0xe0, // fnstsw ax
+            0x49, 0x89, 0xc2, // mov r10, rax
+            0xdd, 0x43, 0x10, // fld qword ptr [rbx+16]
+            0xdf, 0xe9, // fucomip st, st(1)
+            0x9c, // pushfq
+            0x41, 0x5b, // pop r11
+            0xdf, 0xe0, // fnstsw ax
+            0x49, 0x89, 0xc4, // mov r12, rax
+            0xdd, 0x43, 0x10, // fld qword ptr [rbx+16]
+            0xdf, 0xf1, // fcomip st, st(1)
+            0xdf, 0xe0, // fnstsw ax
+            0x49, 0x89, 0xc5, // mov r13, rax
+            0xd9, 0xe4, // ftst
+            0xdf, 0xe0, // fnstsw ax
+            0x49, 0x89, 0xc6, // mov r14, rax
+            0xf4, // hlt
+        ];
+        let mut m = Machine::long64(&code);
+        m.mem.write_u64(DATA, 1.0f64.to_bits()).unwrap();
+        m.mem.write_u64(DATA + 8, 2.0f64.to_bits()).unwrap();
+        m.mem.write_u64(DATA + 16, f64::NAN.to_bits()).unwrap();
+        m.run_to_hlt();
+        let (c0, c2, c3) = (0x100, 0x400, 0x4000);
+        assert_eq!(m.gpr(8) & 0x8d5, 0, "2 > 1: ZF = PF = CF = 0, OF/SF/AF clear");
+        assert_eq!(m.gpr(9) & (c0 | c2 | c3), 0, "FCOM: greater");
+        assert_eq!(m.gpr(10) & (c0 | c2 | c3), c0, "FUCOM: less");
+        assert_eq!(m.gpr(11) & 0x8d5, 0x45, "unordered: ZF PF CF");
+        assert_eq!(m.gpr(12) & 1, 0, "FUCOMIP does not signal on a QNaN");
+        assert_eq!(m.gpr(13) & 1, 1, "FCOMIP does");
+        assert_eq!(m.gpr(14) & (c0 | c2 | c3), 0, "FTST: 1.0 > 0");
+        assert_eq!(top_of(&m), 6);
+    }
+
+    #[test]
+    fn fxam_classifies() {
+        let code = [
+            0x48, 0xc7, 0xc3, 0x00, 0x00, 0x02, 0x00, // mov rbx, 0x20000
+            0xd9, 0xee, // fldz
+            0xd9, 0xe5, // fxam
+            0xdf, 0xe0, // fnstsw ax
+            0x49, 0x89, 0xc0, // mov r8, rax
+            0xd9, 0xe8, // fld1
+            0xd9, 0xe0, // fchs
+            0xd9, 0xe5, // fxam
+            0xdf, 0xe0, // fnstsw ax
+            0x49, 0x89, 0xc1, // mov r9, rax
+            0xdd, 0x03, // fld qword ptr [rbx]
+            0xd9, 0xe5, // fxam
+            0xdf, 0xe0, // fnstsw ax
+            0x49, 0x89, 0xc2, // mov r10, rax
+            0xdd, 0xc0, // ffree st(0)
+            0xd9, 0xe5, // fxam
+            0xdf, 0xe0, // fnstsw ax
+            0x49, 0x89, 0xc3, // mov r11, rax
+            0xdd, 0x43, 0x08, // fld qword ptr [rbx+8]
+            0xd9, 0xe5, // fxam
+            0xdf, 0xe0, // fnstsw ax
+            0x49, 0x89, 0xc4, // mov r12, rax
+            0xf4, // hlt
+        ];
+        let mut m = Machine::long64(&code);
+        m.mem.write_u64(DATA, f64::NAN.to_bits()).unwrap();
+        m.mem.write_u64(DATA + 8, f64::NEG_INFINITY.to_bits()).unwrap();
+        m.run_to_hlt();
+        let cc = |r: usize| m.gpr(r) & 0x4700;
+        assert_eq!(cc(8), 0x4000, "zero");
+        assert_eq!(cc(9), 0x0600, "negative normal");
+        assert_eq!(cc(10), 0x0100, "NaN");
+        assert_eq!(cc(11) & 0x4500, 0x4100, "empty");
+        assert_eq!(cc(12), 0x0700, "negative infinity");
+    }
+
+    #[test]
+    fn unary_and_special_operations() {
+        let code = [
+            0x48, 0xc7, 0xc3, 0x00, 0x00, 0x02, 0x00, // mov rbx, 0x20000
+            0xdb, 0x03, // fild dword ptr [rbx]
+            0xd9, 0xfa, // fsqrt
+            0xdb, 0x7b, 0x10, // fstp tbyte ptr [rbx+16]
+            0xdd, 0x43, 0x08, // fld qword ptr [rbx+8]
+            0xd9, 0xfc, // frndint
+            0xdb, 0x7b, 0x20, // fstp tbyte ptr [rbx+32]
+            0xdd, 0x43, 0x08, // fld qword ptr [rbx+8]
+            0xd9, 0xe1, // fabs
+            0xd9, 0xe0, // fchs
+            0xdb, 0x7b, 0x30, // fstp tbyte ptr [rbx+48]
+            0xdb, 0x43, 0x04, // fild dword ptr [rbx+4]
+            0xdb, 0x03, // fild dword ptr [rbx]
+            0xd9, 0xfd, // fscale
+            0xd9, 0xf4, // fxtract
+            0xdb, 0x7b, 0x40, // fstp tbyte ptr [rbx+64]
+            0xdb, 0x7b, 0x50, // fstp tbyte ptr [rbx+80]
+            0xdd, 0xd8, // fstp st(0)
+            0xf4, // hlt
+        ];
+        let mut m = Machine::long64(&code);
+        m.mem.write_u32(DATA, 2).unwrap();
+        m.mem.write_u32(DATA + 4, 3).unwrap();
+        m.mem.write_u64(DATA + 8, 2.5f64.to_bits()).unwrap();
+        m.run_to_hlt();
+        assert_eq!(read80(&m, DATA + 16), 0x3fff_b504_f333_f9de_6484, "sqrt 2");
+        assert_eq!(read80(&m, DATA + 32), 0x4000_8000_0000_0000_0000, "rint 2.5 = 2");
+        assert_eq!(read80(&m, DATA + 48), 0xc000_a000_0000_0000_0000, "-|2.5|");
+        // 2 * 2^3 = 16 = 1.0 * 2^4: FXTRACT leaves the significand on top.
+        assert_eq!(read80(&m, DATA + 64), 0x3fff_8000_0000_0000_0000);
+        assert_eq!(read80(&m, DATA + 80), 0x4001_8000_0000_0000_0000, "exponent 4");
+        assert_eq!(m.cpu.regs.fpu.ftw, 0);
+    }
+
+    #[test]
+    fn partial_remainders() {
+        let code = [
+            0x48, 0xc7, 0xc3, 0x00, 0x00, 0x02, 0x00, // mov rbx, 0x20000
+            0xdd, 0x43, 0x08, // fld qword ptr [rbx+8]
+            0xdd, 0x03, // fld qword ptr [rbx]
+            0xd9, 0xf8, // fprem
+            0xdf, 0xe0, // fnstsw ax
+            0x49, 0x89, 0xc0, // mov r8, rax
+            0xdd, 0x5b, 0x10, // fstp qword ptr [rbx+16]
+            0xdd, 0x03, // fld qword ptr [rbx]
+            0xd9, 0xf5, // fprem1
+            0xdf, 0xe0, // fnstsw ax
+            0x49, 0x89, 0xc1, // mov r9, rax
+            0xdd, 0x5b, 0x18, // fstp qword ptr [rbx+24]
+            0xf4, // hlt
+        ];
+        let mut m = Machine::long64(&code);
+        m.mem.write_u64(DATA, 7.5f64.to_bits()).unwrap();
+        m.mem.write_u64(DATA + 8, 2.0f64.to_bits()).unwrap();
+        m.run_to_hlt();
+        assert_eq!(f64::from_bits(m.mem.read_u64(DATA + 16).unwrap()), 1.5);
+        assert_eq!(m.gpr(8) & 0x4700, 0x4200, "quotient 3: C3 C1");
+        assert_eq!(f64::from_bits(m.mem.read_u64(DATA + 24).unwrap()), -0.5);
+        assert_eq!(m.gpr(9) & 0x4700, 0x0100, "quotient 4: C0");
+    }
+
+    #[test]
+    fn fcmov_and_fxch() {
+        let code = [
+            0x48, 0xc7, 0xc3, 0x00, 0x00, 0x02, 0x00, // mov rbx, 0x20000
+            0xd9, 0xe8, // fld1
+            0xd9, 0xee, // fldz
+            0xf9, // stc
+            0xdb, 0xc1, // fcmovnb st, st(1)
+            0xdd, 0x13, // fst qword ptr [rbx]
+            0xda, 0xc1, // fcmovb st, st(1)
+            0xdd, 0x53, 0x08, // fst qword ptr [rbx+8]
+            0xd9, 0xee, // fldz
+            0xd9, 0xc9, // fxch st(1)
+            0xdd, 0x5b, 0x10, // fstp qword ptr [rbx+16]
+            0xf4, // hlt
+        ];
+        let m = run(&code);
+        assert_eq!(m.mem.read_u64(DATA).unwrap(), 0, "not below: ST(0) kept");
+        assert_eq!(f64::from_bits(m.mem.read_u64(DATA + 8).unwrap()), 1.0, "below: ST(1) moved");
+        assert_eq!(f64::from_bits(m.mem.read_u64(DATA + 16).unwrap()), 1.0, "exchanged");
+        assert_eq!(st_phys(&m, 6), 0, "the zero went to ST(1), now ST(0)");
+    }
+
+    #[test]
+    fn stack_overflow_and_underflow_are_masked_invalid_operations() {
+        let mut code = vec![0xd9, 0xe8]; // fld1
+        code.extend_from_slice(&[0xd9, 0xe8].repeat(8));
+        code.extend_from_slice(&[
+            0xdf, 0xe0, // fnstsw ax
+            0x49, 0x89, 0xc0, // mov r8, rax
+            0xdb, 0xe3, // fninit
+            0xd9, 0xe8, // fld1
+            0xd8, 0xc1, // fadd st, st(1)
+            0xdf, 0xe0, // fnstsw ax
+            0xf4, // hlt
+        ]);
+        let m = run(&code);
+        // The ninth push: IE, SF, C1 (overflow); the pushed value is the
+        // indefinite.
+        assert_eq!(m.gpr(8) & 0x2ff, 0x241);
+        // Adding an empty register: IE, SF, C1 clear (underflow).
+        assert_eq!(m.gpr(0) & 0x2ff, 0x41);
+        assert_eq!(st_phys(&m, 7), F80.indefinite());
+    }
+
+    #[test]
+    fn control_word_status_word_and_init() {
+        let code = [
+            0x48, 0xc7, 0xc3, 0x00, 0x00, 0x02, 0x00, // mov rbx, 0x20000
+            0xd9, 0x2b, // fldcw word ptr [rbx]
+            0xd9, 0x7b, 0x02, // fnstcw word ptr [rbx+2]
+            0xd9, 0xe8, // fld1
+            0xd9, 0xee, // fldz
+            0xde, 0xf9, // fdivp st(1), st
+            0xdd, 0x7b, 0x04, // fnstsw word ptr [rbx+4]
+            0xdb, 0xe2, // fnclex
+            0xdd, 0x7b, 0x06, // fnstsw word ptr [rbx+6]
+            0xdb, 0xe3, // fninit
+            0xd9, 0x7b, 0x08, // fnstcw word ptr [rbx+8]
+            0xdd, 0x7b, 0x0a, // fnstsw word ptr [rbx+10]
+            0xf4, // hlt
+        ];
+        let mut m = Machine::long64(&code);
+        m.mem.write_u32(DATA, 0xffff).unwrap();
+        m.run_to_hlt();
+        let w = |o: u64| m.mem.read_u32(DATA + o).unwrap() as u16;
+        assert_eq!(w(2), 0x1f7f, "reserved bits of FCW");
+        // 1/0 with ZE masked: the flag, an infinity, TOP = 7.
+        assert_eq!(w(4), (7 << 11) | 0x04);
+        assert_eq!(st_phys(&m, 7), F80.inf(false), "FNINIT leaves the registers alone");
+        assert_eq!(w(6), 7 << 11, "FNCLEX");
+        assert_eq!(w(8), 0x037f);
+        assert_eq!(w(10), 0);
+        assert_eq!(m.cpu.regs.fpu.ftw, 0);
+    }
+
+    #[test]
+    fn fnsave_frstor_round_trip_and_16bit_environment() {
+        let code = [
+            0x48, 0xc7, 0xc3, 0x00, 0x00, 0x02, 0x00, // mov rbx, 0x20000
+            0xd9, 0xe8, // fld1
+            0xd9, 0xeb, // fldpi
+            0xdd, 0x33, // fnsave [rbx]
+            0xd9, 0xbb, 0xc8, 0x00, 0x00, 0x00, // fnstcw word ptr [rbx+200]
+            0xdd, 0x23, // frstor [rbx]
+            0x66, 0xd9, 0xb3, 0x80, 0x00, 0x00, 0x00, // data16 fnstenv [rbx+128]
+            0xf4, // hlt
+        ];
+        let m = run(&code);
+        let mut b = [0u8; 108];
+        m.mem.read(DATA, &mut b).unwrap();
+        let st0 = u128::from_le_bytes({
+            let mut s = [0u8; 16];
+            s[..10].copy_from_slice(&b[28..38]);
+            s
+        });
+        assert_eq!(st0, 0x4000_c90f_daa2_2168_c235, "ST(0) first");
+        assert_eq!(&b[38..48], &0x3fff_8000_0000_0000_0000u128.to_le_bytes()[..10]);
+        assert_eq!(m.mem.read_u32(DATA + 200).unwrap() as u16, 0x037f, "FNSAVE reinitializes");
+        assert_eq!(top_of(&m), 6);
+        assert_eq!(m.cpu.regs.fpu.ftw, 0xc0);
+        assert_eq!(st_phys(&m, 6), 0x4000_c90f_daa2_2168_c235);
+        // 14-byte protected-mode environment: FCW FSW FTW FIP FCS FDP FDS.
+        let mut e = [0u8; 14];
+        m.mem.read(DATA + 128, &mut e).unwrap();
+        let w = |i: usize| u16::from_le_bytes([e[i], e[i + 1]]);
+        assert_eq!([w(0), w(2), w(4)], [0x037f, 6 << 11, 0x0fff]);
+        assert_eq!(u64::from(w(6)), (CODE + 7 + 2) & 0xffff, "FIP: the FLDPI");
+    }
+
+    #[test]
+    fn real_mode_environment_layout() {
+        let code = [
+            0xb8, 0x00, 0x20, // mov ax, 0x2000
+            0x8e, 0xd8, // mov ds, ax
+            0xdb, 0xe3, // fninit
+            0xd9, 0xe8, // fld1
+            0xd9, 0x36, 0x00, 0x00, // fnstenv [0]
+            0x66, 0xd9, 0x36, 0x20, 0x00, // data32 fnstenv [0x20]
+            0xf4, // hlt
+        ];
+        let mut m = Machine::real16(&code);
+        m.run_to_hlt();
+        let mut e = [0u8; 14];
+        m.mem.read(DATA, &mut e).unwrap();
+        let w = |i: usize| u16::from_le_bytes([e[i], e[i + 1]]);
+        // FIP is split: bits 15:0 at 6, bits 19:16 with FOP at 8.
+        assert_eq!([w(0), w(2), w(4), w(6), w(8)], [0x037f, 7 << 11, 0x3fff, 3 + 2 + 2, 0]);
+        let mut e = [0u8; 28];
+        m.mem.read(DATA + 0x20, &mut e).unwrap();
+        let d = |i: usize| u32::from_le_bytes(e[i..i + 4].try_into().unwrap());
+        assert_eq!([d(0), d(4), d(8), d(12), d(16)], [0xffff_037f, 0xffff_3800, 0xffff_3fff, 0xffff_0007, 0]);
+    }
+
+    #[test]
+    fn fldenv_loads_and_reports_pending_exceptions() {
+        // An environment whose FSW has ZE set and whose FCW unmasks it: the
+        // next waiting instruction raises #MF.
+        let code = [
+            0x48, 0xc7, 0xc3, 0x00, 0x00, 0x02, 0x00, // mov rbx, 0x20000
+            0xd9, 0x23, // fldenv [rbx]
+            0xdf, 0xe0, // fnstsw ax
+            0xd9, 0xe8, // fld1
+            0xf4, // hlt
+        ];
+        let mut m = Machine::long64(&code);
+        m.mem.write_u32(DATA, 0x037b).unwrap();
+        m.mem.write_u32(DATA + 4, 0x0004).unwrap();
+        m.mem.write_u32(DATA + 8, 0xffff).unwrap();
+        let (v, _, rip) = expect_fault(&mut m);
+        assert_eq!((v, rip), (x86::vector::MF, CODE + 7 + 2 + 2));
+        assert_eq!(m.gpr(0) & 0xffff, 0x8084, "B, ES, ZE");
+    }
+
+    #[test]
+    fn unmasked_exception_is_reported_by_the_next_waiting_instruction() {
+        let code = [
+            0x48, 0xc7, 0xc3, 0x00, 0x00, 0x02, 0x00, // mov rbx, 0x20000
+            0xd9, 0x2b, // fldcw [rbx]
+            0xd9, 0xe8, // fld1
+            0xd9, 0xee, // fldz
+            0xde, 0xf9, // fdivp st(1), st
+            0xdf, 0xe0, // fnstsw ax
+            0xd9, 0xe8, // fld1
+            0xf4, // hlt
+        ];
+        let mut m = Machine::long64(&code);
+        m.mem.write_u32(DATA, 0x037b).unwrap();
+        let (v, _, rip) = expect_fault(&mut m);
+        assert_eq!((v, rip), (x86::vector::MF, CODE + 7 + 2 + 2 + 2 + 2 + 2));
+        // The division did not happen: nothing popped, ST(1) still 1.
+        assert_eq!(m.gpr(0) & 0xffff, 0x8084 | (6 << 11));
+        assert_eq!(top_of(&m), 6);
+        assert_eq!(st_phys(&m, 7), 0x3fff_8000_0000_0000_0000);
+    }
+
+    #[test]
+    fn fwait_and_fnclex_with_a_pending_exception() {
+        let code = [
+            0xdb, 0xe2, // fnclex
+            0x9b, // fwait
+            0xf4, // hlt
+        ];
+        let mut m = Machine::long64(&code);
+        m.cpu.regs.fpu.fsw = 0x8081;
+        m.run_to_hlt();
+        assert_eq!(m.cpu.regs.fpu.fsw, 0);
+        let mut m = Machine::long64(&[0x9b, 0xf4]); // fwait; hlt
+        m.cpu.regs.fpu.fsw = 0x8081;
+        assert_eq!(expect_fault(&mut m).0, x86::vector::MF);
+    }
+
+    #[test]
+    fn device_not_available_rules() {
+        use x86::Cr0;
+        // fld1 ; hlt
+        let fld1 = [0xd9, 0xe8, 0xf4];
+        let fwait = [0x9b, 0xf4];
+        for (code, cr0, fault) in [
+            (&fld1[..], Cr0::EM, true),
+            (&fld1[..], Cr0::TS, true),
+            (&fwait[..], Cr0::TS, false),
+            (&fwait[..], Cr0::EM, false),
+            (&fwait[..], Cr0::TS | Cr0::MP, true),
+        ] {
+            let mut m = Machine::long64(code);
+            m.cpu.regs.cr0 |= cr0.bits();
+            if fault {
+                assert_eq!(expect_fault(&mut m), (x86::vector::NM, None, CODE), "{code:x?} {cr0:?}");
+            } else {
+                m.run_to_hlt();
+            }
+        }
+    }
+
+    /// A recognizable x87/SSE state.
+    fn sample_state(m: &mut Machine) {
+        let f = &mut m.cpu.regs.fpu;
+        f.fcw = 0x027f;
+        f.fsw = (6 << 11) | 0x20;
+        f.ftw = 0xc0;
+        f.fop = 0x123;
+        f.fip = 0x1122_3344_5566_7788;
+        f.fdp = 0x99aa_bbcc_ddee_ff00;
+        write_phys(f, 6, 0x4000_c90f_daa2_2168_c235);
+        write_phys(f, 7, 0x3fff_8000_0000_0000_0000);
+        f.mxcsr = 0x1fa0;
+        for (i, x) in f.xmm.iter_mut().enumerate() {
+            *x = 0x0101_0101_0101_0101_0101_0101_0101_0101 * (i as u128 + 1);
+        }
+    }
+
+    fn fill(m: &mut Machine, len: usize) {
+        m.mem.write(DATA, &vec![0xaa; len]).unwrap();
+    }
+
+    fn image(m: &Machine, len: usize) -> Vec<u8> {
+        let mut b = vec![0; len];
+        m.mem.read(DATA, &mut b).unwrap();
+        b
+    }
+
+    #[test]
+    fn fxsave_layout() {
+        let code = [
+            0x48, 0xc7, 0xc3, 0x00, 0x00, 0x02, 0x00, // mov rbx, 0x20000
+            0x0f, 0xae, 0x03, // fxsave [rbx]
+            0x48, 0x0f, 0xae, 0x83, 0x00, 0x02, 0x00, 0x00, // fxsave64 [rbx+512]
+            0xf4, // hlt
+        ];
+        let mut m = Machine::long64(&code);
+        sample_state(&mut m);
+        fill(&mut m, 1024);
+        m.run_to_hlt();
+        let b = image(&m, 1024);
+        let mut want = [0u8; 32];
+        want[0..2].copy_from_slice(&0x027fu16.to_le_bytes());
+        want[2..4].copy_from_slice(&((6u16 << 11) | 0x20).to_le_bytes());
+        want[4] = 0xc0;
+        want[6..8].copy_from_slice(&0x123u16.to_le_bytes());
+        want[8..12].copy_from_slice(&0x5566_7788u32.to_le_bytes());
+        want[16..20].copy_from_slice(&0xddee_ff00u32.to_le_bytes());
+        want[24..28].copy_from_slice(&0x1fa0u32.to_le_bytes());
+        want[28..32].copy_from_slice(&0xffffu32.to_le_bytes());
+        assert_eq!(&b[..32], &want);
+        // ST(0) = R6 (TOP = 6), each in a 16-byte slot.
+        let mut st = [0u8; 128];
+        st[..16].copy_from_slice(&0x4000_c90f_daa2_2168_c235u128.to_le_bytes());
+        st[16..32].copy_from_slice(&0x3fff_8000_0000_0000_0000u128.to_le_bytes());
+        assert_eq!(&b[32..160], &st);
+        for i in 0..16 {
+            let x = 0x0101_0101_0101_0101_0101_0101_0101_0101u128 * (i as u128 + 1);
+            assert_eq!(&b[160 + 16 * i..176 + 16 * i], &x.to_le_bytes(), "XMM{i}");
+        }
+        assert!(b[416..512].iter().all(|&x| x == 0xaa), "reserved and available bytes untouched");
+        // FXSAVE64: 64-bit FIP and FDP.
+        assert_eq!(&b[512 + 8..512 + 16], &0x1122_3344_5566_7788u64.to_le_bytes());
+        assert_eq!(&b[512 + 16..512 + 24], &0x99aa_bbcc_ddee_ff00u64.to_le_bytes());
+        assert_eq!(&b[512 + 24..1024 - 96], &b[24..512 - 96]);
+    }
+
+    #[test]
+    fn fxrstor_round_trip_and_faults() {
+        let code = [
+            0x48, 0xc7, 0xc3, 0x00, 0x00, 0x02, 0x00, // mov rbx, 0x20000
+            0x48, 0x0f, 0xae, 0x03, // fxsave64 [rbx]
+            0xdb, 0xe3, // fninit
+            0x66, 0x0f, 0xef, 0xdb, // pxor xmm3, xmm3
+            0x0f, 0xae, 0x93, 0x18, 0x02, 0x00, 0x00, // ldmxcsr [rbx+24+512]
+            0x48, 0x0f, 0xae, 0x0b, // fxrstor64 [rbx]
+            0xf4, // hlt
+        ];
+        let mut m = Machine::long64(&code);
+        sample_state(&mut m);
+        m.mem.write_u32(DATA + 536, 0x1f80).unwrap();
+        let before = m.cpu.regs.fpu.clone();
+        m.run_to_hlt();
+        let after = &m.cpu.regs.fpu;
+        assert_eq!(
+            (after.fcw, after.fsw, after.ftw, after.fop, after.fip, after.fdp, after.mxcsr),
+            (before.fcw, before.fsw, before.ftw, before.fop, before.fip, before.fdp, before.mxcsr)
+        );
+        assert_eq!(after.st, before.st);
+        assert_eq!(after.xmm, before.xmm);
+
+        // Reserved MXCSR bits in the image: #GP(0), nothing loaded.
+        let code = [
+            0x48, 0xc7, 0xc3, 0x00, 0x00, 0x02, 0x00, // mov rbx, 0x20000
+            0x0f, 0xae, 0x0b, // fxrstor [rbx]
+            0xf4, // hlt
+        ];
+        let mut m = Machine::long64(&code);
+        m.mem.write_u32(DATA + 24, 0x1_1f80).unwrap();
+        assert_eq!(expect_fault(&mut m), (x86::vector::GP, Some(0), CODE + 7));
+        assert_eq!(m.cpu.regs.fpu.mxcsr, 0x1f80);
+        // Misaligned area: #GP(0).
+        let code = [
+            0x48, 0xc7, 0xc3, 0x08, 0x00, 0x02, 0x00, // mov rbx, 0x20008
+            0x0f, 0xae, 0x03, // fxsave [rbx]
+            0xf4, // hlt
+        ];
+        let mut m = Machine::long64(&code);
+        assert_eq!(expect_fault(&mut m), (x86::vector::GP, Some(0), CODE + 7));
+        // CR0.TS: #NM.
+        let mut m = Machine::long64(&code);
+        m.cpu.regs.cr0 |= x86::Cr0::TS.bits();
+        assert_eq!(expect_fault(&mut m).0, x86::vector::NM);
+    }
+
+    #[test]
+    fn fxsave_outside_64bit_mode_saves_eight_xmm_registers() {
+        let code = [
+            0xbb, 0x00, 0x00, 0x02, 0x00, // mov ebx, 0x20000
+            0x0f, 0xae, 0x03, // fxsave [ebx]
+            0xf4, // hlt
+        ];
+        let mut m = Machine::prot32(&code);
+        sample_state(&mut m);
+        fill(&mut m, 512);
+        m.run_to_hlt();
+        let b = image(&m, 512);
+        assert_eq!(&b[160..176], &0x0101_0101_0101_0101_0101_0101_0101_0101u128.to_le_bytes());
+        assert!(b[288..512].iter().all(|&x| x == 0xaa));
+    }
+
+    fn xsave_machine(code: &[u8]) -> Machine {
+        let mut m = Machine::long64(code);
+        m.cpu.regs.cr4 |= x86::Cr4::OSXSAVE.bits();
+        m.cpu.regs.xcr0 = 3;
+        m
+    }
+
+    #[test]
+    fn xsave_partial_masks_and_xstate_bv() {
+        let code = [
+            0x48, 0xc7, 0xc3, 0x00, 0x00, 0x02, 0x00, // mov rbx, 0x20000
+            0xb8, 0x01, 0x00, 0x00, 0x00, // mov eax, 1
+            0x31, 0xd2, // xor edx, edx
+            0x0f, 0xae, 0x23, // xsave [rbx]
+            0xb8, 0x02, 0x00, 0x00, 0x00, // mov eax, 2
+            0x48, 0x0f, 0xae, 0xa3, 0x00, 0x04, 0x00, 0x00, // xsave64 [rbx+0x400]
+            0xf4, // hlt
+        ];
+        let mut m = xsave_machine(&code);
+        sample_state(&mut m);
+        fill(&mut m, 0x800);
+        // XSTATE_BV of the first area has the SSE bit set, which an x87-only
+        // XSAVE leaves alone; the rest of the header is not written.
+        m.mem.write_u64(DATA + 512, 2).unwrap();
+        m.mem.write_u64(DATA + 0x400 + 512, 0).unwrap();
+        m.run_to_hlt();
+        let b = image(&m, 0x800);
+        let q = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+        assert_eq!(q(512), 3);
+        assert!(b[520..576].iter().all(|&x| x == 0xaa));
+        assert_eq!(&b[0..2], &0x027fu16.to_le_bytes());
+        assert!(b[24..32].iter().all(|&x| x == 0xaa), "MXCSR is SSE state");
+        assert!(b[160..416].iter().all(|&x| x == 0xaa), "no XMM registers");
+        assert_eq!(&b[32..42], &0x4000_c90f_daa2_2168_c235u128.to_le_bytes()[..10]);
+        // SSE only: MXCSR, MXCSR_MASK and XMM0-15.
+        let a = 0x400;
+        assert_eq!(q(a + 512), 2);
+        assert!(b[a..a + 24].iter().all(|&x| x == 0xaa), "no x87 state");
+        assert_eq!(q(a + 24), 0xffff_0000_1fa0);
+        assert_eq!(&b[a + 160..a + 176], &0x0101_0101_0101_0101_0101_0101_0101_0101u128.to_le_bytes());
+        assert!(b[a + 416..a + 512].iter().all(|&x| x == 0xaa));
+    }
+
+    #[test]
+    fn xsave_reports_components_in_their_initial_state() {
+        let code = [
+            0x48, 0xc7, 0xc3, 0x00, 0x00, 0x02, 0x00, // mov rbx, 0x20000
+            0xdb, 0xe3, // fninit
+            0xb8, 0x03, 0x00, 0x00, 0x00, // mov eax, 3
+            0x31, 0xd2, // xor edx, edx
+            0x0f, 0xae, 0x23, // xsave [rbx]
+            0xf4, // hlt
+        ];
+        let mut m = xsave_machine(&code);
+        m.mem.write_u64(DATA + 512, u64::MAX).unwrap();
+        m.run_to_hlt();
+        // x87 initialized, XMM registers zero: both bits clear; the others
+        // (not in RFBM) unchanged.
+        assert_eq!(m.mem.read_u64(DATA + 512).unwrap(), !3);
+    }
+
+    #[test]
+    fn xrstor_loads_or_initializes_by_xstate_bv() {
+        let code = [
+            0x48, 0xc7, 0xc3, 0x00, 0x00, 0x02, 0x00, // mov rbx, 0x20000
+            0xb8, 0x03, 0x00, 0x00, 0x00, // mov eax, 3
+            0x31, 0xd2, // xor edx, edx
+            0x0f, 0xae, 0x23, // xsave [rbx]
+            0x48, 0xc7, 0x83, 0x00, 0x02, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, // mov qword ptr [rbx+512], 2
+            0xc7, 0x43, 0x18, 0x00, 0x1f, 0x00, 0x00, // mov dword ptr [rbx+24], 0x1f00
+            0x0f, 0xae, 0x2b, // xrstor [rbx]
+            0xf4, // hlt
+        ];
+        let mut m = xsave_machine(&code);
+        sample_state(&mut m);
+        m.run_to_hlt();
+        let f = &m.cpu.regs.fpu;
+        // x87: XSTATE_BV[0] = 0, so initialized (registers zeroed too).
+        assert_eq!((f.fcw, f.fsw, f.ftw, f.fip, f.fdp), (0x037f, 0, 0, 0, 0));
+        assert_eq!(f.st, [[0; 16]; 8]);
+        // SSE: loaded, MXCSR from the image.
+        assert_eq!(f.mxcsr, 0x1f00);
+        assert_eq!(f.xmm[15], 0x1010_1010_1010_1010_1010_1010_1010_1010);
+
+        // XSTATE_BV[1] = 0 with SSE requested: XMM registers zeroed, MXCSR
+        // still loaded.
+        let code = [
+            0x48, 0xc7, 0xc3, 0x00, 0x00, 0x02, 0x00, // mov rbx, 0x20000
+            0xb8, 0x02, 0x00, 0x00, 0x00, // mov eax, 2
+            0x31, 0xd2, // xor edx, edx
+            0x0f, 0xae, 0x2b, // xrstor [rbx]
+            0xf4, // hlt
+        ];
+        let mut m = xsave_machine(&code);
+        sample_state(&mut m);
+        m.mem.write_u32(DATA + 24, 0x1f81).unwrap();
+        m.run_to_hlt();
+        let f = &m.cpu.regs.fpu;
+        assert_eq!(f.xmm, [0; 16]);
+        assert_eq!(f.mxcsr, 0x1f81);
+        assert_eq!(f.fcw, 0x027f, "x87 not requested");
+    }
+
+    #[test]
+    fn xrstor_header_and_alignment_faults() {
+        let code = [
+            0x48, 0xc7, 0xc3, 0x00, 0x00, 0x02, 0x00, // mov rbx, 0x20000
+            0xb8, 0x03, 0x00, 0x00, 0x00, // mov eax, 3
+            0x31, 0xd2, // xor edx, edx
+            0x0f, 0xae, 0x2b, // xrstor [rbx]
+            0xf4, // hlt
+        ];
+        let at = CODE + 7 + 5 + 2;
+        for (off, v) in [(512u64, 4u64), (520, 1 << 63), (520, 1), (528, 1), (24, 0x1_0000)] {
+            let mut m = xsave_machine(&code);
+            m.mem.write_u32(DATA + 24, 0x1f80).unwrap();
+            m.mem.write_u64(DATA + off, v).unwrap();
+            assert_eq!(expect_fault(&mut m), (x86::vector::GP, Some(0), at), "byte {off}: {v:#x}");
+        }
+        // Bytes 24-63 of the header are not checked.
+        let mut m = xsave_machine(&code);
+        m.mem.write_u32(DATA + 24, 0x1f80).unwrap();
+        m.mem.write_u64(DATA + 536, 7).unwrap();
+        m.run_to_hlt();
+        // 16-byte but not 64-byte alignment.
+        let mut m = xsave_machine(&code);
+        m.cpu.regs.gpr[3] = DATA + 16;
+        m.mem.write(CODE, &[0x90; 7]).unwrap();
+        assert_eq!(expect_fault(&mut m), (x86::vector::GP, Some(0), at));
+    }
+
+    #[test]
+    fn xsave_family_availability() {
+        // xsave [rbx] ; hlt
+        let xsave = [0x0f, 0xae, 0x23, 0xf4];
+        let mut m = Machine::long64(&xsave);
+        m.cpu.regs.gpr[3] = DATA;
+        assert_eq!(expect_fault(&mut m).0, x86::vector::UD, "CR4.OSXSAVE clear");
+        let mut m = xsave_machine(&xsave);
+        m.cpu.regs.gpr[3] = DATA;
+        m.cpu.regs.cr0 |= x86::Cr0::TS.bits();
+        assert_eq!(expect_fault(&mut m).0, x86::vector::NM);
+        // Without the CPUID bit.
+        let mut m = xsave_machine(&xsave);
+        m.cpu.regs.gpr[3] = DATA;
+        let mut r = m.cpu.cpuid.raw(1, 0);
+        r[2] &= !(1 << 26);
+        m.cpu.cpuid.set(crate::cpuid::CpuidEntry { leaf: 1, subleaf: None, regs: r });
+        assert_eq!(expect_fault(&mut m).0, x86::vector::UD);
+    }
+
+    #[test]
+    fn xgetbv_and_xsetbv() {
+        let code = [
+            0x31, 0xc9, // xor ecx, ecx
+            0x0f, 0x01, 0xd0, // xgetbv
+            0x49, 0x89, 0xc0, // mov r8, rax
+            0xb8, 0x01, 0x00, 0x00, 0x00, // mov eax, 1
+            0x31, 0xd2, // xor edx, edx
+            0x0f, 0x01, 0xd1, // xsetbv
+            0x0f, 0x01, 0xd0, // xgetbv
+            0x49, 0x89, 0xc1, // mov r9, rax
+            0xf4, // hlt
+        ];
+        let mut m = xsave_machine(&code);
+        m.run_to_hlt();
+        assert_eq!((m.gpr(8), m.gpr(9), m.cpu.regs.xcr0), (3, 1, 1));
+
+        // mov ecx, n ; mov eax, v ; xor edx, edx ; xsetbv (or xgetbv) ; hlt
+        let attempt = |ecx: u8, eax: u8, get: bool, user: bool| {
+            let op = if get { 0xd0 } else { 0xd1 };
+            let code = [0xb9, ecx, 0, 0, 0, 0xb8, eax, 0, 0, 0, 0x31, 0xd2, 0x0f, 0x01, op, 0xf4];
+            let mut m = xsave_machine(&code);
+            if user {
+                to_user(&mut m);
+            }
+            let f = expect_fault(&mut m);
+            assert_eq!(m.cpu.regs.xcr0, 3, "XCR0 unchanged");
+            f
+        };
+        let gp = (x86::vector::GP, Some(0), CODE + 12);
+        assert_eq!(attempt(1, 3, true, false), gp, "XGETBV ECX=1 is not advertised");
+        assert_eq!(attempt(0, 2, false, false), gp, "bit 0 must be set");
+        assert_eq!(attempt(0, 5, false, false), gp, "AVX is not supported (nor without SSE)");
+        assert_eq!(attempt(1, 3, false, false), gp, "XCR1 does not exist");
+        assert_eq!(attempt(0, 3, false, true), gp, "CPL 3");
+        // XGETBV works at CPL 3 (the HLT after it does not).
+        let code = [0x31, 0xc9, 0x0f, 0x01, 0xd0, 0xf4]; // xor ecx, ecx ; xgetbv ; hlt
+        let mut m = xsave_machine(&code);
+        to_user(&mut m);
+        assert_eq!(expect_fault(&mut m), (x86::vector::GP, Some(0), CODE + 5));
+        assert_eq!(m.gpr(0), 3);
+    }
+
+    #[test]
+    fn xcr0_validity_rules() {
+        assert!(xcr0_valid(1, 3) && xcr0_valid(3, 3) && xcr0_valid(7, 7));
+        assert!(!xcr0_valid(0, 3) && !xcr0_valid(2, 3) && !xcr0_valid(5, 7) && !xcr0_valid(4, 7));
+        assert!(!xcr0_valid(0x27, 0xff) && xcr0_valid(0xe7, 0xff) && !xcr0_valid(0xe3, 0xff));
+        assert!(!xcr0_valid(0x9, 0x1f) && xcr0_valid(0x19, 0x1f));
+    }
+
+    #[test]
+    fn xsave_with_xcr0_x87_only_ignores_the_sse_request() {
+        let code = [
+            0x48, 0xc7, 0xc3, 0x00, 0x00, 0x02, 0x00, // mov rbx, 0x20000
+            0xb8, 0x03, 0x00, 0x00, 0x00, // mov eax, 3
+            0x31, 0xd2, // xor edx, edx
+            0x0f, 0xae, 0x23, // xsave [rbx]
+            0xf4, // hlt
+        ];
+        let mut m = xsave_machine(&code);
+        m.cpu.regs.xcr0 = 1;
+        sample_state(&mut m);
+        fill(&mut m, 576);
+        m.run_to_hlt();
+        let b = image(&m, 576);
+        assert!(b[160..416].iter().all(|&x| x == 0xaa));
+        assert_eq!(u64::from_le_bytes(b[512..520].try_into().unwrap()), 0xaaaa_aaaa_aaaa_aaab);
+    }
 }

@@ -1,11 +1,13 @@
 //! SSE and SSE2 (and the MMX forms of their integer instructions), MXCSR,
 //! and the 128-bit moves compilers and C libraries emit for x86-64's
-//! baseline (SDM vol. 1, ch. 9 "Programming with Intel MMX Technology",
-//! ch. 10 "Programming with Intel Streaming SIMD Extensions (Intel SSE)",
-//! ch. 11 "Programming with Intel Streaming SIMD Extensions 2 (Intel
-//! SSE2)", 11.5 "SSE, SSE2, and SSE3 Exceptions"; vol. 3A, 2.5 "Control
-//! Registers" and 14 of table 2-2 for CR0.EM/TS and CR4.OSFXSR/OSXMMEXCPT;
-//! vol. 2, each instruction's page).
+//! baseline. Followed: SDM vol. 1, ch. 9 "Programming with Intel MMX
+//! Technology", ch. 10 "Programming with Intel Streaming SIMD Extensions
+//! (Intel SSE)" (10.2.3 "MXCSR Control and Status Register"), ch. 11
+//! "Programming with Intel Streaming SIMD Extensions 2 (Intel SSE2)"
+//! (11.5 "SSE, SSE2, and SSE3 Exceptions"), 4.9 "Overview of
+//! Floating-Point Exceptions"; vol. 3A, 2.5 "Control Registers" (the
+//! tables of actions taken for combinations of CR0.EM/MP/TS, and
+//! CR4.OSFXSR/OSXMMEXCPT); vol. 2, each instruction's page.
 //!
 //! Availability is checked as hardware does: instructions on XMM
 //! registers raise #UD when CR0.EM is set or CR4.OSFXSR is clear, then #NM
@@ -45,8 +47,8 @@ use x86::{Cr0, Cr4};
 // Availability and operands.
 
 /// SSE instructions: #UD when CR0.EM or !CR4.OSFXSR, else #NM when CR0.TS
-/// (SDM vol. 3A, table 2-3 "Action Taken for Combinations of OSFXSR,
-/// OSXMMEXCPT, SSE, SSE2, SSE3, EM, MP, and TS").
+/// (SDM vol. 3A, 2.5, the table of actions taken by SSE instructions for
+/// combinations of EM, MP and TS).
 pub(crate) fn check_sse(cpu: &Cpu) -> Result<(), Fault> {
     if cpu.regs.cr0 & Cr0::EM.bits() != 0 || cpu.regs.cr4 & Cr4::OSFXSR.bits() == 0 {
         return Err(Fault::ud());
@@ -820,7 +822,8 @@ fn cvtf2si<const DOUBLE: bool, const TRUNC: bool>(
     let mut env = Env::from_mxcsr(cpu.regs.fpu.mxcsr);
     let rc = if TRUNC { soft::RC_ZERO } else { env.rc };
     let d = insn.op0_register();
-    let v = soft::to_int(f, &mut env, x, d.size() as u32 * 8, rc);
+    let width = if d.size() == 8 { 64 } else { 32 };
+    let v = soft::to_int(f, &mut env, x, width, rc);
     commit(cpu, &env)?;
     cpu.set_reg(d, v);
     Ok(())
@@ -833,7 +836,7 @@ fn cvtf2f<const TO_DOUBLE: bool>(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instructio
     let ((from, fb), (to, tb)) = (fmt_of(!TO_DOUBLE), fmt_of(TO_DOUBLE));
     let x = u128::from(lane(src(cpu, ctx, insn, 1)?, fb, 0));
     let mut env = Env::from_mxcsr(cpu.regs.fpu.mxcsr);
-    let r = soft::convert(from, to, to.precision(), &mut env, x);
+    let r = soft::convert(from, to, to.precision(), &mut env, x, true);
     commit(cpu, &env)?;
     let d = xmm(insn.op0_register());
     cpu.regs.fpu.xmm[d] = with_lane(cpu.regs.fpu.xmm[d], tb, 0, r as u64);
@@ -854,13 +857,13 @@ fn cvt_packed(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fa
     match m {
         M::Cvtps2pd => {
             for i in 0..2 {
-                let v = soft::convert(F32, F64, 53, &mut env, u128::from(lane(s, 32, i)));
+                let v = soft::convert(F32, F64, 53, &mut env, u128::from(lane(s, 32, i)), true);
                 r = with_lane(r, 64, i, v as u64);
             }
         }
         M::Cvtpd2ps => {
             for i in 0..2 {
-                let v = soft::convert(F64, F32, 24, &mut env, u128::from(lane(s, 64, i)));
+                let v = soft::convert(F64, F32, 24, &mut env, u128::from(lane(s, 64, i)), true);
                 r = with_lane(r, 32, i, v as u64);
             }
         }
@@ -1055,4 +1058,803 @@ pub fn select(m: Mnemonic, insn: &Instruction) -> Option<Handler> {
         | M::Cvttpd2dq => cvt_packed,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! SSE/SSE2/MMX tests: raw instruction bytes (their assembly in the
+    //! comments) on a test machine. The integer tables' expected values
+    //! come from an independent model of each instruction's pseudocode;
+    //! `tests/host_sse.rs` compares with the host processor itself.
+
+    use super::*;
+    use crate::exec::fpu::tests::expect_fault;
+    use crate::testutil::{Machine, CODE, DATA};
+    use x86::vector;
+
+    const A: u128 = 0x8000_7fff_0001_ffff_807f_01ff_0010_f00f;
+    const B: u128 = 0x7fff_8000_ffff_0002_7f80_ff01_f0f0_0f0f;
+    /// A shift count.
+    const C: u128 = 5;
+
+    fn with_hlt(op: &[u8]) -> Vec<u8> {
+        let mut code = op.to_vec();
+        code.push(0xf4);
+        code
+    }
+
+    fn ps(v: [f32; 4]) -> u128 {
+        v.iter().enumerate().fold(0, |r, (i, x)| r | (u128::from(x.to_bits()) << (32 * i)))
+    }
+
+    fn pd(v: [f64; 2]) -> u128 {
+        u128::from(v[0].to_bits()) | (u128::from(v[1].to_bits()) << 64)
+    }
+
+    #[test]
+    fn integer_and_logic_ops_match_the_reference_table() {
+        let table: &[(&[u8], u128, u128)] = &[
+            (&[0x66, 0x0f, 0xef, 0xc1], B, 0xfffffffffffefffdfffffefef0e0ff00), // pxor xmm0, xmm1
+            (&[0x66, 0x0f, 0xeb, 0xc1], B, 0xfffffffffffffffffffffffff0f0ff0f), // por xmm0, xmm1
+            (&[0x66, 0x0f, 0xdb, 0xc1], B, 0x0000000000010002000001010010000f), // pand xmm0, xmm1
+            (&[0x66, 0x0f, 0xdf, 0xc1], B, 0x7fff8000fffe00007f80fe00f0e00f00), // pandn xmm0, xmm1
+            (&[0x66, 0x0f, 0xfc, 0xc1], B, 0xffffffffff00ff01ffff0000f000ff1e), // paddb xmm0, xmm1
+            (&[0x66, 0x0f, 0xfd, 0xc1], B, 0xffffffff00000001ffff0100f100ff1e), // paddw xmm0, xmm1
+            (&[0x66, 0x0f, 0xfe, 0xc1], B, 0xffffffff0001000100000100f100ff1e), // paddd xmm0, xmm1
+            (&[0x66, 0x0f, 0xd4, 0xc1], B, 0x000000000001000100000100f100ff1e), // paddq xmm0, xmm1
+            (&[0x66, 0x0f, 0xf8, 0xc1], B, 0x0101ffff0102fffd01ff02fe1020e100), // psubb xmm0, xmm1
+            (&[0x66, 0x0f, 0xf9, 0xc1], B, 0x0001ffff0002fffd00ff02fe0f20e100), // psubw xmm0, xmm1
+            (&[0x66, 0x0f, 0xfa, 0xc1], B, 0x0000ffff0002fffd00fe02fe0f20e100), // psubd xmm0, xmm1
+            (&[0x66, 0x0f, 0xfb, 0xc1], B, 0x0000fffe0002fffd00fe02fd0f20e100), // psubq xmm0, xmm1
+            (&[0x66, 0x0f, 0xec, 0xc1], B, 0xffffffffff00ff01ffff0000f000ff1e), // paddsb xmm0, xmm1
+            (&[0x66, 0x0f, 0xed, 0xc1], B, 0xffffffff00000001ffff0100f100ff1e), // paddsw xmm0, xmm1
+            (&[0x66, 0x0f, 0xe8, 0xc1], B, 0x80017fff0102fffd807f02fe1020e100), // psubsb xmm0, xmm1
+            (&[0x66, 0x0f, 0xe9, 0xc1], B, 0x80007fff0002fffd800002fe0f20e100), // psubsw xmm0, xmm1
+            (&[0x66, 0x0f, 0xdc, 0xc1], B, 0xfffffffffffffffffffffffff0ffff1e), // paddusb xmm0, xmm1
+            (&[0x66, 0x0f, 0xdd, 0xc1], B, 0xfffffffffffffffffffffffff100ff1e), // paddusw xmm0, xmm1
+            (&[0x66, 0x0f, 0xd8, 0xc1], B, 0x010000ff0000fffd010000fe0000e100), // psubusb xmm0, xmm1
+            (&[0x66, 0x0f, 0xd9, 0xc1], B, 0x000100000000fffd00ff00000000e100), // psubusw xmm0, xmm1
+            (&[0x66, 0x0f, 0x74, 0xc1], B, 0x000000000000000000000000000000ff), // pcmpeqb xmm0, xmm1
+            (&[0x66, 0x0f, 0x75, 0xc1], B, 0x00000000000000000000000000000000), // pcmpeqw xmm0, xmm1
+            (&[0x66, 0x0f, 0x76, 0xc1], B, 0x00000000000000000000000000000000), // pcmpeqd xmm0, xmm1
+            (&[0x66, 0x0f, 0x64, 0xc1], B, 0x00ffff00ffff000000ffff00ffff0000), // pcmpgtb xmm0, xmm1
+            (&[0x66, 0x0f, 0x65, 0xc1], B, 0x0000ffffffff00000000ffffffff0000), // pcmpgtw xmm0, xmm1
+            (&[0x66, 0x0f, 0x66, 0xc1], B, 0x00000000ffffffff00000000ffffffff), // pcmpgtd xmm0, xmm1
+            (&[0x66, 0x0f, 0xda, 0xc1], B, 0x7f007f00000100027f7f010100100f0f), // pminub xmm0, xmm1
+            (&[0x66, 0x0f, 0xde, 0xc1], B, 0x80ff80ffffffffff8080fffff0f0f00f), // pmaxub xmm0, xmm1
+            (&[0x66, 0x0f, 0xea, 0xc1], B, 0x80008000ffffffff807fff01f0f0f00f), // pminsw xmm0, xmm1
+            (&[0x66, 0x0f, 0xee, 0xc1], B, 0x7fff7fff000100027f8001ff00100f0f), // pmaxsw xmm0, xmm1
+            (&[0x66, 0x0f, 0xd5, 0xc1], B, 0x80008000fffffffe408002ff0f00f1e1), // pmullw xmm0, xmm1
+            (&[0x66, 0x0f, 0xe5, 0xc1], B, 0xc000c000ffffffffc07ffffeffffff0f), // pmulhw xmm0, xmm1
+            (&[0x66, 0x0f, 0xe4, 0xc1], B, 0x3fff3fff000000013fff01fd000f0e1e), // pmulhuw xmm0, xmm1
+            (&[0x66, 0x0f, 0xf4, 0xc1], B, 0x0001fffd0004fffe000ff0f01d1ef1e1), // pmuludq xmm0, xmm1
+            (&[0x66, 0x0f, 0xf5, 0xc1], B, 0x80010000fffffffdc07d437fff0f00e1), // pmaddwd xmm0, xmm1
+            (&[0x66, 0x0f, 0xe0, 0xc1], B, 0x8080808080808081808080807880800f), // pavgb xmm0, xmm1
+            (&[0x66, 0x0f, 0xe3, 0xc1], B, 0x80008000800080018000808078807f8f), // pavgw xmm0, xmm1
+            (&[0x66, 0x0f, 0xf6, 0xc1], B, 0x00000000000005f900000000000004af), // psadbw xmm0, xmm1
+            (&[0x66, 0x0f, 0x60, 0xc1], B, 0x7f80807fff0101fff000f0100ff00f0f), // punpcklbw xmm0, xmm1
+            (&[0x66, 0x0f, 0x61, 0xc1], B, 0x7f80807fff0101fff0f000100f0ff00f), // punpcklwd xmm0, xmm1
+            (&[0x66, 0x0f, 0x62, 0xc1], B, 0x7f80ff01807f01fff0f00f0f0010f00f), // punpckldq xmm0, xmm1
+            (&[0x66, 0x0f, 0x6c, 0xc1], B, 0x7f80ff01f0f00f0f807f01ff0010f00f), // punpcklqdq xmm0, xmm1
+            (&[0x66, 0x0f, 0x68, 0xc1], B, 0x7f80ff00807f00ffff00ff0100ff02ff), // punpckhbw xmm0, xmm1
+            (&[0x66, 0x0f, 0x69, 0xc1], B, 0x7fff800080007fffffff00010002ffff), // punpckhwd xmm0, xmm1
+            (&[0x66, 0x0f, 0x6a, 0xc1], B, 0x7fff800080007fffffff00020001ffff), // punpckhdq xmm0, xmm1
+            (&[0x66, 0x0f, 0x6d, 0xc1], B, 0x7fff8000ffff000280007fff0001ffff), // punpckhqdq xmm0, xmm1
+            (&[0x0f, 0x14, 0xc1], B, 0x7f80ff01807f01fff0f00f0f0010f00f),       // unpcklps xmm0, xmm1
+            (&[0x0f, 0x15, 0xc1], B, 0x7fff800080007fffffff00020001ffff),       // unpckhps xmm0, xmm1
+            (&[0x66, 0x0f, 0x14, 0xc1], B, 0x7f80ff01f0f00f0f807f01ff0010f00f), // unpcklpd xmm0, xmm1
+            (&[0x66, 0x0f, 0x15, 0xc1], B, 0x7fff8000ffff000280007fff0001ffff), // unpckhpd xmm0, xmm1
+            (&[0x66, 0x0f, 0x63, 0xc1], B, 0x7f80ff027f80807f807f01ff807f1080), // packsswb xmm0, xmm1
+            (&[0x66, 0x0f, 0x6b, 0xc1], B, 0x7fff80007fff800080007fff80007fff), // packssdw xmm0, xmm1
+            (&[0x66, 0x0f, 0x67, 0xc1], B, 0xff000002ff0000ff00ff010000ff1000), // packuswb xmm0, xmm1
+            (&[0x0f, 0x57, 0xc1], B, 0xfffffffffffefffdfffffefef0e0ff00),       // xorps xmm0, xmm1
+            (&[0x66, 0x0f, 0x57, 0xc1], B, 0xfffffffffffefffdfffffefef0e0ff00), // xorpd xmm0, xmm1
+            (&[0x0f, 0x54, 0xc1], B, 0x0000000000010002000001010010000f),       // andps xmm0, xmm1
+            (&[0x66, 0x0f, 0x54, 0xc1], B, 0x0000000000010002000001010010000f), // andpd xmm0, xmm1
+            (&[0x0f, 0x55, 0xc1], B, 0x7fff8000fffe00007f80fe00f0e00f00),       // andnps xmm0, xmm1
+            (&[0x66, 0x0f, 0x55, 0xc1], B, 0x7fff8000fffe00007f80fe00f0e00f00), // andnpd xmm0, xmm1
+            (&[0x0f, 0x56, 0xc1], B, 0xfffffffffffffffffffffffff0f0ff0f),       // orps xmm0, xmm1
+            (&[0x66, 0x0f, 0x56, 0xc1], B, 0xfffffffffffffffffffffffff0f0ff0f), // orpd xmm0, xmm1
+            (&[0x66, 0x0f, 0xf1, 0xc1], C, 0x0000ffe00020ffe00fe03fe0020001e0), // psllw xmm0, xmm1
+            (&[0x66, 0x0f, 0xf2, 0xc1], C, 0x000fffe0003fffe00fe03fe0021e01e0), // pslld xmm0, xmm1
+            (&[0x66, 0x0f, 0xf3, 0xc1], C, 0x000fffe0003fffe00fe03fe0021e01e0), // psllq xmm0, xmm1
+            (&[0x66, 0x0f, 0xd1, 0xc1], C, 0x040003ff000007ff0403000f00000780), // psrlw xmm0, xmm1
+            (&[0x66, 0x0f, 0xd2, 0xc1], C, 0x040003ff00000fff0403f80f00008780), // psrld xmm0, xmm1
+            (&[0x66, 0x0f, 0xd3, 0xc1], C, 0x040003fff8000fff0403f80ff8008780), // psrlq xmm0, xmm1
+            (&[0x66, 0x0f, 0xe1, 0xc1], C, 0xfc0003ff0000fffffc03000f0000ff80), // psraw xmm0, xmm1
+            (&[0x66, 0x0f, 0xe2, 0xc1], C, 0xfc0003ff00000ffffc03f80f00008780), // psrad xmm0, xmm1
+            (&[0x66, 0x0f, 0xf1, 0xc1], B, 0x00000000000000000000000000000000), // psllw xmm0, xmm1
+            (&[0x66, 0x0f, 0xd2, 0xc1], B, 0x00000000000000000000000000000000), // psrld xmm0, xmm1
+            (&[0x66, 0x0f, 0xe1, 0xc1], B, 0xffff00000000ffffffff00000000ffff), // psraw xmm0, xmm1
+            (&[0x66, 0x0f, 0xe2, 0xc1], B, 0xffffffff00000000ffffffff00000000), // psrad xmm0, xmm1
+        ];
+        for &(op, b, want) in table {
+            let mut m = Machine::long64(&with_hlt(op));
+            m.cpu.regs.fpu.xmm[0] = A;
+            m.cpu.regs.fpu.xmm[1] = b;
+            m.run_to_hlt();
+            assert_eq!(m.cpu.regs.fpu.xmm[0], want, "{op:02x?}: {:#034x}", m.cpu.regs.fpu.xmm[0]);
+            assert_eq!(m.cpu.regs.fpu.xmm[1], b, "source unchanged");
+        }
+    }
+
+    #[test]
+    fn immediate_forms_match_the_reference_table() {
+        let table: &[(&[u8], u128)] = &[
+            (&[0x66, 0x0f, 0x70, 0xc1, 0x1b], 0xf0f00f0f7f80ff01ffff00027fff8000), // pshufd xmm0, xmm1, 0x1b
+            (&[0x66, 0x0f, 0x70, 0xc1, 0xd8], 0x7fff80007f80ff01ffff0002f0f00f0f), // pshufd xmm0, xmm1, 0xd8
+            (&[0xf2, 0x0f, 0x70, 0xc1, 0x1b], 0x7fff8000ffff00020f0ff0f0ff017f80), // pshuflw xmm0, xmm1, 0x1b
+            (&[0xf3, 0x0f, 0x70, 0xc1, 0x4e], 0xffff00027fff80007f80ff01f0f00f0f), // pshufhw xmm0, xmm1, 0x4e
+            (&[0x0f, 0xc6, 0xc1, 0x4e], 0x7f80ff01f0f00f0f80007fff0001ffff),       // shufps xmm0, xmm1, 0x4e
+            (&[0x0f, 0xc6, 0xc1, 0xb1], 0xffff00027fff80000010f00f807f01ff),       // shufps xmm0, xmm1, 0xb1
+            (&[0x66, 0x0f, 0xc6, 0xc1, 0x01], 0x7f80ff01f0f00f0f80007fff0001ffff), // shufpd xmm0, xmm1, 1
+            (&[0x66, 0x0f, 0xc6, 0xc1, 0x02], 0x7fff8000ffff0002807f01ff0010f00f), // shufpd xmm0, xmm1, 2
+            (&[0x66, 0x0f, 0x71, 0xf0, 0x03], 0x0000fff80008fff803f80ff800808078), // psllw xmm0, 3
+            (&[0x66, 0x0f, 0x72, 0xf0, 0x07], 0x003fff8000ffff803f80ff8008780780), // pslld xmm0, 7
+            (&[0x66, 0x0f, 0x73, 0xf0, 0x21], 0x0003fffe000000000021e01e00000000), // psllq xmm0, 33
+            (&[0x66, 0x0f, 0x71, 0xd0, 0x0f], 0x00010000000000010001000000000001), // psrlw xmm0, 15
+            (&[0x66, 0x0f, 0x72, 0xd0, 0x10], 0x00008000000000010000807f00000010), // psrld xmm0, 16
+            (&[0x66, 0x0f, 0x73, 0xd0, 0x40], 0x00000000000000000000000000000000), // psrlq xmm0, 64
+            (&[0x66, 0x0f, 0x71, 0xe0, 0xc8], 0xffff00000000ffffffff00000000ffff), // psraw xmm0, 200
+            (&[0x66, 0x0f, 0x72, 0xe0, 0x1f], 0xffffffff00000000ffffffff00000000), // psrad xmm0, 31
+            (&[0x66, 0x0f, 0x72, 0xe0, 0x04], 0xf80007ff00001ffff807f01f00010f00), // psrad xmm0, 4
+            (&[0x66, 0x0f, 0x73, 0xf8, 0x03], 0xff0001ffff807f01ff0010f00f000000), // pslldq xmm0, 3
+            (&[0x66, 0x0f, 0x73, 0xd8, 0x0f], 0x00000000000000000000000000000080), // psrldq xmm0, 15
+            (&[0x66, 0x0f, 0x73, 0xd8, 0x11], 0x00000000000000000000000000000000), // psrldq xmm0, 17
+            (&[0x66, 0x0f, 0x73, 0xf8, 0x10], 0x00000000000000000000000000000000), // pslldq xmm0, 16
+            (&[0x66, 0x0f, 0xc4, 0xc1, 0x05], 0x80007fff1234ffff807f01ff0010f00f), // pinsrw xmm0, ecx, 5
+            (&[0x66, 0x0f, 0xc4, 0xc1, 0x0d], 0x80007fff1234ffff807f01ff0010f00f), // pinsrw xmm0, ecx, 13
+        ];
+        for &(op, want) in table {
+            let mut m = Machine::long64(&with_hlt(op));
+            m.cpu.regs.fpu.xmm[0] = A;
+            m.cpu.regs.fpu.xmm[1] = B;
+            m.cpu.regs.gpr[1] = 0xffff_1234;
+            m.run_to_hlt();
+            assert_eq!(m.cpu.regs.fpu.xmm[0], want, "{op:02x?}: {:#034x}", m.cpu.regs.fpu.xmm[0]);
+        }
+    }
+
+    #[test]
+    fn mmx_forms_share_the_lane_operations() {
+        let table: &[(&[u8], u128, u64)] = &[
+            (&[0x0f, 0xef, 0xc1], B, 0xfffffefef0e0ff00), // pxor mm0, mm1
+            (&[0x0f, 0xeb, 0xc1], B, 0xfffffffff0f0ff0f), // por mm0, mm1
+            (&[0x0f, 0xdb, 0xc1], B, 0x000001010010000f), // pand mm0, mm1
+            (&[0x0f, 0xdf, 0xc1], B, 0x7f80fe00f0e00f00), // pandn mm0, mm1
+            (&[0x0f, 0xfc, 0xc1], B, 0xffff0000f000ff1e), // paddb mm0, mm1
+            (&[0x0f, 0xfd, 0xc1], B, 0xffff0100f100ff1e), // paddw mm0, mm1
+            (&[0x0f, 0xfe, 0xc1], B, 0x00000100f100ff1e), // paddd mm0, mm1
+            (&[0x0f, 0xd4, 0xc1], B, 0x00000100f100ff1e), // paddq mm0, mm1
+            (&[0x0f, 0xf8, 0xc1], B, 0x01ff02fe1020e100), // psubb mm0, mm1
+            (&[0x0f, 0xf9, 0xc1], B, 0x00ff02fe0f20e100), // psubw mm0, mm1
+            (&[0x0f, 0xfa, 0xc1], B, 0x00fe02fe0f20e100), // psubd mm0, mm1
+            (&[0x0f, 0xfb, 0xc1], B, 0x00fe02fd0f20e100), // psubq mm0, mm1
+            (&[0x0f, 0xec, 0xc1], B, 0xffff0000f000ff1e), // paddsb mm0, mm1
+            (&[0x0f, 0xed, 0xc1], B, 0xffff0100f100ff1e), // paddsw mm0, mm1
+            (&[0x0f, 0xe8, 0xc1], B, 0x807f02fe1020e100), // psubsb mm0, mm1
+            (&[0x0f, 0xe9, 0xc1], B, 0x800002fe0f20e100), // psubsw mm0, mm1
+            (&[0x0f, 0xdc, 0xc1], B, 0xfffffffff0ffff1e), // paddusb mm0, mm1
+            (&[0x0f, 0xdd, 0xc1], B, 0xfffffffff100ff1e), // paddusw mm0, mm1
+            (&[0x0f, 0xd8, 0xc1], B, 0x010000fe0000e100), // psubusb mm0, mm1
+            (&[0x0f, 0xd9, 0xc1], B, 0x00ff00000000e100), // psubusw mm0, mm1
+            (&[0x0f, 0x74, 0xc1], B, 0x00000000000000ff), // pcmpeqb mm0, mm1
+            (&[0x0f, 0x75, 0xc1], B, 0x0000000000000000), // pcmpeqw mm0, mm1
+            (&[0x0f, 0x76, 0xc1], B, 0x0000000000000000), // pcmpeqd mm0, mm1
+            (&[0x0f, 0x64, 0xc1], B, 0x00ffff00ffff0000), // pcmpgtb mm0, mm1
+            (&[0x0f, 0x65, 0xc1], B, 0x0000ffffffff0000), // pcmpgtw mm0, mm1
+            (&[0x0f, 0x66, 0xc1], B, 0x00000000ffffffff), // pcmpgtd mm0, mm1
+            (&[0x0f, 0xda, 0xc1], B, 0x7f7f010100100f0f), // pminub mm0, mm1
+            (&[0x0f, 0xde, 0xc1], B, 0x8080fffff0f0f00f), // pmaxub mm0, mm1
+            (&[0x0f, 0xea, 0xc1], B, 0x807fff01f0f0f00f), // pminsw mm0, mm1
+            (&[0x0f, 0xee, 0xc1], B, 0x7f8001ff00100f0f), // pmaxsw mm0, mm1
+            (&[0x0f, 0xd5, 0xc1], B, 0x408002ff0f00f1e1), // pmullw mm0, mm1
+            (&[0x0f, 0xe5, 0xc1], B, 0xc07ffffeffffff0f), // pmulhw mm0, mm1
+            (&[0x0f, 0xe4, 0xc1], B, 0x3fff01fd000f0e1e), // pmulhuw mm0, mm1
+            (&[0x0f, 0xf4, 0xc1], B, 0x000ff0f01d1ef1e1), // pmuludq mm0, mm1
+            (&[0x0f, 0xf5, 0xc1], B, 0xc07d437fff0f00e1), // pmaddwd mm0, mm1
+            (&[0x0f, 0xe0, 0xc1], B, 0x808080807880800f), // pavgb mm0, mm1
+            (&[0x0f, 0xe3, 0xc1], B, 0x8000808078807f8f), // pavgw mm0, mm1
+            (&[0x0f, 0xf6, 0xc1], B, 0x00000000000004af), // psadbw mm0, mm1
+            (&[0x0f, 0x60, 0xc1], B, 0xf000f0100ff00f0f), // punpcklbw mm0, mm1
+            (&[0x0f, 0x61, 0xc1], B, 0xf0f000100f0ff00f), // punpcklwd mm0, mm1
+            (&[0x0f, 0x62, 0xc1], B, 0xf0f00f0f0010f00f), // punpckldq mm0, mm1
+            (&[0x0f, 0x68, 0xc1], B, 0x7f80807fff0101ff), // punpckhbw mm0, mm1
+            (&[0x0f, 0x69, 0xc1], B, 0x7f80807fff0101ff), // punpckhwd mm0, mm1
+            (&[0x0f, 0x6a, 0xc1], B, 0x7f80ff01807f01ff), // punpckhdq mm0, mm1
+            (&[0x0f, 0x63, 0xc1], B, 0x7f80807f807f1080), // packsswb mm0, mm1
+            (&[0x0f, 0x6b, 0xc1], B, 0x7fff800080007fff), // packssdw mm0, mm1
+            (&[0x0f, 0x67, 0xc1], B, 0xff0000ff00ff1000), // packuswb mm0, mm1
+            (&[0x0f, 0xf1, 0xc1], C, 0x0fe03fe0020001e0), // psllw mm0, mm1
+            (&[0x0f, 0xf2, 0xc1], C, 0x0fe03fe0021e01e0), // pslld mm0, mm1
+            (&[0x0f, 0xf3, 0xc1], C, 0x0fe03fe0021e01e0), // psllq mm0, mm1
+            (&[0x0f, 0xd1, 0xc1], C, 0x0403000f00000780), // psrlw mm0, mm1
+            (&[0x0f, 0xd2, 0xc1], C, 0x0403f80f00008780), // psrld mm0, mm1
+            (&[0x0f, 0xd3, 0xc1], C, 0x0403f80ff8008780), // psrlq mm0, mm1
+            (&[0x0f, 0xe1, 0xc1], C, 0xfc03000f0000ff80), // psraw mm0, mm1
+            (&[0x0f, 0xe2, 0xc1], C, 0xfc03f80f00008780), // psrad mm0, mm1
+        ];
+        for &(op, b, want) in table {
+            let mut m = Machine::long64(&with_hlt(op));
+            fpu::mmx_write(&mut m.cpu.regs.fpu, 0, A as u64);
+            fpu::mmx_write(&mut m.cpu.regs.fpu, 1, b as u64);
+            // An x87 state with TOP = 3 and two registers in use.
+            m.cpu.regs.fpu.fsw = 3 << 11;
+            m.cpu.regs.fpu.ftw = 0x18;
+            m.run_to_hlt();
+            let f = &m.cpu.regs.fpu;
+            assert_eq!(fpu::mmx_read(f, 0), want, "{op:02x?}: {:#018x}", fpu::mmx_read(f, 0));
+            // MMX state: TOP = 0, every tag valid, exponents all ones.
+            assert_eq!((f.fsw, f.ftw), (0, 0xff));
+            assert_eq!(fpu::read_phys(f, 0) >> 64, 0xffff);
+        }
+    }
+
+    #[test]
+    fn mmx_moves_emms_and_availability() {
+        let code = [
+            0x48, 0xc7, 0xc3, 0x00, 0x00, 0x02, 0x00, // mov rbx, 0x20000
+            0x0f, 0x6f, 0x13, // movq mm2, [rbx]
+            0x0f, 0x7f, 0x53, 0x08, // movq [rbx+8], mm2
+            0x0f, 0x7e, 0xd0, // movd eax, mm2
+            0x0f, 0x6e, 0xd9, // movd mm3, ecx
+            0x0f, 0x6f, 0xe3, // movq mm4, mm3
+            0x0f, 0x70, 0xea, 0x1b, // pshufw mm5, mm2, 0x1b
+            0x0f, 0xc5, 0xd2, 0x03, // pextrw edx, mm2, 3
+            0x0f, 0xc4, 0x33, 0x02, // pinsrw mm6, [rbx], 2
+            0x0f, 0xd7, 0xf2, // pmovmskb esi, mm2
+            0xf3, 0x0f, 0xd6, 0xca, // movq2dq xmm1, mm2
+            0xf2, 0x0f, 0xd6, 0xfa, // movdq2q mm7, xmm2
+            0x0f, 0xe7, 0x7b, 0x10, // movntq [rbx+16], mm7
+            0x0f, 0x77, // emms
+            0xf4, // hlt
+        ];
+        let mut m = Machine::long64(&code);
+        m.mem.write_u64(DATA, 0x8899_aabb_ccdd_eeff).unwrap();
+        m.cpu.regs.gpr[1] = 0xffff_ffff_1234_5678;
+        m.cpu.regs.fpu.xmm[1] = u128::MAX;
+        m.cpu.regs.fpu.xmm[2] = 0x1111_2222_3333_4444_5555_6666_7777_8888;
+        m.run_to_hlt();
+        let f = &m.cpu.regs.fpu;
+        assert_eq!(m.mem.read_u64(DATA + 8).unwrap(), 0x8899_aabb_ccdd_eeff);
+        assert_eq!(m.gpr(0), 0xccdd_eeff);
+        assert_eq!(fpu::mmx_read(f, 3), 0x1234_5678);
+        assert_eq!(fpu::mmx_read(f, 4), 0x1234_5678);
+        assert_eq!(fpu::mmx_read(f, 5), 0xeeff_ccdd_aabb_8899);
+        assert_eq!(m.gpr(2), 0x8899);
+        assert_eq!(fpu::mmx_read(f, 6) >> 32 & 0xffff, 0xeeff);
+        assert_eq!(m.gpr(6), 0xff, "sign bits of ff ee dd cc bb aa 99 88");
+        assert_eq!(f.xmm[1], 0x8899_aabb_ccdd_eeff, "MOVQ2DQ zeroes the upper half");
+        assert_eq!(m.mem.read_u64(DATA + 16).unwrap(), 0x5555_6666_7777_8888);
+        assert_eq!(f.ftw, 0, "EMMS");
+
+        // paddb mm0, mm1 ; hlt
+        let op = [0x0f, 0xfc, 0xc1, 0xf4];
+        let mut m = Machine::long64(&op);
+        m.cpu.regs.cr0 |= x86::Cr0::EM.bits();
+        assert_eq!(expect_fault(&mut m), (vector::UD, None, CODE));
+        let mut m = Machine::long64(&op);
+        m.cpu.regs.cr0 |= x86::Cr0::TS.bits();
+        assert_eq!(expect_fault(&mut m), (vector::NM, None, CODE));
+        let mut m = Machine::long64(&op);
+        m.cpu.regs.fpu.fsw = 0x8081;
+        assert_eq!(expect_fault(&mut m), (vector::MF, None, CODE), "pending x87 exception");
+        // CR4.OSFXSR does not concern MMX.
+        let mut m = Machine::long64(&op);
+        m.cpu.regs.cr4 &= !x86::Cr4::OSFXSR.bits();
+        m.run_to_hlt();
+    }
+
+    #[test]
+    fn sse_availability() {
+        // addps xmm0, xmm1 ; hlt
+        let op = [0x0f, 0x58, 0xc1, 0xf4];
+        let mut m = Machine::long64(&op);
+        m.cpu.regs.cr0 |= x86::Cr0::EM.bits();
+        assert_eq!(expect_fault(&mut m), (vector::UD, None, CODE), "CR0.EM");
+        let mut m = Machine::long64(&op);
+        m.cpu.regs.cr4 &= !x86::Cr4::OSFXSR.bits();
+        assert_eq!(expect_fault(&mut m), (vector::UD, None, CODE), "CR4.OSFXSR");
+        let mut m = Machine::long64(&op);
+        m.cpu.regs.cr0 |= x86::Cr0::TS.bits();
+        assert_eq!(expect_fault(&mut m), (vector::NM, None, CODE), "CR0.TS");
+        // #UD wins over #NM.
+        let mut m = Machine::long64(&op);
+        m.cpu.regs.cr0 |= (x86::Cr0::TS | x86::Cr0::EM).bits();
+        assert_eq!(expect_fault(&mut m), (vector::UD, None, CODE));
+        // ldmxcsr [rax] ; hlt
+        let mut m = Machine::long64(&[0x0f, 0xae, 0x10, 0xf4]);
+        m.cpu.regs.cr0 |= x86::Cr0::TS.bits();
+        assert_eq!(expect_fault(&mut m), (vector::NM, None, CODE));
+        // movnti [rax], ecx ; hlt: a plain store, whatever CR0 and CR4 say.
+        let mut m = Machine::long64(&[0x0f, 0xc3, 0x08, 0xf4]);
+        m.cpu.regs.cr0 |= (x86::Cr0::TS | x86::Cr0::EM).bits();
+        m.cpu.regs.gpr[0] = DATA;
+        m.cpu.regs.gpr[1] = 0x1234_5678;
+        m.run_to_hlt();
+        assert_eq!(m.mem.read_u32(DATA).unwrap(), 0x1234_5678);
+    }
+
+    #[test]
+    fn whole_register_moves_and_alignment() {
+        let code = [
+            0x48, 0xc7, 0xc3, 0x00, 0x00, 0x02, 0x00, // mov rbx, 0x20000
+            0x0f, 0x28, 0x03, // movaps xmm0, [rbx]
+            0x0f, 0x10, 0x4b, 0x01, // movups xmm1, [rbx+1]
+            0x66, 0x0f, 0x6f, 0xd0, // movdqa xmm2, xmm0
+            0x0f, 0x11, 0x53, 0x41, // movups [rbx+0x41], xmm2
+            0x66, 0x0f, 0xe7, 0x4b, 0x60, // movntdq [rbx+0x60], xmm1
+            0xf3, 0x0f, 0x6f, 0x5b, 0x41, // movdqu xmm3, [rbx+0x41]
+            0x66, 0x0f, 0x28, 0xe1, // movapd xmm4, xmm1
+            0x66, 0x0f, 0x11, 0xa3, 0x81, 0x00, 0x00, 0x00, // movupd [rbx+0x81], xmm4
+            0x0f, 0x2b, 0x83, 0xa0, 0x00, 0x00, 0x00, // movntps [rbx+0xa0], xmm0
+            0xf3, 0x0f, 0x58, 0x6b, 0x03, // addss xmm5, [rbx+3]
+            0xf4, // hlt
+        ];
+        let mut m = Machine::long64(&code);
+        let bytes: Vec<u8> = (0..32).collect();
+        m.mem.write(DATA, &bytes).unwrap();
+        m.run_to_hlt();
+        let x0 = u128::from_le_bytes(bytes[..16].try_into().unwrap());
+        let x1 = u128::from_le_bytes(bytes[1..17].try_into().unwrap());
+        let f = &m.cpu.regs.fpu;
+        assert_eq!([f.xmm[0], f.xmm[1], f.xmm[2], f.xmm[3], f.xmm[4]], [x0, x1, x0, x0, x1]);
+        let read = |a: u64| {
+            let mut b = [0u8; 16];
+            m.mem.read(a, &mut b).unwrap();
+            u128::from_le_bytes(b)
+        };
+        assert_eq!([read(DATA + 0x41), read(DATA + 0x60), read(DATA + 0x81), read(DATA + 0xa0)], [x0, x1, x1, x0]);
+
+        // Misaligned MOVAPS load and store, MOVDQA, and a misaligned packed
+        // operand: #GP(0), nothing written.
+        for op in [
+            &[0x0f, 0x28, 0x43, 0x01][..],   // movaps xmm0, [rbx+1]
+            &[0x0f, 0x29, 0x43, 0x08],       // movaps [rbx+8], xmm0
+            &[0x66, 0x0f, 0x6f, 0x43, 0x04], // movdqa xmm0, [rbx+4]
+            &[0x66, 0x0f, 0xfc, 0x43, 0x02], // paddb xmm0, [rbx+2]
+            &[0x0f, 0x2b, 0x43, 0x08],       // movntps [rbx+8], xmm0
+        ] {
+            let mut m = Machine::long64(&with_hlt(op));
+            m.cpu.regs.gpr[3] = DATA;
+            m.cpu.regs.fpu.xmm[0] = A;
+            assert_eq!(expect_fault(&mut m), (vector::GP, Some(0), CODE), "{op:02x?}");
+            assert_eq!(m.cpu.regs.fpu.xmm[0], A);
+            assert_eq!(m.mem.read_u64(DATA + 8).unwrap(), 0);
+        }
+    }
+
+    #[test]
+    fn stores_that_cross_into_an_unmapped_page_write_nothing() {
+        // movups [rbx], xmm0 with its last 8 bytes in an unmapped 2 MiB page.
+        let mut m = Machine::long64(&[0x0f, 0x11, 0x03, 0xf4]);
+        m.mem.write_u64(0x3008, 0).unwrap();
+        m.cpu.regs.gpr[3] = (2 << 20) - 8;
+        m.cpu.regs.fpu.xmm[0] = A;
+        let (v, code, rip) = expect_fault(&mut m);
+        assert_eq!((v, code, rip), (vector::PF, Some(2), CODE));
+        assert_eq!(m.cpu.regs.cr2, 2 << 20);
+        assert_eq!(m.mem.read_u64((2 << 20) - 8).unwrap(), 0);
+    }
+
+    #[test]
+    fn movd_and_movq_forms() {
+        let code = [
+            0x48, 0xb8, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, // mov rax, 0x1122334455667788
+            0x66, 0x48, 0x0f, 0x6e, 0xc0, // movq xmm0, rax
+            0x66, 0x0f, 0x6e, 0xc8, // movd xmm1, eax
+            0x66, 0x0f, 0x7e, 0xc1, // movd ecx, xmm0
+            0x66, 0x48, 0x0f, 0x7e, 0xc2, // movq rdx, xmm0
+            0x48, 0xc7, 0xc3, 0x00, 0x00, 0x02, 0x00, // mov rbx, 0x20000
+            0xf3, 0x0f, 0x7e, 0x13, // movq xmm2, [rbx]
+            0x66, 0x0f, 0xd6, 0x43, 0x10, // movq [rbx+16], xmm0
+            0x66, 0x0f, 0x7e, 0x4b, 0x18, // movd [rbx+24], xmm1
+            0xf3, 0x0f, 0x7e, 0xda, // movq xmm3, xmm2
+            0x66, 0x0f, 0xd6, 0xc4, // movq xmm4, xmm0 (the 66 0F D6 /r form)
+            0x66, 0x0f, 0x6e, 0x2b, // movd xmm5, [rbx]
+            0xf4, // hlt
+        ];
+        let mut m = Machine::long64(&code);
+        for i in 0..6 {
+            m.cpu.regs.fpu.xmm[i] = u128::MAX;
+        }
+        m.cpu.regs.gpr[1] = u64::MAX;
+        m.mem.write_u64(DATA, 0xdead_beef_cafe_f00d).unwrap();
+        m.mem.write_u64(DATA + 24, u64::MAX).unwrap();
+        m.run_to_hlt();
+        let f = &m.cpu.regs.fpu;
+        assert_eq!(f.xmm[0], 0x1122_3344_5566_7788);
+        assert_eq!(f.xmm[1], 0x5566_7788);
+        assert_eq!((m.gpr(1), m.gpr(2)), (0x5566_7788, 0x1122_3344_5566_7788));
+        assert_eq!(f.xmm[2], 0xdead_beef_cafe_f00d);
+        assert_eq!(m.mem.read_u64(DATA + 16).unwrap(), 0x1122_3344_5566_7788);
+        assert_eq!(m.mem.read_u64(DATA + 24).unwrap(), 0xffff_ffff_5566_7788);
+        assert_eq!(f.xmm[3], 0xdead_beef_cafe_f00d);
+        assert_eq!(f.xmm[4], 0x1122_3344_5566_7788, "66 0F D6 register form");
+        assert_eq!(f.xmm[5], 0xcafe_f00d);
+    }
+
+    #[test]
+    fn scalar_and_half_moves() {
+        let code = [
+            0x48, 0xc7, 0xc3, 0x00, 0x00, 0x02, 0x00, // mov rbx, 0x20000
+            0xf3, 0x0f, 0x10, 0xc1, // movss xmm0, xmm1
+            0xf2, 0x0f, 0x10, 0xd1, // movsd xmm2, xmm1
+            0xf3, 0x0f, 0x10, 0x1b, // movss xmm3, [rbx]
+            0xf2, 0x0f, 0x10, 0x23, // movsd xmm4, [rbx]
+            0xf3, 0x0f, 0x11, 0x4b, 0x10, // movss [rbx+16], xmm1
+            0xf2, 0x0f, 0x11, 0x4b, 0x20, // movsd [rbx+32], xmm1
+            0x0f, 0x12, 0x2b, // movlps xmm5, [rbx]
+            0x0f, 0x16, 0x33, // movhps xmm6, [rbx]
+            0x66, 0x0f, 0x13, 0x4b, 0x30, // movlpd [rbx+48], xmm1
+            0x66, 0x0f, 0x17, 0x4b, 0x38, // movhpd [rbx+56], xmm1
+            0x0f, 0x12, 0xf9, // movhlps xmm7, xmm1
+            0x44, 0x0f, 0x16, 0xc1, // movlhps xmm8, xmm1
+            0xf4, // hlt
+        ];
+        let mut m = Machine::long64(&code);
+        let ones = u128::MAX;
+        for i in 0..9 {
+            m.cpu.regs.fpu.xmm[i] = ones;
+        }
+        m.cpu.regs.fpu.xmm[1] = B;
+        m.mem.write(DATA, &A.to_le_bytes()).unwrap();
+        m.mem.write(DATA + 16, &[0xee; 48]).unwrap();
+        m.run_to_hlt();
+        let f = &m.cpu.regs.fpu;
+        let lo32 = 0xffff_ffffu128;
+        let lo64 = u128::from(u64::MAX);
+        assert_eq!(f.xmm[0], (ones & !lo32) | (B & lo32));
+        assert_eq!(f.xmm[2], (ones & !lo64) | (B & lo64));
+        assert_eq!(f.xmm[3], A & lo32, "loads zero the rest");
+        assert_eq!(f.xmm[4], A & lo64);
+        assert_eq!(m.mem.read_u64(DATA + 16).unwrap(), 0xeeee_eeee_0000_0000 | (B as u64 & 0xffff_ffff));
+        assert_eq!(m.mem.read_u64(DATA + 32).unwrap(), B as u64);
+        assert_eq!(m.mem.read_u64(DATA + 40).unwrap(), 0xeeee_eeee_eeee_eeee);
+        assert_eq!(f.xmm[5], (ones & !lo64) | (A & lo64));
+        assert_eq!(f.xmm[6], (A << 64) | lo64);
+        assert_eq!(m.mem.read_u64(DATA + 48).unwrap(), B as u64);
+        assert_eq!(m.mem.read_u64(DATA + 56).unwrap(), (B >> 64) as u64);
+        assert_eq!(f.xmm[7], (ones & !lo64) | (B >> 64));
+        assert_eq!(f.xmm[8], (B << 64) | lo64);
+    }
+
+    #[test]
+    fn sign_masks_and_word_extraction() {
+        let code = [
+            0x66, 0x0f, 0xd7, 0xc0, // pmovmskb eax, xmm0
+            0x0f, 0x50, 0xc8, // movmskps ecx, xmm0
+            0x66, 0x0f, 0x50, 0xd0, // movmskpd rdx, xmm0
+            0x66, 0x0f, 0xc5, 0xf0, 0x06, // pextrw esi, xmm0, 6
+            0x66, 0x0f, 0xc5, 0xf8, 0x0f, // pextrw edi, xmm0, 15
+            0xf4, // hlt
+        ];
+        let mut m = Machine::long64(&code);
+        m.cpu.regs.fpu.xmm[0] = A;
+        m.cpu.regs.gpr[1] = u64::MAX;
+        m.run_to_hlt();
+        // Bytes of A from the top: 80 00 7f ff 00 01 ff ff 80 7f 01 ff 00 10 f0 0f.
+        assert_eq!(m.gpr(0), 0b1001_0011_1001_0010);
+        assert_eq!(m.gpr(1), 0b1010);
+        assert_eq!(m.gpr(2), 0b11);
+        assert_eq!(m.gpr(6), 0x7fff);
+        assert_eq!(m.gpr(7), 0x8000, "the index is taken modulo 8");
+    }
+
+    #[test]
+    fn mxcsr_load_and_store() {
+        let code = [
+            0x48, 0xc7, 0xc3, 0x00, 0x00, 0x02, 0x00, // mov rbx, 0x20000
+            0x0f, 0xae, 0x5b, 0x04, // stmxcsr [rbx+4]
+            0x0f, 0xae, 0x13, // ldmxcsr [rbx]
+            0x0f, 0xae, 0x5b, 0x08, // stmxcsr [rbx+8]
+            0xf4, // hlt
+        ];
+        let mut m = Machine::long64(&code);
+        m.mem.write_u32(DATA, 0xffff).unwrap();
+        m.run_to_hlt();
+        assert_eq!(m.mem.read_u32(DATA + 4).unwrap(), 0x1f80);
+        assert_eq!(m.mem.read_u32(DATA + 8).unwrap(), 0xffff, "DAZ is supported");
+        let mut m = Machine::long64(&code);
+        m.mem.write_u32(DATA, 0x1_1f80).unwrap();
+        assert_eq!(expect_fault(&mut m), (vector::GP, Some(0), CODE + 7 + 4));
+        assert_eq!(m.cpu.regs.fpu.mxcsr, 0x1f80);
+    }
+
+    /// Runs `op` with XMM0 = a, XMM1 = b and MXCSR; returns (XMM0, MXCSR).
+    fn fp(op: &[u8], a: u128, b: u128, mxcsr: u32) -> (u128, u32) {
+        let mut m = Machine::long64(&with_hlt(op));
+        m.cpu.regs.fpu.xmm[0] = a;
+        m.cpu.regs.fpu.xmm[1] = b;
+        m.cpu.regs.fpu.mxcsr = mxcsr;
+        m.run_to_hlt();
+        (m.cpu.regs.fpu.xmm[0], m.cpu.regs.fpu.mxcsr)
+    }
+
+    #[test]
+    fn floating_point_arithmetic() {
+        let nan32 = f32::from_bits(0xffc0_0000);
+        let d = 0x1f80;
+        // (instruction, XMM0, XMM1, MXCSR, XMM0 after, MXCSR after)
+        type Case = (&'static [u8], u128, u128, u32, u128, u32);
+        let table: &[Case] = &[
+            // addss xmm0, xmm1: the upper lanes stay.
+            (
+                &[0xf3, 0x0f, 0x58, 0xc1],
+                ps([1.5, 9.0, 8.0, 7.0]),
+                ps([2.25, 1.0, 1.0, 1.0]),
+                d,
+                ps([3.75, 9.0, 8.0, 7.0]),
+                d,
+            ),
+            // addps xmm0, xmm1: inexact, overflow, exact cancellation, -0 + -0.
+            (
+                &[0x0f, 0x58, 0xc1],
+                ps([1.0, f32::MAX, 1.0, -0.0]),
+                ps([1e-30, f32::MAX, -1.0, -0.0]),
+                d,
+                ps([1.0, f32::INFINITY, 0.0, -0.0]),
+                d | 0x28,
+            ),
+            // subsd xmm0, xmm1
+            (&[0xf2, 0x0f, 0x5c, 0xc1], pd([3.0, 5.0]), pd([0.5, 1.0]), d, pd([2.5, 5.0]), d),
+            // mulpd xmm0, xmm1
+            (&[0x66, 0x0f, 0x59, 0xc1], pd([1e308, 3.0]), pd([10.0, 1.0 / 3.0]), d, pd([f64::INFINITY, 1.0]), d | 0x28),
+            // divss xmm0, xmm1: by zero.
+            (
+                &[0xf3, 0x0f, 0x5e, 0xc1],
+                ps([1.0, 0.0, 0.0, 0.0]),
+                ps([0.0; 4]),
+                d,
+                ps([f32::INFINITY, 0.0, 0.0, 0.0]),
+                d | 0x4,
+            ),
+            // divps xmm0, xmm1: 0/0 is invalid; the default NaN.
+            (
+                &[0x0f, 0x5e, 0xc1],
+                ps([0.0, 6.0, 1.0, 1.0]),
+                ps([0.0, 3.0, 4.0, 8.0]),
+                d,
+                ps([nan32, 2.0, 0.25, 0.125]),
+                d | 0x1,
+            ),
+            // sqrtss xmm0, xmm1 of -1: invalid.
+            (&[0xf3, 0x0f, 0x51, 0xc1], ps([5.0; 4]), ps([-1.0; 4]), d, ps([nan32, 5.0, 5.0, 5.0]), d | 0x1),
+            // sqrtpd xmm0, xmm1
+            (&[0x66, 0x0f, 0x51, 0xc1], 0, pd([4.0, 2.0]), d, pd([2.0, core::f64::consts::SQRT_2]), d | 0x20),
+            // minps xmm0, xmm1: equal or NaN gives the source; any NaN signals.
+            (
+                &[0x0f, 0x5d, 0xc1],
+                ps([1.0, -0.0, f32::NAN, 3.0]),
+                ps([2.0, 0.0, 1.0, f32::NAN]),
+                d,
+                ps([1.0, 0.0, 1.0, f32::NAN]),
+                d | 0x1,
+            ),
+            // maxsd xmm0, xmm1
+            (&[0xf2, 0x0f, 0x5f, 0xc1], pd([1.0, 7.0]), pd([2.0, 9.0]), d, pd([2.0, 7.0]), d),
+            // addss xmm0, xmm1 with a denormal: DE, or zero under DAZ.
+            (&[0xf3, 0x0f, 0x58, 0xc1], 1, 0, d, 1, d | 0x2),
+            (&[0xf3, 0x0f, 0x58, 0xc1], 1, 0, d | 0x40, 0, d | 0x40),
+            // mulss xmm0, xmm1 with a tiny result: UE PE, or zero under FTZ.
+            (
+                &[0xf3, 0x0f, 0x59, 0xc1],
+                ps([1e-20, 0.0, 0.0, 0.0]),
+                ps([1e-20; 4]),
+                d,
+                ps([1e-20 * 1e-20, 0.0, 0.0, 0.0]),
+                d | 0x30,
+            ),
+            (&[0xf3, 0x0f, 0x59, 0xc1], ps([1e-20, 0.0, 0.0, 0.0]), ps([1e-20; 4]), d | 0x8000, 0, d | 0x8030),
+            // divss xmm0, xmm1: 1/3 by each rounding control.
+            (
+                &[0xf3, 0x0f, 0x5e, 0xc1],
+                ps([1.0; 4]),
+                ps([3.0; 4]),
+                d | 0x2000,
+                0x3f80_0000_3f80_0000_3f80_0000_3eaa_aaaa,
+                d | 0x2020,
+            ),
+            (
+                &[0xf3, 0x0f, 0x5e, 0xc1],
+                ps([1.0; 4]),
+                ps([3.0; 4]),
+                d | 0x4000,
+                0x3f80_0000_3f80_0000_3f80_0000_3eaa_aaab,
+                d | 0x4020,
+            ),
+            (
+                &[0xf3, 0x0f, 0x5e, 0xc1],
+                ps([1.0; 4]),
+                ps([3.0; 4]),
+                d | 0x6000,
+                0x3f80_0000_3f80_0000_3f80_0000_3eaa_aaaa,
+                d | 0x6020,
+            ),
+            // rcpss xmm0, xmm1 and rsqrtps xmm0, xmm1: no flags.
+            (&[0xf3, 0x0f, 0x53, 0xc1], ps([9.0; 4]), ps([4.0, 1.0, 1.0, 1.0]), d, ps([0.25, 9.0, 9.0, 9.0]), d),
+            (&[0x0f, 0x52, 0xc1], 0, ps([4.0, 0.0, -1.0, f32::INFINITY]), d, ps([0.5, f32::INFINITY, nan32, 0.0]), d),
+            // andnps xmm0, xmm1 and orpd xmm0, xmm1 (bitwise).
+            (&[0x0f, 0x55, 0xc1], A, B, d, !A & B, d),
+            (&[0x66, 0x0f, 0x56, 0xc1], A, B, d, A | B, d),
+            // unpcklps xmm0, xmm1
+            (&[0x0f, 0x14, 0xc1], ps([1.0, 2.0, 3.0, 4.0]), ps([5.0, 6.0, 7.0, 8.0]), d, ps([1.0, 5.0, 2.0, 6.0]), d),
+        ];
+        for &(op, a, b, mxcsr, want, want_mxcsr) in table {
+            let (r, m) = fp(op, a, b, mxcsr);
+            assert_eq!((r, m), (want, want_mxcsr), "{op:02x?}: {r:#034x} {m:#x}");
+        }
+    }
+
+    #[test]
+    fn comparisons() {
+        // cmpps xmm0, xmm1, imm for every predicate.
+        let a = ps([1.0, 2.0, f32::NAN, 4.0]);
+        let b = ps([1.0, 3.0, 0.0, 2.0]);
+        let t = true;
+        let f = false;
+        let want = [
+            ([t, f, f, f], false),
+            ([f, t, f, f], true),
+            ([t, t, f, f], true),
+            ([f, f, t, f], false),
+            ([f, t, t, t], false),
+            ([t, f, t, t], true),
+            ([f, f, t, t], true),
+            ([t, t, f, t], false),
+        ];
+        for (imm, (lanes, ie)) in want.into_iter().enumerate() {
+            let (r, m) = fp(&[0x0f, 0xc2, 0xc1, imm as u8], a, b, 0x1f80);
+            let mask = lanes.iter().enumerate().fold(0u128, |r, (i, &x)| r | (u128::from(x) * 0xffff_ffff) << (32 * i));
+            assert_eq!((r, m), (mask, 0x1f80 | u32::from(ie)), "predicate {imm}");
+        }
+        // cmpsd xmm0, xmm1, 1 (LT): only the low lane changes.
+        let (r, _) = fp(&[0xf2, 0x0f, 0xc2, 0xc1, 0x01], pd([1.0, 5.0]), pd([2.0, 0.0]), 0x1f80);
+        assert_eq!(r, pd([f64::from_bits(u64::MAX), 5.0]));
+
+        let code = [
+            0x0f, 0x2f, 0xc1, // comiss xmm0, xmm1
+            0x9c, // pushfq
+            0x41, 0x58, // pop r8
+            0x66, 0x0f, 0x2e, 0xd3, // ucomisd xmm2, xmm3
+            0x9c, // pushfq
+            0x41, 0x59, // pop r9
+            0x0f, 0xae, 0x5c, 0x24, 0xf8, // stmxcsr [rsp-8]
+            0x44, 0x8b, 0x54, 0x24, 0xf8, // mov r10d, [rsp-8]
+            0x66, 0x0f, 0x2f, 0xd3, // comisd xmm2, xmm3
+            0x9c, // pushfq
+            0x41, 0x5b, // pop r11
+            0x0f, 0x2e, 0xc9, // ucomiss xmm1, xmm1
+            0x9c, // pushfq
+            0x41, 0x5c, // pop r12
+            0xf4, // hlt
+        ];
+        let mut m = Machine::long64(&code);
+        m.cpu.regs.fpu.xmm[0] = ps([1.0; 4]);
+        m.cpu.regs.fpu.xmm[1] = ps([2.0; 4]);
+        m.cpu.regs.fpu.xmm[2] = pd([f64::NAN, 0.0]);
+        m.cpu.regs.set_rflags(0x8d5 | 2);
+        m.run_to_hlt();
+        let status = 0x8d5;
+        assert_eq!(m.gpr(8) & status, 0x1, "less: CF; OF SF AF cleared");
+        assert_eq!(m.gpr(9) & status, 0x45, "unordered");
+        assert_eq!(m.gpr(10), 0x1f80, "UCOMISD does not signal on a QNaN");
+        assert_eq!(m.cpu.regs.fpu.mxcsr, 0x1f81, "COMISD does");
+        assert_eq!(m.gpr(12) & status, 0x40, "equal: ZF");
+    }
+
+    #[test]
+    fn conversions() {
+        let code = [
+            0x48, 0xc7, 0xc3, 0x00, 0x00, 0x02, 0x00, // mov rbx, 0x20000
+            0x48, 0xc7, 0xc0, 0xfd, 0xff, 0xff, 0xff, // mov rax, -3
+            0xf2, 0x48, 0x0f, 0x2a, 0xc0, // cvtsi2sd xmm0, rax
+            0xf3, 0x0f, 0x2a, 0x0b, // cvtsi2ss xmm1, dword ptr [rbx]
+            0xf2, 0x0f, 0x2c, 0xca, // cvttsd2si ecx, xmm2
+            0xf2, 0x0f, 0x2d, 0xd2, // cvtsd2si edx, xmm2
+            0xf3, 0x48, 0x0f, 0x2c, 0xf3, // cvttss2si rsi, xmm3
+            0xf3, 0x0f, 0x5a, 0xe5, // cvtss2sd xmm4, xmm5
+            0xf2, 0x0f, 0x5a, 0xf7, // cvtsd2ss xmm6, xmm7
+            0x45, 0x0f, 0x5b, 0xc1, // cvtdq2ps xmm8, xmm9
+            0xf3, 0x45, 0x0f, 0x5b, 0xd3, // cvttps2dq xmm10, xmm11
+            0x66, 0x45, 0x0f, 0x5b, 0xe3, // cvtps2dq xmm12, xmm11
+            0x44, 0x0f, 0x5a, 0xed, // cvtps2pd xmm13, xmm5
+            0x66, 0x44, 0x0f, 0x5a, 0xf7, // cvtpd2ps xmm14, xmm7
+            0xf3, 0x45, 0x0f, 0xe6, 0xf9, // cvtdq2pd xmm15, xmm9
+            0xf2, 0x44, 0x0f, 0xe6, 0xca, // cvtpd2dq xmm9, xmm2
+            0xf4, // hlt
+        ];
+        let mut m = Machine::long64(&code);
+        let f = &mut m.cpu.regs.fpu;
+        for x in f.xmm.iter_mut() {
+            *x = u128::MAX;
+        }
+        f.xmm[2] = pd([-2.7, 1e10]);
+        f.xmm[3] = ps([1e20, 0.0, 0.0, 0.0]);
+        f.xmm[5] = ps([1.5, -0.25, 0.0, 0.0]);
+        f.xmm[7] = pd([1.0 / 3.0, 1e300]);
+        f.xmm[9] = 0x8000_0000_ffff_fffd_0100_0001_0000_0007;
+        f.xmm[11] = ps([2.5, -2.5, 3e9, f32::NAN]);
+        m.mem.write_u32(DATA, 16_777_217).unwrap();
+        m.run_to_hlt();
+        let f = &m.cpu.regs.fpu;
+        let hi = u128::MAX << 64;
+        assert_eq!(f.xmm[0], hi | u128::from((-3.0f64).to_bits()));
+        assert_eq!(f.xmm[1], (u128::MAX << 32) | u128::from(16_777_216f32.to_bits()), "rounded to even");
+        assert_eq!((m.gpr(1), m.gpr(2)), (0xffff_fffe, 0xffff_fffd), "-2.7: truncated, rounded");
+        assert_eq!(m.gpr(6), 1 << 63, "out of range");
+        assert_eq!(f.xmm[4], hi | u128::from(1.5f64.to_bits()));
+        assert_eq!(f.xmm[6], (u128::MAX << 32) | u128::from((1.0f32 / 3.0).to_bits()));
+        assert_eq!(f.xmm[8], ps([7.0, 16_777_216.0, -3.0, -2_147_483_648.0]));
+        assert_eq!(f.xmm[10], 0x8000_0000_8000_0000_ffff_fffe_0000_0002);
+        assert_eq!(f.xmm[12], 0x8000_0000_8000_0000_ffff_fffe_0000_0002, "ties to even");
+        assert_eq!(f.xmm[13], pd([1.5, -0.25]));
+        assert_eq!(f.xmm[14], ps([1.0 / 3.0, f32::INFINITY, 0.0, 0.0]));
+        assert_eq!(f.xmm[15], pd([7.0, 16_777_217.0]));
+        assert_eq!(f.xmm[9], 0x8000_0000_ffff_fffd, "upper half zeroed");
+        // IE (NaN, 3e9, 1e20), PE, OE (1e300 to single).
+        assert_eq!(f.mxcsr, 0x1f80 | 0x29);
+    }
+
+    #[test]
+    fn unmasked_exceptions_raise_xm_or_ud_and_write_nothing() {
+        // divps xmm0, xmm1: lane 0 is 1/0, lane 1 inexact.
+        let op = [0x0f, 0x5e, 0xc1, 0xf4];
+        let setup = |m: &mut Machine| {
+            m.cpu.regs.fpu.xmm[0] = ps([1.0, 1.0, 1.0, 1.0]);
+            m.cpu.regs.fpu.xmm[1] = ps([0.0, 3.0, 1.0, 1.0]);
+            m.cpu.regs.fpu.mxcsr = 0x1f80 & !0x200; // ZE unmasked
+        };
+        let mut m = Machine::long64(&op);
+        setup(&mut m);
+        assert_eq!(expect_fault(&mut m), (vector::XM, None, CODE));
+        assert_eq!(m.cpu.regs.fpu.xmm[0], ps([1.0; 4]));
+        assert_eq!(m.cpu.regs.fpu.mxcsr, 0x1d84, "ZE recorded, not the later PE");
+        let mut m = Machine::long64(&op);
+        setup(&mut m);
+        m.cpu.regs.cr4 &= !x86::Cr4::OSXMMEXCPT.bits();
+        assert_eq!(expect_fault(&mut m), (vector::UD, None, CODE));
+        // A post-computation exception (PE unmasked) also keeps the
+        // destination, with its flag set.
+        let mut m = Machine::long64(&[0xf3, 0x0f, 0x5e, 0xc1, 0xf4]);
+        m.cpu.regs.fpu.xmm[0] = ps([1.0; 4]);
+        m.cpu.regs.fpu.xmm[1] = ps([3.0; 4]);
+        m.cpu.regs.fpu.mxcsr = 0x1f80 & !0x1000;
+        assert_eq!(expect_fault(&mut m), (vector::XM, None, CODE));
+        assert_eq!((m.cpu.regs.fpu.xmm[0], m.cpu.regs.fpu.mxcsr), (ps([1.0; 4]), 0x0fa0));
+    }
+
+    #[test]
+    fn masked_byte_store() {
+        // maskmovdqu xmm0, xmm1 ; maskmovq mm0, mm1 ; hlt
+        let code = [
+            0x66, 0x0f, 0xf7, 0xc1, // maskmovdqu xmm0, xmm1
+            0x48, 0x83, 0xc7, 0x10, // add rdi, 16
+            0x0f, 0xf7, 0xc1, // maskmovq mm0, mm1
+            0xf4, // hlt
+        ];
+        let mut m = Machine::long64(&code);
+        m.cpu.regs.gpr[7] = DATA;
+        m.cpu.regs.fpu.xmm[0] = A;
+        m.cpu.regs.fpu.xmm[1] = 0x0080_0080_0080_0080_8000_8000_ff00_00ff;
+        fpu::mmx_write(&mut m.cpu.regs.fpu, 0, 0x1122_3344_5566_7788);
+        fpu::mmx_write(&mut m.cpu.regs.fpu, 1, 0x8000_0000_0000_0080);
+        m.mem.write(DATA, &[0xaa; 32]).unwrap();
+        m.run_to_hlt();
+        let mut b = [0u8; 32];
+        m.mem.read(DATA, &mut b).unwrap();
+        let a = A.to_le_bytes();
+        let want: Vec<u8> =
+            (0..16).map(|i| if [0, 3, 5, 7, 8, 10, 12, 14].contains(&i) { a[i] } else { 0xaa }).collect();
+        assert_eq!(&b[..16], &want[..]);
+        assert_eq!(&b[16..24], &[0x88, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0x11]);
+    }
+
+    #[test]
+    fn string_forms_are_left_to_the_string_family() {
+        for bytes in [[0xa5u8], [0xa7]] {
+            let insn = iced_x86::Decoder::new(64, &bytes, iced_x86::DecoderOptions::NONE).decode();
+            assert!(select(insn.mnemonic(), &insn).is_none(), "{:?}", insn.mnemonic());
+        }
+    }
 }

@@ -1,0 +1,144 @@
+//! Boots every guest test kernel of `guests/` through the `turtles` binary
+//! and checks what it reports: its `TURTLES-TEST` banner, no failed check,
+//! the final `PASS n` line, the isa-debug-exit status 33 and, where the
+//! kernel exercises them, the exception and interrupt statistics.
+//!
+//! The kernels are built by this package's build script; their directory
+//! comes from `TURTLES_GUEST_DIR`.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn kernel(name: &str) -> PathBuf {
+    PathBuf::from(env!("TURTLES_GUEST_DIR")).join(name)
+}
+
+fn boot(name: &str, extra: &[&str]) -> Output {
+    let k = kernel(name);
+    assert!(k.is_file(), "guest kernel {} was not built", k.display());
+    Command::new(env!("CARGO_BIN_EXE_turtles"))
+        .arg("run")
+        .arg(&k)
+        .args(["-m", "256M", "--timeout", "120", "--stats"])
+        .args(extra)
+        .output()
+        .expect("run turtles")
+}
+
+/// Boots `name` and asserts it passed; returns (stdout, stderr).
+fn passes(name: &str, extra: &[&str]) -> (String, String) {
+    let o = boot(name, extra);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(out.contains(&format!("TURTLES-TEST {name}")), "{name}: no banner\n{out}\n{err}");
+    let failed: Vec<&str> = out.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(failed.is_empty(), "{name}: failed checks:\n{}\n{err}", failed.join("\n"));
+    let last = out.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    assert!(last.starts_with("PASS "), "{name}: last line {last:?}\n{err}");
+    let n: u32 = last[5..].trim().parse().unwrap_or(0);
+    assert!(n > 0, "{name}: PASS without checks");
+    assert_eq!(o.status.code(), Some(33), "{name}: exit status\n{err}");
+    (out, err)
+}
+
+/// The count `--stats` reports for exception `label` (e.g. "#PF") on its
+/// `exceptions: #BP 1, #PF 25` line.
+fn stat(err: &str, label: &str) -> u64 {
+    err.lines()
+        .filter_map(|l| l.trim().strip_prefix("exceptions:"))
+        .flat_map(|l| l.split(','))
+        .filter_map(|item| {
+            let mut w = item.split_whitespace();
+            (w.next()? == label).then(|| w.next()?.parse().ok())?
+        })
+        .next()
+        .unwrap_or(0)
+}
+
+#[test]
+fn demo() {
+    let (out, _) = passes("demo", &["--append", "hello"]);
+    assert!(out.contains("cmdline:") && out.contains("hello"), "{out}");
+}
+
+#[test]
+fn modes() {
+    passes("modes", &[]);
+}
+
+#[test]
+fn paging() {
+    let (_, err) = passes("paging", &[]);
+    assert!(stat(&err, "#PF") > 0, "page faults are counted in --stats:\n{err}");
+}
+
+#[test]
+fn exceptions() {
+    let (_, err) = passes("exceptions", &[]);
+    for v in ["#DE", "#UD", "#GP", "#DF"] {
+        assert!(stat(&err, v) > 0, "{v} counted in --stats:\n{err}");
+    }
+}
+
+#[test]
+fn interrupts() {
+    passes("interrupts", &[]);
+}
+
+#[test]
+fn smp_starts_every_ap_on_one_sipi() {
+    for n in ["1", "2", "4"] {
+        let (out, _) = passes("smp", &["-smp", n]);
+        assert!(out.contains("ok"), "{out}");
+    }
+}
+
+#[test]
+fn fwcfg() {
+    passes("fwcfg", &["-smp", "2", "--append", "fw_cfg command line"]);
+}
+
+#[test]
+fn pci() {
+    let (out, _) = passes("pci", &["-device", "pci-testdev"]);
+    assert!(out.contains("8086:1237") && out.contains("1b36:0005"), "{out}");
+}
+
+#[test]
+fn testdev() {
+    passes("testdev", &["-device", "pc-testdev"]);
+}
+
+#[test]
+fn self_modifying_code() {
+    passes("smc", &[]);
+}
+
+#[test]
+fn syscall() {
+    passes("syscall", &[]);
+}
+
+#[test]
+fn sse() {
+    passes("sse", &[]);
+}
+
+#[test]
+fn xsave() {
+    passes("xsave", &[]);
+}
+
+#[test]
+fn bench_kernel_matches_reference_sums() {
+    let (out, _) = passes("bench", &[]);
+    assert!(out.contains("BENCH wl=alu"), "{out}");
+}
+
+#[test]
+fn runs_are_deterministic() {
+    let a = boot("smp", &["-smp", "4"]);
+    let b = boot("smp", &["-smp", "4"]);
+    assert_eq!(a.stdout, b.stdout);
+    assert_eq!(a.status.code(), Some(33));
+}
