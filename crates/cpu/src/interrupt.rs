@@ -100,6 +100,10 @@ impl Cpu {
             *c += 1;
         }
         self.stats.last_exception = Some((f, rip));
+        if self.stats.recent_exceptions.len() == crate::RECENT_EXCEPTIONS {
+            self.stats.recent_exceptions.pop_front();
+        }
+        self.stats.recent_exceptions.push_back((f, rip));
     }
 
     /// Enters shutdown after a triple fault (SDM 6.15, "Interrupt 8").

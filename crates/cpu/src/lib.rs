@@ -66,6 +66,9 @@ pub mod events {
     pub const STOP: u32 = 1 << 1;
 }
 
+/// How many exceptions [`CpuStats::recent_exceptions`] keeps.
+pub const RECENT_EXCEPTIONS: usize = 8;
+
 /// Per-vCPU counters for `--stats`, indexed by vector.
 #[derive(Clone, Debug)]
 pub struct CpuStats {
@@ -80,6 +83,9 @@ pub struct CpuStats {
     pub blocks_decoded: u64,
     /// The most recent exception.
     pub last_exception: Option<(Fault, u64)>,
+    /// The last few exceptions (oldest first) with the RIP they were
+    /// raised at, for failure reports.
+    pub recent_exceptions: std::collections::VecDeque<(Fault, u64)>,
 }
 
 impl Default for CpuStats {
@@ -90,6 +96,7 @@ impl Default for CpuStats {
             unimplemented: Default::default(),
             blocks_decoded: 0,
             last_exception: None,
+            recent_exceptions: std::collections::VecDeque::with_capacity(RECENT_EXCEPTIONS),
         }
     }
 }

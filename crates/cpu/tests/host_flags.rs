@@ -108,6 +108,8 @@ enum Gen {
     Cmpxchg(u8),
     /// CMPXCHG8B/16B: rDX:rAX often equals the memory operand.
     CmpxchgWide(bool),
+    /// BEXTR: RDX is a start/length control word, mostly in range.
+    Bextr,
 }
 
 struct Case {
@@ -234,6 +236,11 @@ fn draw(rng: &mut Rng, gen: Gen) -> St {
                 };
                 let dest = if rng.below(2) == 0 { dest } else { s.mem[BUF / 2] };
                 s.rax = (s.rax & !m) | (dest & m);
+            }
+        }
+        Gen::Bextr => {
+            if rng.below(4) != 0 {
+                s.rdx = (s.rdx & !0xffff) | (rng.below(80) << 8) | rng.below(80);
             }
         }
         Gen::CmpxchgWide(wide) => {
@@ -548,6 +555,12 @@ fn shifts() {
         case!("shld eax, esi, 1", [0x0f, 0xa4, 0xf0, 0x01], undef = AF),
         case!("shrd rax, rsi, 0x21", [0x48, 0x0f, 0xac, 0xf0, 0x21], undef = sh),
         case!("shrd dword ptr [rdi], esi, cl", [0x0f, 0xad, 0x37], undef = sh, gen = Gen::Count, mem = true),
+        case!("rcl al, 9", [0xc0, 0xd0, 0x09], undef = OF),
+        case!("rol ax, 0x11", [0x66, 0xc1, 0xc0, 0x11], undef = OF),
+        case!("shr eax, 0x21", [0xc1, 0xe8, 0x21], undef = AF),
+        case!("shrd ax, si, 0x14", [0x66, 0x0f, 0xac, 0xf0, 0x14], undef = STATUS),
+        case!("shr ah, cl", [0xd2, 0xec], undef = sh | CF, gen = Gen::Count),
+        case!("rcl dh, cl", [0xd2, 0xd6], undef = OF, gen = Gen::Count),
     ];
     run_cases(2, &cases, N);
 }
@@ -572,6 +585,8 @@ fn muldiv() {
         case!("imul rax, rcx, 0x12345678", [0x48, 0x69, 0xc1, 0x78, 0x56, 0x34, 0x12], undef = m),
         case!("imul rax, qword ptr [rdi]", [0x48, 0x0f, 0xaf, 0x07], undef = m, mem = true),
         case!("mul dword ptr [rdi]", [0xf7, 0x27], undef = m, mem = true),
+        case!("mul dh", [0xf6, 0xe6], undef = m),
+        case!("imul ecx, dword ptr [rdi], 0x7fff", [0x69, 0x0f, 0xff, 0x7f, 0x00, 0x00], undef = m, mem = true),
         case!("div cl", [0xf6, 0xf1], undef = STATUS, gen = Gen::Div(1, false)),
         case!("div cx", [0x66, 0xf7, 0xf1], undef = STATUS, gen = Gen::Div(2, false)),
         case!("div ecx", [0xf7, 0xf1], undef = STATUS, gen = Gen::Div(4, false)),
@@ -619,12 +634,14 @@ fn bit_ops() {
         case!("bsr eax, ecx", [0x0f, 0xbd, 0xc1], undef = scan),
         case!("bsr rax, rcx", [0x48, 0x0f, 0xbd, 0xc1], undef = scan),
         case!("bsf eax, dword ptr [rdi]", [0x0f, 0xbc, 0x07], undef = scan, mem = true),
+        case!("bsr ax, word ptr [rdi]", [0x66, 0x0f, 0xbd, 0x07], undef = scan, mem = true),
     ];
     if std::arch::is_x86_feature_detected!("popcnt") {
         cases.extend([
             case!("popcnt ax, cx", [0x66, 0xf3, 0x0f, 0xb8, 0xc1]),
             case!("popcnt eax, ecx", [0xf3, 0x0f, 0xb8, 0xc1]),
             case!("popcnt rax, rcx", [0xf3, 0x48, 0x0f, 0xb8, 0xc1]),
+            case!("popcnt rax, qword ptr [rdi]", [0xf3, 0x48, 0x0f, 0xb8, 0x07], mem = true),
         ]);
     }
     if std::arch::is_x86_feature_detected!("lzcnt") {
@@ -633,6 +650,7 @@ fn bit_ops() {
             case!("lzcnt ax, cx", [0x66, 0xf3, 0x0f, 0xbd, 0xc1], undef = u),
             case!("lzcnt eax, ecx", [0xf3, 0x0f, 0xbd, 0xc1], undef = u),
             case!("lzcnt rax, rcx", [0xf3, 0x48, 0x0f, 0xbd, 0xc1], undef = u),
+            case!("lzcnt eax, dword ptr [rdi]", [0xf3, 0x0f, 0xbd, 0x07], undef = u, mem = true),
         ]);
     }
     if std::arch::is_x86_feature_detected!("bmi1") {
@@ -641,6 +659,14 @@ fn bit_ops() {
             case!("tzcnt ax, cx", [0x66, 0xf3, 0x0f, 0xbc, 0xc1], undef = u),
             case!("tzcnt eax, ecx", [0xf3, 0x0f, 0xbc, 0xc1], undef = u),
             case!("tzcnt rax, rcx", [0xf3, 0x48, 0x0f, 0xbc, 0xc1], undef = u),
+            case!("tzcnt ax, word ptr [rdi]", [0x66, 0xf3, 0x0f, 0xbc, 0x07], undef = u, mem = true),
+            case!("andn eax, ecx, edx", [0xc4, 0xe2, 0x70, 0xf2, 0xc2], undef = AF | PF),
+            case!("andn rax, rcx, qword ptr [rdi]", [0xc4, 0xe2, 0xf0, 0xf2, 0x07], undef = AF | PF, mem = true),
+            case!("bextr eax, ecx, edx", [0xc4, 0xe2, 0x68, 0xf7, 0xc1], undef = AF | SF | PF, gen = Gen::Bextr),
+            case!("bextr rax, rcx, rdx", [0xc4, 0xe2, 0xe8, 0xf7, 0xc1], undef = AF | SF | PF, gen = Gen::Bextr),
+            case!("blsi eax, ecx", [0xc4, 0xe2, 0x78, 0xf3, 0xd9], undef = AF | PF),
+            case!("blsmsk rax, rcx", [0xc4, 0xe2, 0xf8, 0xf3, 0xd1], undef = AF | PF),
+            case!("blsr eax, dword ptr [rdi]", [0xc4, 0xe2, 0x78, 0xf3, 0x0f], undef = AF | PF, mem = true),
         ]);
     }
     run_cases(4, &cases, N);
@@ -656,6 +682,7 @@ fn atomics() {
         case!("xadd ecx, ecx", [0x0f, 0xc1, 0xc9]),
         case!("xadd dword ptr [rdi], ecx", [0x0f, 0xc1, 0x0f], mem = true),
         case!("lock xadd qword ptr [rdi], rcx", [0xf0, 0x48, 0x0f, 0xc1, 0x0f], mem = true),
+        case!("xadd byte ptr [rdi], cl", [0x0f, 0xc0, 0x0f], mem = true),
         case!("cmpxchg dl, cl", [0x0f, 0xb0, 0xca], gen = Gen::Cmpxchg(1)),
         case!("cmpxchg si, cx", [0x66, 0x0f, 0xb1, 0xce], gen = Gen::Cmpxchg(2)),
         case!("cmpxchg esi, ecx", [0x0f, 0xb1, 0xce], gen = Gen::Cmpxchg(4)),
@@ -665,6 +692,7 @@ fn atomics() {
         case!("cmpxchg dword ptr [rdi], ecx", [0x0f, 0xb1, 0x0f], gen = Gen::Cmpxchg(4), mem = true),
         case!("lock cmpxchg qword ptr [rdi], rcx", [0xf0, 0x48, 0x0f, 0xb1, 0x0f], gen = Gen::Cmpxchg(8), mem = true),
         case!("cmpxchg byte ptr [rdi], cl", [0x0f, 0xb0, 0x0f], gen = Gen::Cmpxchg(1), mem = true),
+        case!("cmpxchg word ptr [rdi], cx", [0x66, 0x0f, 0xb1, 0x0f], gen = Gen::Cmpxchg(2), mem = true),
     ];
     cases.push(Case {
         asm: "lock cmpxchg8b qword ptr [rdi]",

@@ -97,6 +97,9 @@ pub struct CpuState {
     pub cr3: u64,
     /// The last exception and the RIP it was raised at.
     pub last_exception: Option<(Fault, u64)>,
+    /// The exceptions before it (oldest first), for chains that end in a
+    /// double or triple fault.
+    pub earlier_exceptions: Vec<(Fault, u64)>,
     /// Up to 15 instruction bytes at CS:RIP, read through the CPU's current
     /// translation (empty when RIP is not mapped).
     pub insn_bytes: Vec<u8>,
@@ -110,6 +113,13 @@ impl std::fmt::Display for CpuState {
         match &self.last_exception {
             Some((fault, rip)) => write!(f, ", last exception {fault} at rip {rip:#x}")?,
             None => f.write_str(", no exception")?,
+        }
+        if !self.earlier_exceptions.is_empty() {
+            f.write_str(" (after")?;
+            for (fault, rip) in &self.earlier_exceptions {
+                write!(f, " {fault} at {rip:#x};")?;
+            }
+            f.write_str(")")?;
         }
         if self.insn_bytes.is_empty() {
             f.write_str(", bytes: (not mapped)")
@@ -289,6 +299,7 @@ mod tests {
                 cr0: 0x8000_0011,
                 cr3: 0x1000,
                 last_exception: Some((Fault::gp0(), 0x10_1234)),
+                earlier_exceptions: Vec::new(),
                 insn_bytes: vec![0x0f, 0x0b],
                 insns: 1_000_000,
             }],

@@ -654,6 +654,10 @@ impl Vm {
                 cr0: cpu.regs.cr0,
                 cr3: cpu.regs.cr3,
                 last_exception: cpu.stats.last_exception,
+                earlier_exceptions: {
+                    let r = &cpu.stats.recent_exceptions;
+                    r.iter().take(r.len().saturating_sub(1)).copied().collect()
+                },
                 insn_bytes: insn_bytes(cpu, &mut self.m.mem),
                 insns: c.insns.get(i).copied().unwrap_or(0),
             })

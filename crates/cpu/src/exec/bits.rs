@@ -1,6 +1,8 @@
 //! Bit operations and atomics: BT, BTS, BTR, BTC, BSF, BSR, LZCNT, TZCNT,
-//! POPCNT, CMPXCHG, CMPXCHG8B, CMPXCHG16B, XADD (SDM vol. 2, each
-//! instruction's page; "LOCK—Assert LOCK# Signal Prefix").
+//! POPCNT, the rest of BMI1 (ANDN, BEXTR, BLSI, BLSMSK, BLSR, which the
+//! CPUID model advertises with TZCNT), CMPXCHG, CMPXCHG8B, CMPXCHG16B,
+//! XADD (SDM vol. 2, each instruction's page; "LOCK—Assert LOCK# Signal
+//! Prefix").
 //!
 //! Bit tests with a register bit offset and a memory operand address
 //! beyond the operand: the offset is signed and selects the operand-sized
@@ -19,10 +21,12 @@
 //!   index written; with a zero source ZF = PF = 1 and the destination is
 //!   not written at all (a 32-bit destination keeps its upper half).
 //! - LZCNT/TZCNT: OF is unchanged, SF, AF and PF are cleared.
+//! - ANDN, BEXTR, BLSI, BLSMSK, BLSR: see [`bmi1_flags`].
 
-use crate::exec::shift::{bit_if, update_flags, CF, OF, PF, STATUS, ZF};
+use crate::exec::shift::{bit_if, szp, update_flags, AF, CF, OF, PF, SF, STATUS, ZF};
 use crate::fault::Fault;
 use crate::flags::{parity, size_mask, FlagOp};
+use crate::state::Mode;
 use crate::{Cpu, Ctx};
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
@@ -248,10 +252,12 @@ fn cmpxchg_wide(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), 
     let m = size_mask(half);
     let seg = cpu.mem_seg(insn);
     let off = cpu.ea(insn);
-    let la = cpu.probe_write(ctx, seg, off, 2 * half)?;
+    // Segment checks, then alignment, then paging.
+    let la = cpu.seg_linear(seg, off, 2 * half, true)?;
     if wide && la & 15 != 0 {
         return Err(Fault::gp0());
     }
+    cpu.probe_write(ctx, seg, off, 2 * half)?;
     let next = la.wrapping_add(u64::from(half));
     let (lo, hi) = if wide {
         (cpu.read_lin(ctx, la, 8)?, cpu.read_lin(ctx, next, 8)?)
@@ -295,6 +301,63 @@ fn xadd(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     })
 }
 
+/// The status flags of a BMI1 instruction with result `r` from source
+/// `src` (the r/m operand). The SDM defines ZF and SF from the result
+/// (ZF clear for BLSMSK, SF undefined for BEXTR), CF per instruction
+/// (clear for ANDN/BEXTR, `src == 0` for BLSMSK/BLSR, `src != 0` for BLSI)
+/// and OF clear; AF and PF are undefined. The tested hardware (see the
+/// module documentation) sets PF from the result, and AF is clear except
+/// after BEXTR, which always sets it and clears SF.
+pub fn bmi1_flags(m: Mnemonic, size: u8, src: u64, r: u64) -> u64 {
+    let zs = szp(size, r);
+    match m {
+        Mnemonic::Blsi => zs | bit_if(src != 0, CF),
+        Mnemonic::Blsmsk => (zs & !ZF) | bit_if(src == 0, CF),
+        Mnemonic::Blsr => zs | bit_if(src == 0, CF),
+        Mnemonic::Bextr => (zs & !SF) | AF,
+        _ => zs,
+    }
+}
+
+/// ANDN, BEXTR, BLSI, BLSMSK, BLSR (VEX-encoded; #UD without BMI1 and in
+/// real and virtual-8086 mode, where VEX does not exist).
+fn bmi1(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
+    if !cpu.cpuid.features().bmi1 || matches!(cpu.mode, Mode::Real | Mode::Vm86) {
+        return Err(Fault::ud());
+    }
+    let d = insn.op0_register();
+    let size = d.size() as u8;
+    let bits = 8 * u32::from(size);
+    let m = size_mask(size);
+    let mn = insn.mnemonic();
+    let (src, r) = match mn {
+        Mnemonic::Andn => {
+            let src = cpu.read_op(ctx, insn, 2)? & m;
+            (src, !cpu.reg(insn.op1_register()) & src & m)
+        }
+        Mnemonic::Bextr => {
+            let src = cpu.read_op(ctx, insn, 1)? & m;
+            let ctl = cpu.reg(insn.op2_register());
+            let (start, len) = ((ctl & 0xff) as u32, ((ctl >> 8) & 0xff) as u32);
+            let shifted = if start < bits { src >> start } else { 0 };
+            let field = if len < 64 { (1u64 << len) - 1 } else { u64::MAX };
+            (src, shifted & field)
+        }
+        _ => {
+            let src = cpu.read_op(ctx, insn, 1)? & m;
+            let r = match mn {
+                Mnemonic::Blsi => src.wrapping_neg() & src,
+                Mnemonic::Blsmsk => src.wrapping_sub(1) ^ src,
+                _ => src.wrapping_sub(1) & src,
+            };
+            (src, r & m)
+        }
+    };
+    cpu.set_reg(d, r);
+    cpu.regs.set_status_flags(bmi1_flags(mn, size, src, r));
+    Ok(())
+}
+
 /// Handler for a bit-operation or atomic mnemonic.
 pub fn select(m: Mnemonic, insn: &Instruction) -> Option<crate::exec::Handler> {
     let (h, lockable): (crate::exec::Handler, bool) = match m {
@@ -310,6 +373,7 @@ pub fn select(m: Mnemonic, insn: &Instruction) -> Option<crate::exec::Handler> {
         Mnemonic::Cmpxchg => (cmpxchg, true),
         Mnemonic::Cmpxchg8b | Mnemonic::Cmpxchg16b => (cmpxchg_wide, true),
         Mnemonic::Xadd => (xadd, true),
+        Mnemonic::Andn | Mnemonic::Bextr | Mnemonic::Blsi | Mnemonic::Blsmsk | Mnemonic::Blsr => (bmi1, false),
         _ => return None,
     };
     if insn.has_lock_prefix() && !(lockable && insn.op0_kind() == OpKind::Memory) {
@@ -548,6 +612,55 @@ mod tests {
         );
         assert_eq!((m.mem.read_u64(DATA).unwrap(), m.gpr(RDX)), (4, 5));
         assert_eq!(m.rflags() & STATUS, CF | AF);
+    }
+
+    #[test]
+    fn bmi1_group() {
+        check(
+            (&[0xc4, 0xe2, 0x70, 0xf2, 0xc2], "andn eax, ecx, edx"),
+            &[(RCX, 0xff00_ff00), (RDX, 0x0ff0_0ff0)],
+            CF | OF,
+            &[(RAX, 0x00f0_00f0)],
+            PF,
+        );
+        // Start 4, length 8.
+        check(
+            (&[0xc4, 0xe2, 0x68, 0xf7, 0xc1], "bextr eax, ecx, edx"),
+            &[(RCX, 0x1234_5678), (RDX, 0x0804)],
+            0,
+            &[(RAX, 0x67)],
+            AF,
+        );
+        // A start beyond the operand extracts nothing.
+        check(
+            (&[0xc4, 0xe2, 0xe8, 0xf7, 0xc1], "bextr rax, rcx, rdx"),
+            &[(RCX, u64::MAX), (RDX, 0xff40)],
+            0,
+            &[(RAX, 0)],
+            ZF | PF | AF,
+        );
+        check((&[0xc4, 0xe2, 0x78, 0xf3, 0xd9], "blsi eax, ecx"), &[(RCX, 0x1_2340)], 0, &[(RAX, 0x40)], CF);
+        check((&[0xc4, 0xe2, 0xf8, 0xf3, 0xd1], "blsmsk rax, rcx"), &[(RCX, 0)], ZF, &[(RAX, u64::MAX)], CF | SF | PF);
+        let m = run(
+            (&[0xc4, 0xe2, 0x78, 0xf3, 0x0f], "blsr eax, dword ptr [rdi]"),
+            &[(RDI, DATA), (RAX, u64::MAX)],
+            CF,
+            &[(DATA, 8)],
+        );
+        assert_eq!(m.gpr(RAX), 0);
+        assert_eq!(m.rflags() & STATUS, ZF | PF);
+        // Without BMI1: #UD.
+        let f = fault(&[0xc4, 0xe2, 0x70, 0xf2, 0xc2], |m| {
+            let mut e = m.cpu.cpuid.raw(7, 0);
+            e[1] &= !(1 << 3);
+            m.cpu.cpuid.set(CpuidEntry { leaf: 7, subleaf: Some(0), regs: e });
+        });
+        assert_eq!(f.vector, vector::UD);
+        // No VEX in real mode.
+        let mut m = Machine::real16(&[0xc4, 0xe2, 0x70, 0xf2, 0xc2, 0xf4]);
+        trap_all(&mut m, 16);
+        let (f, rip) = run_to_fault(&mut m);
+        assert_eq!((f.vector, rip), (vector::UD, 0));
     }
 
     #[test]

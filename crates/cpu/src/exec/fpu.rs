@@ -1028,39 +1028,74 @@ fn lin_at(cpu: &Cpu, la: u64, i: usize) -> u64 {
     }
 }
 
+/// The alignment rules of a memory operand: `gp` bytes or #GP(0) (the
+/// aligned SSE forms, FXSAVE, XSAVE), and `ac` bytes or #AC(0) when
+/// alignment checking is on (SDM vol. 3A, 6.15 "Interrupt 17—Alignment
+/// Check Exception (#AC)" and its table of alignment requirements by data
+/// type).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Align {
+    /// Misalignment raises #GP(0).
+    pub gp: u64,
+    /// Misalignment raises #AC(0) at CPL 3 with CR0.AM and RFLAGS.AC.
+    pub ac: u64,
+}
+
+impl Align {
+    /// A data item of `n` bytes, checked only by alignment checking.
+    pub(crate) const fn natural(n: u64) -> Align {
+        Align { gp: 1, ac: n }
+    }
+    /// An area that must be `n`-byte aligned (#GP(0) otherwise).
+    pub(crate) const fn strict(n: u64) -> Align {
+        Align { gp: n, ac: 1 }
+    }
+}
+
 /// Linear address of `len` bytes at `seg:off`: segment limit (or
-/// canonical) checks on both ends, then an alignment check on the linear
-/// address (#GP(0) whatever the segment).
-fn area_linear(cpu: &Cpu, seg: usize, off: u64, len: usize, align: u64, write: bool) -> Result<u64, Fault> {
+/// canonical) checks on both ends, then the alignment checks on the
+/// linear address (#GP(0) whatever the segment).
+fn area_linear(cpu: &Cpu, seg: usize, off: u64, len: usize, align: Align, write: bool) -> Result<u64, Fault> {
     // One check covers up to 255 bytes; longer areas (FXSAVE, XSAVE) also
     // check their last bytes, which together cover the contiguous range.
     let la = cpu.seg_linear(seg, off, len.clamp(1, 255) as u8, write)?;
     if len > 255 {
         cpu.seg_linear(seg, off.wrapping_add(len as u64 - 8), 8, write)?;
     }
-    if la & (align.max(1) - 1) != 0 {
+    if la & (align.gp.max(1) - 1) != 0 {
         return Err(Fault::gp0());
+    }
+    if la & (align.ac.max(1) - 1) != 0
+        && cpu.cpl == 3
+        && cpu.regs.cr0 & Cr0::AM.bits() != 0
+        && cpu.regs.flag(Rflags::AC)
+    {
+        return Err(Fault::ac());
     }
     Ok(la)
 }
 
-fn chunk(rem: usize) -> usize {
-    match rem {
+/// Size of the next piece of a multi-byte access at `addr` with `rem`
+/// bytes left: at most 8, a power of two, and aligned, so the pieces never
+/// trip the alignment check the operand as a whole passed.
+fn chunk(addr: u64, rem: usize) -> usize {
+    let fit = match rem {
         8.. => 8,
         4..=7 => 4,
         2 | 3 => 2,
         _ => 1,
-    }
+    };
+    fit.min(1 << addr.trailing_zeros().min(3))
 }
 
-/// Reads `buf.len()` bytes at `seg:off`, which must be `align`-aligned.
+/// Reads `buf.len()` bytes at `seg:off` under the rules of `align`.
 pub(crate) fn read_area(
     cpu: &mut Cpu,
     ctx: &mut Ctx,
     seg: usize,
     off: u64,
     buf: &mut [u8],
-    align: u64,
+    align: Align,
 ) -> Result<(), Fault> {
     if buf.is_empty() {
         return Ok(());
@@ -1078,8 +1113,9 @@ pub(crate) fn read_area(
     }
     let mut i = 0;
     while i < buf.len() {
-        let n = chunk(buf.len() - i);
-        let v = cpu.read_lin(ctx, lin_at(cpu, la, i), n as u8)?;
+        let a = lin_at(cpu, la, i);
+        let n = chunk(a, buf.len() - i);
+        let v = cpu.read_lin(ctx, a, n as u8)?;
         buf[i..i + n].copy_from_slice(&v.to_le_bytes()[..n]);
         i += n;
     }
@@ -1095,7 +1131,7 @@ pub(crate) fn probe_area(
     seg: usize,
     off: u64,
     len: usize,
-    align: u64,
+    align: Align,
 ) -> Result<u64, Fault> {
     let la = area_linear(cpu, seg, off, len, align, true)?;
     let user = cpu.cpl == 3;
@@ -1125,23 +1161,24 @@ pub(crate) fn write_at(cpu: &mut Cpu, ctx: &mut Ctx, la: u64, at: usize, data: &
     }
     let mut i = 0;
     while i < data.len() {
-        let n = chunk(data.len() - i);
+        let a = lin_at(cpu, la, at + i);
+        let n = chunk(a, data.len() - i);
         let mut b = [0u8; 8];
         b[..n].copy_from_slice(&data[i..i + n]);
-        cpu.write_lin(ctx, lin_at(cpu, la, at + i), n as u8, u64::from_le_bytes(b))?;
+        cpu.write_lin(ctx, a, n as u8, u64::from_le_bytes(b))?;
         i += n;
     }
     Ok(())
 }
 
-/// Writes `data` at `seg:off`, `align`-aligned, all or nothing.
+/// Writes `data` at `seg:off` under the rules of `align`, all or nothing.
 pub(crate) fn write_area(
     cpu: &mut Cpu,
     ctx: &mut Ctx,
     seg: usize,
     off: u64,
     data: &[u8],
-    align: u64,
+    align: Align,
 ) -> Result<(), Fault> {
     if data.is_empty() {
         return Ok(());
@@ -1221,7 +1258,7 @@ fn read_source(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction, env: &mut Env) 
         }
         MemorySize::Float80 => {
             let mut b = [0u8; 16];
-            read_area(cpu, ctx, seg, off, &mut b[..10], 1)?;
+            read_area(cpu, ctx, seg, off, &mut b[..10], Align::natural(8))?;
             u128::from_le_bytes(b)
         }
         MemorySize::Int16 => {
@@ -1355,7 +1392,8 @@ fn fst(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
         _ => return Err(Fault::ud()),
     };
     if may_write(&env) {
-        write_area(cpu, ctx, seg, off, &val.to_le_bytes()[..len], 1)?;
+        let ac = if len == 10 { 8 } else { len as u64 };
+        write_area(cpu, ctx, seg, off, &val.to_le_bytes()[..len], Align::natural(ac))?;
     }
     note_pointers(cpu, insn);
     let fpu = &mut cpu.regs.fpu;
@@ -2041,7 +2079,9 @@ fn fnstenv(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault
         env_len
     };
     let off = cpu.ea(insn);
-    write_area(cpu, ctx, cpu.mem_seg(insn), off, &img[..len], 1)?;
+    // Environments align on their field size for #AC.
+    let ac = if env_len == 14 { 2 } else { 4 };
+    write_area(cpu, ctx, cpu.mem_seg(insn), off, &img[..len], Align::natural(ac))?;
     if save {
         reset_x87(&mut cpu.regs.fpu);
     } else {
@@ -2060,7 +2100,8 @@ fn fldenv(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault>
     let mut img = [0u8; 108];
     let len = total.min(108);
     let off = cpu.ea(insn);
-    read_area(cpu, ctx, cpu.mem_seg(insn), off, &mut img[..len], 1)?;
+    let ac = if env_len == 14 { 2 } else { 4 };
+    read_area(cpu, ctx, cpu.mem_seg(insn), off, &mut img[..len], Align::natural(ac))?;
     load_env(cpu, &img[..env_len]);
     if insn.mnemonic() == Mnemonic::Frstor {
         for i in 0..8 {
@@ -2162,7 +2203,7 @@ fn fxsave(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault>
     let off = cpu.ea(insn);
     let seg = cpu.mem_seg(insn);
     // The 512-byte area is checked as a whole, as the instruction does.
-    let la = probe_area(cpu, ctx, seg, off, 512, 16)?;
+    let la = probe_area(cpu, ctx, seg, off, 512, Align::strict(16))?;
     write_at(cpu, ctx, la, 0, &img[..len])
 }
 
@@ -2172,7 +2213,7 @@ fn fxrstor(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault
     let wide = insn.mnemonic() == Mnemonic::Fxrstor64;
     let mut b = [0u8; 512];
     let off = cpu.ea(insn);
-    read_area(cpu, ctx, cpu.mem_seg(insn), off, &mut b, 16)?;
+    read_area(cpu, ctx, cpu.mem_seg(insn), off, &mut b, Align::strict(16))?;
     let mxcsr = image_mxcsr(&b);
     if mxcsr & !MXCSR_MASK != 0 {
         return Err(Fault::gp0());
@@ -2231,9 +2272,9 @@ fn xsave(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> 
     let rfbm = rfbm(cpu);
     let off = cpu.ea(insn);
     let seg = cpu.mem_seg(insn);
-    let la = probe_area(cpu, ctx, seg, off, XSAVE_AREA_SIZE, 64)?;
+    let la = probe_area(cpu, ctx, seg, off, XSAVE_AREA_SIZE, Align::strict(64))?;
     let mut h = [0u8; 8];
-    read_area(cpu, ctx, seg, off.wrapping_add(512), &mut h, 1)?;
+    read_area(cpu, ctx, seg, off.wrapping_add(512), &mut h, Align::natural(8))?;
     let xstate_bv = (u64::from_le_bytes(h) & !rfbm) | (xinuse(&cpu.regs.fpu) & rfbm);
     let img = fx_image(cpu, wide);
     if rfbm & 1 != 0 {
@@ -2262,7 +2303,7 @@ fn xrstor(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault>
     let rfbm = rfbm(cpu);
     let mut b = [0u8; XSAVE_AREA_SIZE];
     let off = cpu.ea(insn);
-    read_area(cpu, ctx, cpu.mem_seg(insn), off, &mut b, 64)?;
+    read_area(cpu, ctx, cpu.mem_seg(insn), off, &mut b, Align::strict(64))?;
     let q = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
     let (xstate_bv, xcomp_bv, reserved) = (q(512), q(520), q(528));
     if xcomp_bv != 0 || reserved != 0 || xstate_bv & !cpu.regs.xcr0 != 0 {

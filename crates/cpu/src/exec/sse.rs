@@ -35,7 +35,7 @@
 //! stored that way in [`crate::state::FpuState`]); MMX values are the low
 //! 64 bits, so the lane-wise operations below serve both widths.
 
-use super::fpu::{self, soft};
+use super::fpu::{self, soft, Align};
 use crate::exec::Handler;
 use crate::fault::Fault;
 use crate::{Cpu, Ctx};
@@ -101,18 +101,27 @@ fn set_vreg(cpu: &mut Cpu, r: Register, v: u128) {
     }
 }
 
+/// The alignment rules of an `n`-byte vector operand: `gp` is 16 for the
+/// forms that require alignment (#GP(0)), 1 otherwise; alignment
+/// checking (#AC) wants the operand's own size.
+fn vec_align(n: usize, gp: u64) -> Align {
+    Align { gp, ac: n as u64 }
+}
+
 /// Reads `n` (at most 16) bytes of the memory operand.
-fn read_m(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction, n: usize, align: u64) -> Result<u128, Fault> {
+fn read_m(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction, n: usize, gp: u64) -> Result<u128, Fault> {
     let mut b = [0u8; 16];
+    let n = n.min(16);
     let off = cpu.ea(insn);
-    fpu::read_area(cpu, ctx, cpu.mem_seg(insn), off, &mut b[..n.min(16)], align)?;
+    fpu::read_area(cpu, ctx, cpu.mem_seg(insn), off, &mut b[..n], vec_align(n, gp))?;
     Ok(u128::from_le_bytes(b))
 }
 
 /// Writes the low `n` (at most 16) bytes of `v` to the memory operand.
-fn write_m(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction, v: u128, n: usize, align: u64) -> Result<(), Fault> {
+fn write_m(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction, v: u128, n: usize, gp: u64) -> Result<(), Fault> {
+    let n = n.min(16);
     let off = cpu.ea(insn);
-    fpu::write_area(cpu, ctx, cpu.mem_seg(insn), off, &v.to_le_bytes()[..n.min(16)], align)
+    fpu::write_area(cpu, ctx, cpu.mem_seg(insn), off, &v.to_le_bytes()[..n], vec_align(n, gp))
 }
 
 /// Operand `n` as a source: a register, an immediate, or memory of the
@@ -595,7 +604,7 @@ fn maskmov<const MMX: bool>(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) ->
         _ => rdi,
     };
     let seg = super::sreg_index(insn.memory_segment());
-    let la = fpu::probe_area(cpu, ctx, seg, off, n, 1)?;
+    let la = fpu::probe_area(cpu, ctx, seg, off, n, Align::natural(n as u64))?;
     for i in (0..n).filter(|&i| mask[i] & 0x80 != 0) {
         fpu::write_at(cpu, ctx, la, i, &data[i..i + 1])?;
     }
@@ -1848,6 +1857,31 @@ mod tests {
             (0..16).map(|i| if [0, 3, 5, 7, 8, 10, 12, 14].contains(&i) { a[i] } else { 0xaa }).collect();
         assert_eq!(&b[..16], &want[..]);
         assert_eq!(&b[16..24], &[0x88, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0x11]);
+    }
+
+    #[test]
+    fn alignment_checking_uses_the_operand_size() {
+        use crate::exec::fpu::tests::to_user;
+        let (ac, gp) = (vector::AC, vector::GP);
+        for (op, addr, want) in [
+            (&[0x0f, 0x10, 0x03][..], DATA + 8, (ac, CODE)), // movups xmm0, [rbx]: 16 bytes
+            (&[0x0f, 0x10, 0x03][..], DATA + 16, (gp, CODE + 3)), // aligned: the HLT after it faults
+            (&[0x0f, 0x28, 0x03][..], DATA + 8, (gp, CODE)), // movaps xmm0, [rbx]: #GP, not #AC
+            (&[0xf3, 0x0f, 0x58, 0x03][..], DATA + 2, (ac, CODE)), // addss xmm0, [rbx]: 4 bytes
+            (&[0xf3, 0x0f, 0x58, 0x03][..], DATA + 4, (gp, CODE + 4)),
+            (&[0xd9, 0x33][..], DATA + 4, (gp, CODE + 2)), // fnstenv [rbx]: dword fields
+            (&[0xd9, 0x33][..], DATA + 2, (ac, CODE)),
+            (&[0xdb, 0x3b][..], DATA + 4, (ac, CODE)), // fstp tbyte [rbx]: 8 bytes
+        ] {
+            let mut m = Machine::long64(&with_hlt(op));
+            to_user(&mut m);
+            m.cpu.regs.cr0 |= x86::Cr0::AM.bits();
+            let f = m.cpu.regs.rflags();
+            m.cpu.regs.set_rflags(f | x86::Rflags::AC.bits());
+            m.cpu.regs.gpr[3] = addr;
+            m.cpu.regs.fpu.ftw = 0xff;
+            assert_eq!(expect_fault(&mut m), (want.0, Some(0), want.1), "{op:02x?} at {addr:#x}");
+        }
     }
 
     #[test]

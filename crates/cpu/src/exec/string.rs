@@ -14,12 +14,16 @@
 //! Repetition is interruptible and restartable, as on hardware: each
 //! completed iteration updates rSI, rDI and rCX at once, so a fault in
 //! iteration k reports the state after k - 1 iterations with RIP at the
-//! instruction. A handler call runs a bounded chunk ([`CHUNK_ITERS`]
-//! iterations, or [`CHUNK_BYTES`] on the fast path); if the count is not
-//! exhausted it leaves RIP at the instruction and ends the block, so the
-//! run loop can deliver interrupts and spend its budget before the next
-//! chunk. With RFLAGS.TF set, each iteration is one step (the SDM's
-//! single-step trap after every iteration).
+//! instruction. A handler call does a bounded amount of work,
+//! [`CHUNK_UNITS`] units: one per iteration, or one per 8 bytes moved on
+//! the fast path (fast-string hardware moves several bytes per cycle). If
+//! the count is not exhausted it leaves RIP at the instruction and ends the
+//! block, so the run loop can deliver interrupts before the next chunk.
+//! The units are charged to the instruction count (beyond the one the run
+//! loop counts), so the budget and virtual time advance with the work
+//! done: a REP with a huge count cannot run 4096 times over its budget.
+//! With RFLAGS.TF set, each iteration is one step (the SDM's single-step
+//! trap after every iteration).
 //!
 //! Fast path: REP MOVS and REP STOS with DF = 0 whose current stretch of
 //! source and destination lies in RAM pages the TLB maps for that access
@@ -36,10 +40,11 @@ use iced_x86::{Instruction, Mnemonic, OpKind};
 use x86::seg::sreg;
 use x86::Rflags;
 
-/// Iterations of the element-by-element path per handler call.
-pub const CHUNK_ITERS: u64 = 4096;
-/// Bytes the fast path moves per handler call.
-pub const CHUNK_BYTES: u64 = 256 * 1024;
+/// Work per handler call: iterations of the element-by-element path, or
+/// 8-byte units of the fast path.
+pub const CHUNK_UNITS: u64 = 4096;
+/// Bytes per work unit of the fast path.
+const FAST_UNIT: u64 = 8;
 
 const RCX: usize = 1;
 const RDX: usize = 2;
@@ -116,31 +121,29 @@ impl StrOp {
     }
 }
 
-impl Cpu {
-    /// An address-size-wide register (rSI, rDI, rCX).
-    #[inline(always)]
-    fn areg(&self, idx: usize, asize: u8) -> u64 {
-        self.regs.gpr[idx] & size_mask(asize)
-    }
+/// An address-size-wide register (rSI, rDI, rCX).
+#[inline(always)]
+fn areg(cpu: &Cpu, idx: usize, asize: u8) -> u64 {
+    cpu.regs.gpr[idx] & size_mask(asize)
+}
 
-    /// Writes an address-size-wide register: 16 bits merge, 32 bits
-    /// zero-extend.
-    #[inline(always)]
-    fn set_areg(&mut self, idx: usize, asize: u8, v: u64) {
-        let slot = &mut self.regs.gpr[idx];
-        *slot = match asize {
-            2 => (*slot & !0xffff) | (v & 0xffff),
-            4 => v & 0xffff_ffff,
-            _ => v,
-        };
-    }
+/// Writes an address-size-wide register: 16 bits merge, 32 bits
+/// zero-extend.
+#[inline(always)]
+fn set_areg(cpu: &mut Cpu, idx: usize, asize: u8, v: u64) {
+    let slot = &mut cpu.regs.gpr[idx];
+    *slot = match asize {
+        2 => (*slot & !0xffff) | (v & 0xffff),
+        4 => v & 0xffff_ffff,
+        _ => v,
+    };
+}
 
-    /// Moves rSI or rDI by `delta` bytes within the address size.
-    #[inline(always)]
-    fn advance(&mut self, idx: usize, asize: u8, delta: u64) {
-        let v = self.areg(idx, asize).wrapping_add(delta);
-        self.set_areg(idx, asize, v);
-    }
+/// Moves rSI or rDI by `delta` bytes within the address size.
+#[inline(always)]
+fn advance(cpu: &mut Cpu, idx: usize, asize: u8, delta: u64) {
+    let v = areg(cpu, idx, asize).wrapping_add(delta);
+    set_areg(cpu, idx, asize, v);
 }
 
 /// Executes one element of `s` and moves rSI/rDI (not rCX).
@@ -148,37 +151,37 @@ fn step(cpu: &mut Cpu, ctx: &mut Ctx, s: &StrOp) -> Result<(), Fault> {
     let size = s.size;
     let m = size_mask(size);
     let delta = if cpu.regs.flag(Rflags::DF) { u64::from(size).wrapping_neg() } else { u64::from(size) };
-    let si = cpu.areg(RSI, s.asize);
-    let di = cpu.areg(RDI, s.asize);
+    let si = areg(cpu, RSI, s.asize);
+    let di = areg(cpu, RDI, s.asize);
     match s.kind {
         Kind::Movs => {
             let v = cpu.read_mem(ctx, s.src_seg, si, size)?;
             cpu.write_mem(ctx, sreg::ES, di, size, v)?;
-            cpu.advance(RSI, s.asize, delta);
-            cpu.advance(RDI, s.asize, delta);
+            advance(cpu, RSI, s.asize, delta);
+            advance(cpu, RDI, s.asize, delta);
         }
         Kind::Cmps => {
             let a = cpu.read_mem(ctx, s.src_seg, si, size)?;
             let b = cpu.read_mem(ctx, sreg::ES, di, size)?;
             cpu.regs.set_lazy(FlagOp::Sub, size, a, b, a.wrapping_sub(b) & m);
-            cpu.advance(RSI, s.asize, delta);
-            cpu.advance(RDI, s.asize, delta);
+            advance(cpu, RSI, s.asize, delta);
+            advance(cpu, RDI, s.asize, delta);
         }
         Kind::Scas => {
             let a = cpu.regs.gpr[0] & m;
             let b = cpu.read_mem(ctx, sreg::ES, di, size)?;
             cpu.regs.set_lazy(FlagOp::Sub, size, a, b, a.wrapping_sub(b) & m);
-            cpu.advance(RDI, s.asize, delta);
+            advance(cpu, RDI, s.asize, delta);
         }
         Kind::Lods => {
             let v = cpu.read_mem(ctx, s.src_seg, si, size)?;
             set_acc(cpu, size, v);
-            cpu.advance(RSI, s.asize, delta);
+            advance(cpu, RSI, s.asize, delta);
         }
         Kind::Stos => {
             let v = cpu.regs.gpr[0] & m;
             cpu.write_mem(ctx, sreg::ES, di, size, v)?;
-            cpu.advance(RDI, s.asize, delta);
+            advance(cpu, RDI, s.asize, delta);
         }
         Kind::Ins => {
             // Check the port and the destination before reading the port,
@@ -188,13 +191,13 @@ fn step(cpu: &mut Cpu, ctx: &mut Ctx, s: &StrOp) -> Result<(), Fault> {
             cpu.probe_write(ctx, sreg::ES, di, size)?;
             let v = cpu.port_in(ctx, port, size)?;
             cpu.write_mem(ctx, sreg::ES, di, size, v)?;
-            cpu.advance(RDI, s.asize, delta);
+            advance(cpu, RDI, s.asize, delta);
         }
         Kind::Outs => {
             let port = cpu.regs.gpr[RDX] as u16;
             let v = cpu.read_mem(ctx, s.src_seg, si, size)?;
             cpu.port_out(ctx, port, size, v)?;
-            cpu.advance(RSI, s.asize, delta);
+            advance(cpu, RSI, s.asize, delta);
         }
     }
     Ok(())
@@ -248,8 +251,8 @@ fn fast_run(cpu: &mut Cpu, ctx: &mut Ctx, s: &StrOp, count: u64, budget: u64) ->
     let sz = u64::from(s.size);
     let mut n = count.min(budget / sz);
     let movs = s.kind == Kind::Movs;
-    let si = cpu.areg(RSI, s.asize);
-    let di = cpu.areg(RDI, s.asize);
+    let si = areg(cpu, RSI, s.asize);
+    let di = areg(cpu, RDI, s.asize);
     // Each call may shorten the run; a prefix of a valid run is valid, so
     // the source run checked first stays valid.
     let src_la = if movs { Some(linear_run(cpu, s.src_seg, si, s.size, s.asize, &mut n, false)?) } else { None };
@@ -293,10 +296,10 @@ fn fast_run(cpu: &mut Cpu, ctx: &mut Ctx, s: &StrOp, count: u64, budget: u64) ->
     }
     let bytes = n * sz;
     if movs {
-        cpu.advance(RSI, s.asize, bytes);
+        advance(cpu, RSI, s.asize, bytes);
     }
-    cpu.advance(RDI, s.asize, bytes);
-    cpu.set_areg(RCX, s.asize, count - n);
+    advance(cpu, RDI, s.asize, bytes);
+    set_areg(cpu, RCX, s.asize, count - n);
     Some(n)
 }
 
@@ -305,9 +308,9 @@ fn fast_run(cpu: &mut Cpu, ctx: &mut Ctx, s: &StrOp, count: u64, budget: u64) ->
 fn elements_left_in_page(cpu: &Cpu, s: &StrOp) -> u64 {
     let sz = u64::from(s.size);
     let rest = |off: u64| (0x1000 - (off & 0xfff)).div_ceil(sz);
-    let mut k = rest(cpu.areg(RDI, s.asize));
+    let mut k = rest(areg(cpu, RDI, s.asize));
     if s.kind == Kind::Movs {
-        k = k.min(rest(cpu.areg(RSI, s.asize)));
+        k = k.min(rest(areg(cpu, RSI, s.asize)));
     }
     k.max(1)
 }
@@ -318,27 +321,26 @@ fn string_op(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction, kind: Kind) -> Re
         return step(cpu, ctx, &s);
     }
     let single = cpu.needs_single_step();
-    let limit = if single { 1 } else { CHUNK_ITERS };
+    let limit = if single { 1 } else { CHUNK_UNITS };
     let fast = !single && matches!(kind, Kind::Movs | Kind::Stos) && !cpu.regs.flag(Rflags::DF);
-    let mut iters = 0;
-    let mut bytes = 0;
+    let mut units = 0;
     let mut slow_left = 0;
-    loop {
-        let count = cpu.areg(RCX, s.asize);
+    let result = loop {
+        let count = areg(cpu, RCX, s.asize);
         if count == 0 {
-            return Ok(());
+            break Ok(());
         }
-        if iters >= limit || bytes >= CHUNK_BYTES {
+        if units >= limit {
             // Resume at this instruction after the run loop had a look at
             // interrupts and the budget.
             cpu.next_rip = insn.ip();
             cpu.events |= events::IRQ | events::STOP;
-            return Ok(());
+            break Ok(());
         }
         if fast && slow_left == 0 {
-            match fast_run(cpu, ctx, &s, count, CHUNK_BYTES - bytes) {
+            match fast_run(cpu, ctx, &s, count, (limit - units) * FAST_UNIT) {
                 Some(n) => {
-                    bytes += n * u64::from(s.size);
+                    units += (n * u64::from(s.size)).div_ceil(FAST_UNIT);
                     continue;
                 }
                 // Not plain RAM (MMIO, decoded code, a fault to report, an
@@ -347,9 +349,11 @@ fn string_op(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction, kind: Kind) -> Re
                 None => slow_left = elements_left_in_page(cpu, &s),
             }
         }
-        step(cpu, ctx, &s)?;
-        cpu.set_areg(RCX, s.asize, count - 1);
-        iters += 1;
+        if let Err(f) = step(cpu, ctx, &s) {
+            break Err(f);
+        }
+        set_areg(cpu, RCX, s.asize, count - 1);
+        units += 1;
         slow_left = slow_left.saturating_sub(1);
         let stop = match s.rep {
             Rep::WhileEqual => !cpu.regs.zf(),
@@ -357,9 +361,13 @@ fn string_op(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction, kind: Kind) -> Re
             _ => false,
         };
         if stop {
-            return Ok(());
+            break Ok(());
         }
-    }
+    };
+    // The run loop counts one instruction (unless this one faults); the
+    // rest of the work is charged here.
+    cpu.icount += units.saturating_sub(1);
+    result
 }
 
 macro_rules! string_handlers {
@@ -528,7 +536,7 @@ mod tests {
     #[test]
     fn large_copy_runs_in_restartable_chunks() {
         // 1 MiB + 24 bytes of qwords: several handler calls of at most
-        // CHUNK_BYTES, each leaving RIP at the instruction.
+        // CHUNK_UNITS * 8 bytes, each leaving RIP at the instruction.
         let len = (1 << 20) + 24;
         let data = pattern(len, 3);
         let src = 0x10_0000;
@@ -543,8 +551,8 @@ mod tests {
         m.run_to_hlt();
         assert_eq!(read(&m, dst, len), data);
         assert_eq!(m.gpr(RCX), 0);
-        let chunks = (len as u64).div_ceil(super::CHUNK_BYTES);
-        assert_eq!(m.cpu.icount, chunks + 1, "chunks plus the HLT");
+        // One unit per 8 bytes, plus the HLT.
+        assert_eq!(m.cpu.icount, len as u64 / 8 + 1);
     }
 
     #[test]
@@ -630,7 +638,8 @@ mod tests {
         m.run_to_hlt();
         assert_eq!((m.gpr(RCX), m.gpr(RSI), m.gpr(RDI)), (0, SRC + 10_000, DST + 10_000));
         assert_eq!(m.rflags() & ZF, ZF);
-        assert_eq!(m.cpu.icount, 3 + 1, "three chunks plus the HLT");
+        // One unit per iteration, plus the HLT.
+        assert_eq!(m.cpu.icount, 10_000 + 1);
     }
 
     #[test]

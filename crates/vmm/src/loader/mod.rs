@@ -14,7 +14,9 @@
 //!      (`EM_X86_64`), loaded by its PT_LOAD program headers at their
 //!      physical addresses `p_paddr`; the entry point is `e_entry`, of
 //!      which only the low 32 bits count for ELF64 (as in QEMU).
-//! 2. **Plain ELF64** (`EM_X86_64`, no multiboot header): PT_LOAD segments
+//! 2. **Linux bzImage** (setup header "HdrS", boot protocol 2.12 or later):
+//!    see [`linux`]; entered through its 64-bit entry point.
+//! 3. **Plain ELF64** (`EM_X86_64`, no multiboot header): PT_LOAD segments
 //!    at `p_paddr`, entered at `e_entry` in 64-bit mode.
 //!
 //! Both get the same boot information: a multiboot information structure
@@ -49,6 +51,7 @@
 //! 0x9fc00-0x100000; kernels and modules must lie in RAM below 4 GiB.
 
 pub mod elf;
+pub mod linux;
 pub mod multiboot;
 
 use std::ops::Range;
@@ -181,6 +184,18 @@ pub enum LoadError {
         /// Bytes available.
         max: u64,
     },
+    /// A Linux setup header that cannot be booted.
+    #[error("bad Linux setup header: {what}")]
+    BadLinuxHeader {
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// A Linux boot protocol older than the 64-bit entry point.
+    #[error("Linux boot protocol {major}.{minor:02} is too old: 2.12 or later is needed for the 64-bit entry", major = version >> 8, minor = version & 0xff)]
+    LinuxProtocolTooOld {
+        /// The header's version.
+        version: u16,
+    },
     /// RAM smaller than the boot layout needs.
     #[error("{ram} bytes of RAM is too small: at least {min} are needed")]
     RamTooSmall {
@@ -202,12 +217,14 @@ pub enum KernelFormat {
     MultibootElf64,
     /// ELF64 without multiboot header, entered in long mode.
     Elf64,
+    /// Linux bzImage, entered through the 64-bit boot protocol.
+    Linux,
 }
 
 impl KernelFormat {
     /// Whether the kernel is entered through the multiboot protocol.
     pub fn is_multiboot(self) -> bool {
-        self != KernelFormat::Elf64
+        !matches!(self, KernelFormat::Elf64 | KernelFormat::Linux)
     }
 }
 
@@ -218,6 +235,7 @@ impl std::fmt::Display for KernelFormat {
             KernelFormat::MultibootElf32 => "multiboot ELF32",
             KernelFormat::MultibootElf64 => "multiboot ELF64",
             KernelFormat::Elf64 => "ELF64 (long-mode entry)",
+            KernelFormat::Linux => "Linux bzImage (64-bit boot protocol)",
         })
     }
 }
@@ -358,6 +376,9 @@ pub fn load(mem: &mut Memory, p: &BootParams<'_>) -> Result<BootState, LoadError
         return Err(LoadError::TooManyModules(p.modules.len()));
     }
     let low_end = mem.low_end();
+    if linux::is_bzimage(p.kernel) {
+        return load_linux(mem, p);
+    }
     let (format, pieces, entry) = plan(p.kernel)?;
     for piece in &pieces {
         check_range(piece.addr, piece.memsz, low_end)?;
@@ -440,6 +461,78 @@ pub fn load(mem: &mut Memory, p: &BootParams<'_>) -> Result<BootState, LoadError
     })
 }
 
+/// Loads a bzImage by the Linux boot protocol (see [`linux`]): the
+/// protected-mode kernel at its preferred address with `init_size`
+/// reserved, the command line, the initrd as high as allowed, the zero
+/// page, a GDT with the protocol's selectors, and the identity map.
+fn load_linux(mem: &mut Memory, p: &BootParams<'_>) -> Result<BootState, LoadError> {
+    let img = linux::parse(p.kernel)?;
+    let low_end = mem.low_end();
+    let ram = mem.size();
+    check_range(img.load_addr, img.init_size, low_end)?;
+    let payload = &p.kernel[img.kernel_offset..];
+
+    let mut cmdline = p.append.as_bytes().to_vec();
+    if cmdline.len() as u64 > img.cmdline_size {
+        return Err(LoadError::CmdlineTooLong { len: cmdline.len() as u64 + 1, max: img.cmdline_size + 1 });
+    }
+    cmdline.push(0);
+    let max = layout::CMDLINES_END - layout::CMDLINES;
+    if cmdline.len() as u64 > max {
+        return Err(LoadError::CmdlineTooLong { len: cmdline.len() as u64, max });
+    }
+    if p.modules.len() > 1 {
+        return Err(LoadError::TooManyModules(p.modules.len()));
+    }
+    // The initrd goes as high as the kernel allows, page aligned, above
+    // everything the kernel needs in place.
+    let kernel_end = img.load_addr + img.init_size;
+    let initrd = match p.modules.first() {
+        None => None,
+        Some(m) => {
+            let size = m.data.len() as u64;
+            let top = img.initrd_addr_max.min(low_end) & !0xfff;
+            let available = top.saturating_sub(align_up(kernel_end, 4096));
+            if size > available {
+                return Err(LoadError::ModuleTooLarge { index: 0, size, available });
+            }
+            Some(((top - size) & !0xfff, size))
+        }
+    };
+
+    write(mem, img.load_addr, payload)?;
+    if let (Some((addr, _)), Some(m)) = (initrd, p.modules.first()) {
+        write(mem, addr, m.data)?;
+    }
+    write(mem, layout::CMDLINES, &cmdline)?;
+    let e820: Vec<(u64, u64, u32)> = layout::memory_map(ram, true)
+        .iter()
+        .map(|r| (r.base.0, r.len, if r.kind == layout::MemoryKind::Ram { 1 } else { 2 }))
+        .collect();
+    let zp = linux::zero_page(p.kernel, &img, layout::CMDLINES as u32, initrd, layout::ACPI_RSDP, &e820);
+    write(mem, LINUX_ZERO_PAGE, &zp)?;
+    let gdt: Vec<u8> = LINUX_GDT.iter().flat_map(|d| d.to_le_bytes()).collect();
+    write(mem, layout::GDT, &gdt)?;
+    write_identity_map(mem)?;
+    Ok(BootState {
+        format: KernelFormat::Linux,
+        entry: Gva(img.load_addr + 0x200),
+        info: Gpa(LINUX_ZERO_PAGE),
+        image: Gpa(img.load_addr)..Gpa(kernel_end),
+        modules: initrd.map(|(a, s)| Gpa(a)..Gpa(a + s)).into_iter().collect(),
+    })
+}
+
+/// Where the Linux zero page goes (the multiboot information area, unused
+/// by this protocol).
+pub const LINUX_ZERO_PAGE: u64 = layout::MB_INFO;
+/// `__BOOT_CS`: flat 64-bit code.
+pub const LINUX_BOOT_CS: u16 = 0x10;
+/// `__BOOT_DS`: flat data.
+pub const LINUX_BOOT_DS: u16 = 0x18;
+/// The GDT the 64-bit boot protocol asks for: null, null, code, data.
+const LINUX_GDT: [u64; 4] = [0, 0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff];
+
 /// PML4[0] -> PDPT, PDPT[0..4] -> four page directories of 2 MiB pages:
 /// the first 4 GiB, identity mapped, present and writable.
 fn write_identity_map(mem: &mut Memory) -> Result<(), LoadError> {
@@ -474,7 +567,20 @@ impl BootState {
         r.gpr[RAX] = u64::from(multiboot::BOOTLOADER_MAGIC);
         r.gpr[RBX] = self.info.0;
         r.rip = self.entry.0;
-        if self.format.is_multiboot() {
+        if self.format == KernelFormat::Linux {
+            r.gdtr = DescTable { base: layout::GDT, limit: (LINUX_GDT.len() * 8 - 1) as u16 };
+            let data = flat(LINUX_BOOT_DS, ar::RW | ar::DB);
+            r.seg = [data; 6];
+            r.seg[sreg::CS] = flat(LINUX_BOOT_CS, ar::CODE | ar::RW | ar::L);
+            r.gpr[RAX] = 0;
+            r.gpr[RBX] = 0;
+            r.gpr[RSI] = self.info.0;
+            r.gpr[RSP] = layout::STACK_TOP;
+            r.cr0 = (Cr0::PE | Cr0::MP | Cr0::ET | Cr0::NE | Cr0::WP | Cr0::PG).bits();
+            r.cr3 = layout::PML4;
+            r.cr4 = Cr4::PAE.bits();
+            r.efer = (Efer::LME | Efer::LMA).bits();
+        } else if self.format.is_multiboot() {
             r.seg[sreg::CS] = flat(layout::gdt::CODE32, ar::CODE | ar::RW | ar::DB);
             r.cr0 = (Cr0::PE | Cr0::ET).bits();
             r.cr3 = 0;
