@@ -187,6 +187,12 @@ impl Cpu {
             self.step_uncached(ctx, la);
             return;
         };
+        // Record control transfers (not fall-through into the next block).
+        if self.regs.rip != self.stats.fallthrough {
+            let pos = self.stats.block_trace_pos;
+            self.stats.block_trace[pos % crate::BLOCK_TRACE] = self.regs.rip;
+            self.stats.block_trace_pos = pos.wrapping_add(1);
+        }
         // Borrow the block's instructions out of the cache while they run
         // (handlers need `&mut self`); nothing decodes in between.
         let insns = core::mem::take(&mut self.cache.blocks[idx].insns);
@@ -213,6 +219,7 @@ impl Cpu {
         if !faulted {
             self.regs.rip = self.next_rip;
         }
+        self.stats.fallthrough = insns[n - 1].insn.next_ip();
         self.cache.blocks[idx].insns = insns;
     }
 

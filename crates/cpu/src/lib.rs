@@ -66,6 +66,9 @@ pub mod events {
     pub const STOP: u32 = 1 << 1;
 }
 
+/// How many block entries [`CpuStats::block_trace`] keeps.
+pub const BLOCK_TRACE: usize = 32;
+
 /// How many exceptions [`CpuStats::recent_exceptions`] keeps.
 pub const RECENT_EXCEPTIONS: usize = 8;
 
@@ -81,11 +84,28 @@ pub struct CpuStats {
     pub unimplemented: std::collections::BTreeMap<String, u64>,
     /// Blocks decoded.
     pub blocks_decoded: u64,
+    /// Targets of the last control transfers into a block (a ring;
+    /// `block_trace_pos` is the next slot), for failure reports: how
+    /// execution got where it died.
+    pub block_trace: [u64; BLOCK_TRACE],
+    /// Next slot of `block_trace`.
+    pub block_trace_pos: usize,
+    /// Where the last block would continue without a branch; entries
+    /// there are not recorded.
+    pub fallthrough: u64,
     /// The most recent exception.
     pub last_exception: Option<(Fault, u64)>,
     /// The last few exceptions (oldest first) with the RIP they were
     /// raised at, for failure reports.
     pub recent_exceptions: std::collections::VecDeque<(Fault, u64)>,
+}
+
+impl CpuStats {
+    /// The recorded block-entry RIPs, oldest first.
+    pub fn recent_blocks(&self) -> impl Iterator<Item = u64> + '_ {
+        let (a, b) = self.block_trace.split_at(self.block_trace_pos % BLOCK_TRACE);
+        b.iter().chain(a.iter()).copied().filter(|&r| r != 0)
+    }
 }
 
 impl Default for CpuStats {
@@ -95,6 +115,9 @@ impl Default for CpuStats {
             interrupts: [0; 256],
             unimplemented: Default::default(),
             blocks_decoded: 0,
+            block_trace: [0; BLOCK_TRACE],
+            block_trace_pos: 0,
+            fallthrough: 0,
             last_exception: None,
             recent_exceptions: std::collections::VecDeque::with_capacity(RECENT_EXCEPTIONS),
         }

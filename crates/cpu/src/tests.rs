@@ -200,3 +200,14 @@ fn misaligned_user_access_with_am_and_ac_raises_ac() {
     m2.cpu.state_changed();
     m2.run_to_hlt();
 }
+
+#[test]
+fn leave_restores_the_frame_in_64bit_mode() {
+    // push rbp; mov rbp, rsp; sub rsp, 0x20; mov rbp... ; leave; hlt
+    // 55 / 48 89 e5 / 48 83 ec 20 / c9 / f4
+    let mut m = Machine::long64(&[0x55, 0x48, 0x89, 0xe5, 0x48, 0x83, 0xec, 0x20, 0xc9, 0xf4]);
+    m.cpu.regs.gpr[5] = 0x1234;
+    m.run_to_hlt();
+    assert_eq!(m.gpr(5), 0x1234);
+    assert_eq!(m.gpr(4), crate::testutil::STACK);
+}

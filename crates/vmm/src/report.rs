@@ -100,6 +100,8 @@ pub struct CpuState {
     /// The exceptions before it (oldest first), for chains that end in a
     /// double or triple fault.
     pub earlier_exceptions: Vec<(Fault, u64)>,
+    /// RIPs of the last blocks the CPU entered, oldest first.
+    pub recent_blocks: Vec<u64>,
     /// Up to 15 instruction bytes at CS:RIP, read through the CPU's current
     /// translation (empty when RIP is not mapped).
     pub insn_bytes: Vec<u8>,
@@ -120,6 +122,13 @@ impl std::fmt::Display for CpuState {
                 write!(f, " {fault} at {rip:#x};")?;
             }
             f.write_str(")")?;
+        }
+        if !self.recent_blocks.is_empty() {
+            f.write_str("\n    last blocks:")?;
+            for r in &self.recent_blocks {
+                write!(f, " {r:x}")?;
+            }
+            f.write_str("\n   ")?;
         }
         if self.insn_bytes.is_empty() {
             f.write_str(", bytes: (not mapped)")
@@ -300,6 +309,7 @@ mod tests {
                 cr3: 0x1000,
                 last_exception: Some((Fault::gp0(), 0x10_1234)),
                 earlier_exceptions: Vec::new(),
+                recent_blocks: Vec::new(),
                 insn_bytes: vec![0x0f, 0x0b],
                 insns: 1_000_000,
             }],

@@ -654,6 +654,7 @@ impl Vm {
                 cr0: cpu.regs.cr0,
                 cr3: cpu.regs.cr3,
                 last_exception: cpu.stats.last_exception,
+                recent_blocks: cpu.stats.recent_blocks().collect(),
                 earlier_exceptions: {
                     let r = &cpu.stats.recent_exceptions;
                     r.iter().take(r.len().saturating_sub(1)).copied().collect()

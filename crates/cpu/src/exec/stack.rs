@@ -77,7 +77,13 @@ fn popa(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
 }
 
 fn leave(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
-    let size = insn.stack_pointer_increment() as u8;
+    // iced reports no stack-pointer increment for LEAVE (RSP is replaced,
+    // not adjusted), so the pop size comes from the instruction's form.
+    let size: u8 = match insn.code() {
+        iced_x86::Code::Leavew => 2,
+        iced_x86::Code::Leaved => 4,
+        _ => 8,
+    };
     let mask = cpu.rsp_mask();
     let saved = cpu.regs.gpr[4];
     cpu.regs.gpr[4] = (saved & !mask) | (cpu.regs.gpr[5] & mask);

@@ -364,9 +364,9 @@ fn string_op(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction, kind: Kind) -> Re
             break Ok(());
         }
     };
-    // The run loop counts one instruction (unless this one faults); the
-    // rest of the work is charged here.
-    cpu.icount += units.saturating_sub(1);
+    // The run loop counts one instruction unless this one faults; the
+    // rest of the completed work is charged here.
+    cpu.icount += if result.is_ok() { units.saturating_sub(1) } else { units };
     result
 }
 
