@@ -162,7 +162,8 @@ impl CpuidModel {
             add(0x8000_0002 + i, None, [r(0), r(4), r(8), r(12)]);
         }
         add(0x8000_0007, None, [0, 0, 0, 1 << 8]); // invariant TSC
-        add(0x8000_0008, None, [0x3028, 0, 0, 0]); // 48-bit linear, 40-bit physical
+                                                   // 57-bit linear (LA57 is offered), 40-bit physical.
+        add(0x8000_0008, None, [0x3928, 0, 0, 0]);
         CpuidModel::from_entries(e)
     }
 

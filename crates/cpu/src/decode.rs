@@ -20,7 +20,7 @@ use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction};
 
 /// Longest block.
 pub const MAX_BLOCK: usize = 32;
-const CACHE_SIZE: usize = 1 << 12;
+const CACHE_SIZE: usize = 1 << 15;
 const NO_BLOCK: u64 = u64::MAX;
 
 /// One decoded instruction: the handler to run, the operands it needs in
