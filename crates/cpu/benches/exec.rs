@@ -3,6 +3,8 @@
 //! add, sub, or, xor, add, and, dec, jnz); the memory loop strides through
 //! 4 KiB pages.
 
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use turtles_cpu::{Bus, Cpu, CpuidModel, Memory, NullBus, Segment};
 use x86::seg::{ar, sreg};

@@ -299,10 +299,13 @@ impl Cpu {
     pub fn write_bytes(&mut self, ctx: &mut Ctx, seg: usize, off: u64, data: &[u8]) -> Result<(), Fault> {
         let la = self.seg_linear_len(seg, off, data.len() as u64, true)?;
         let user = self.cpl == 3;
-        let mut page = la & !0xfff;
-        while page < la + data.len() as u64 {
-            self.translate(ctx, page.max(la), Access::Write, user, false)?;
-            page += 0x1000;
+        // Every page the write touches, checked before any byte is
+        // written (wrapping: a guest can put `la` near the top).
+        let last = la.wrapping_add(data.len().max(1) as u64 - 1);
+        let pages = ((last & !0xfff).wrapping_sub(la & !0xfff) >> 12) + 1;
+        for i in 0..pages.min(0x1_0000) {
+            let page = (la & !0xfff).wrapping_add(i << 12);
+            self.translate(ctx, if i == 0 { la } else { page }, Access::Write, user, false)?;
         }
         let mut i = 0;
         while i < data.len() {

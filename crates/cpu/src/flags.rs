@@ -72,7 +72,7 @@ pub const fn sign_bit(size: u8) -> u64 {
 /// Even parity of the low byte (PF).
 #[inline(always)]
 pub const fn parity(v: u64) -> bool {
-    (v as u8).count_ones() % 2 == 0
+    (v as u8).count_ones().is_multiple_of(2)
 }
 
 impl LazyFlags {

@@ -54,7 +54,7 @@ pub struct Memory {
 impl Memory {
     /// Allocates `size` bytes of zeroed RAM.
     pub fn new(size: u64) -> Result<Memory, MemError> {
-        if size == 0 || size % PAGE_SIZE != 0 || size > (1 << 40) {
+        if size == 0 || !size.is_multiple_of(PAGE_SIZE) || size > (1 << 40) {
             return Err(MemError::BadSize(size));
         }
         let low = size.min(LOW_RAM_LIMIT);

@@ -368,7 +368,8 @@ pub(crate) fn translate_fill(
         // Supervisor data accesses to user pages depend on RFLAGS.AC under
         // SMAP, which the TLB does not key on: never cache them.
         let smap_sensitive = !ac.user && t.user_page && regs.cr4 & Cr4::SMAP.bits() != 0;
-        let cacheable = !smap_sensitive && !(ac.access == Access::Write && mem.is_code_page(off));
+        let code_write = ac.access == Access::Write && mem.is_code_page(off);
+        let cacheable = !(smap_sensitive || code_write);
         if cacheable {
             tlb.fill(la, ac.access, ac.user, off as u64);
             tlb.large |= t.large;

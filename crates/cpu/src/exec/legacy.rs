@@ -96,7 +96,7 @@ fn aam(cpu: &mut Cpu, _: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
 fn aad(cpu: &mut Cpu, _: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     let base = insn.immediate8();
     let ax = cpu.regs.gpr[0] as u16;
-    let al = ((ax as u8).wrapping_add(((ax >> 8) as u8).wrapping_mul(base))) as u8;
+    let al = (ax as u8).wrapping_add(((ax >> 8) as u8).wrapping_mul(base));
     cpu.set_reg(Register::AX, u64::from(al));
     cpu.regs.set_status_flags(byte_flags(al, false, false, false));
     Ok(())

@@ -106,14 +106,13 @@ impl Cpu {
                 r[2] = (r[2] & !0xff) | (subleaf & 0xff);
                 r[3] = self.apic_id;
             }
-            0x8000_0008 => {
+            0x8000_0008
                 // The linear-address width follows LA57: a policy that
                 // removes 5-level paging also removes the 57-bit width
                 // (Linux checks kernel pointers against it).
-                if !self.cpuid.features().la57 && (r[0] >> 8) & 0xff > 48 {
+                if !self.cpuid.features().la57 && (r[0] >> 8) & 0xff > 48 => {
                     r[0] = (r[0] & !0xff00) | (48 << 8);
                 }
-            }
             0xd if subleaf == 0 => {
                 // EBX: size of the XSAVE area for the features enabled in
                 // XCR0 (x87 + SSE: legacy region plus header).

@@ -162,7 +162,7 @@ pub fn parse(kernel: &[u8]) -> Result<BzImage, LoadError> {
     }
     let load_addr = u64_at(kernel, hdr::PREF_ADDRESS).unwrap_or(0x100_0000);
     let align = u64::from(u32_at(kernel, hdr::KERNEL_ALIGNMENT).unwrap_or(0x20_0000)).max(0x20_0000);
-    if load_addr % align != 0 || load_addr < 0x10_0000 {
+    if !load_addr.is_multiple_of(align) || load_addr < 0x10_0000 {
         return Err(LoadError::BadLinuxHeader { what: "pref_address is not aligned to kernel_alignment" });
     }
     let payload = (kernel.len() - kernel_offset) as u64;
