@@ -309,16 +309,52 @@ fn init_tracing(trace: Option<&str>) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Standard input as a channel of chunks; closed at end of input.
+/// Puts the terminal in raw mode while the guest runs, so keys reach the
+/// guest's UART one by one (Ctrl-C included, as with QEMU's
+/// `-nographic`), and restores it when dropped.
+struct RawTerminal;
+
+impl RawTerminal {
+    fn enable() -> Option<RawTerminal> {
+        if !std::io::stdin().is_terminal() {
+            return None;
+        }
+        crossterm::terminal::enable_raw_mode().ok().map(|()| RawTerminal)
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        let _ = crossterm::terminal::disable_raw_mode();
+    }
+}
+
+/// Ctrl-A, the escape key of QEMU's serial multiplexer; Ctrl-A x quits.
+const ESCAPE: u8 = 0x01;
+
+/// Standard input as a channel of chunks; closed at end of input. On a
+/// terminal, Ctrl-A x restores the terminal and ends Turtles.
 fn stdin_channel() -> Option<Receiver<Vec<u8>>> {
     let (tx, rx) = mpsc::channel();
+    let interactive = std::io::stdin().is_terminal();
     let spawned = std::thread::Builder::new().name("stdin".into()).spawn(move || {
         let mut stdin = std::io::stdin();
         let mut buf = [0u8; 256];
+        let mut escaped = false;
         loop {
             match stdin.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
+                    if interactive {
+                        for &b in &buf[..n] {
+                            if escaped && (b == b'x' || b == b'X') {
+                                let _ = crossterm::terminal::disable_raw_mode();
+                                eprintln!("\r\nturtles: terminated by Ctrl-A x");
+                                std::process::exit(0);
+                            }
+                            escaped = b == ESCAPE;
+                        }
+                    }
                     if tx.send(buf[..n].to_vec()).is_err() {
                         break;
                     }
@@ -395,7 +431,10 @@ pub fn execute(mut cfg: VmConfig, stats: bool, trace: Option<&str>) -> Result<i3
     init_tracing(trace)?;
     cfg.serial_in = stdin_channel();
     let mut vm = Vm::new(cfg).map_err(|e| CliError(e.to_string()))?;
-    let report = vm.run().map_err(|e| CliError(e.to_string()))?;
+    let raw = RawTerminal::enable();
+    let report = vm.run().map_err(|e| CliError(e.to_string()));
+    drop(raw);
+    let report = report?;
     let _ = std::io::stdout().flush();
     if report.exit.is_failure() {
         eprint!("{}", report.failure_summary());
