@@ -11,8 +11,14 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Runs the fetch script; returns (kernel, initrd).
+/// Runs the fetch script once per test process (the tests run in
+/// parallel and share its output directory); returns (kernel, initrd).
 fn guest() -> (PathBuf, PathBuf) {
+    static GUEST: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    GUEST.get_or_init(fetch).clone()
+}
+
+fn fetch() -> (PathBuf, PathBuf) {
     let root = workspace();
     let out = root.join("target/linux");
     let o = Command::new("bash")
@@ -47,4 +53,21 @@ fn debian_kernel_boots_to_init_and_powers_off() {
     }
     assert!(out.contains("reboot: Power down"), "no clean power-off:\n{out}\n{err}");
     assert_eq!(o.status.code(), Some(0), "exit status\n{err}");
+}
+
+#[test]
+fn a_kernel_panic_ends_the_run_with_its_text_and_a_failure_status() {
+    // No init to run: the kernel panics when it cannot mount a root.
+    let (kernel, initrd) = guest();
+    let o = Command::new(env!("CARGO_BIN_EXE_turtles"))
+        .args(["run", "-m", "512M", "--timeout", "600", "--append", "console=ttyS0 rdinit=/nonexistent", "--initrd"])
+        .arg(&initrd)
+        .arg(&kernel)
+        .output()
+        .expect("run turtles");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(out.contains("Kernel panic - not syncing"), "no panic text:\n{out}\n{err}");
+    assert!(err.contains("panicked"), "no report:\n{err}");
+    assert_eq!(o.status.code(), Some(3), "exit status\n{err}");
 }

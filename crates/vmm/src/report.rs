@@ -42,23 +42,30 @@ pub enum ExitKind {
     },
     /// Every CPU is halted with nothing left that could wake it.
     HaltedForever,
+    /// The guest kernel reported a panic on its console (Linux's
+    /// `---[ end Kernel panic` line); the panic text is in the output.
+    GuestPanic,
 }
 
 impl ExitKind {
     /// Whether the run failed (as opposed to the guest choosing to stop).
     pub fn is_failure(&self) -> bool {
-        matches!(self, ExitKind::TripleFault { .. } | ExitKind::Timeout { .. } | ExitKind::HaltedForever)
+        matches!(
+            self,
+            ExitKind::TripleFault { .. } | ExitKind::Timeout { .. } | ExitKind::HaltedForever | ExitKind::GuestPanic
+        )
     }
 
     /// The process exit status `turtles` gives: isa-debug-exit's status,
-    /// 0 for power-off and reset, 124 for a timeout (as `timeout(1)`), 2
-    /// for any other failure.
+    /// 0 for power-off and reset, 124 for a timeout (as `timeout(1)`), 3
+    /// for a guest kernel panic, 2 for any other failure.
     pub fn exit_status(&self) -> i32 {
         match self {
             ExitKind::DebugExit { status } => *status as i32,
             ExitKind::PowerOff | ExitKind::Reset => 0,
             ExitKind::Timeout { .. } => 124,
             ExitKind::TripleFault { .. } | ExitKind::HaltedForever => 2,
+            ExitKind::GuestPanic => 3,
         }
     }
 }
@@ -72,6 +79,7 @@ impl std::fmt::Display for ExitKind {
             ExitKind::TripleFault { cpu, reason } => write!(f, "CPU {cpu} shut down: {reason}"),
             ExitKind::Timeout { after } => write!(f, "timeout after {:.1} s", after.as_secs_f64()),
             ExitKind::HaltedForever => f.write_str("every CPU is halted and nothing can wake it"),
+            ExitKind::GuestPanic => f.write_str("the guest kernel panicked (see its console output)"),
         }
     }
 }

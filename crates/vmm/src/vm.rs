@@ -150,6 +150,47 @@ impl Write for SharedWriter {
     }
 }
 
+/// Watches the serial output for the end of a Linux panic report (the
+/// `---[ end Kernel panic` line), so a panicking guest ends the run with
+/// its panic text shown and a failure status instead of spinning until the
+/// timeout. Matches across writes; passes every byte through unchanged.
+struct PanicWatch {
+    inner: SharedWriter,
+    /// Bytes of the marker matched so far.
+    matched: usize,
+    /// 0: nothing seen, 1: marker seen, 2: the marker's line is complete.
+    state: Arc<std::sync::atomic::AtomicU8>,
+}
+
+/// The line Linux prints last when it panics.
+const PANIC_MARKER: &[u8] = b"---[ end Kernel panic";
+
+impl Write for PanicWatch {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        use std::sync::atomic::Ordering;
+        for &c in b {
+            match self.state.load(Ordering::Relaxed) {
+                0 => {
+                    if c == PANIC_MARKER[self.matched] {
+                        self.matched += 1;
+                        if self.matched == PANIC_MARKER.len() {
+                            self.state.store(1, Ordering::Relaxed);
+                        }
+                    } else {
+                        self.matched = usize::from(c == PANIC_MARKER[0]);
+                    }
+                }
+                1 if c == b'\n' => self.state.store(2, Ordering::Relaxed),
+                _ => {}
+            }
+        }
+        self.inner.write(b)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 impl std::fmt::Debug for SharedWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SharedWriter")
@@ -277,6 +318,8 @@ struct Machine {
     platform: Platform,
     cpus: Vec<Cpu>,
     boot: BootState,
+    /// Set by [`PanicWatch`] on the serial output.
+    panic_state: Arc<std::sync::atomic::AtomicU8>,
 }
 
 /// Counters of machines discarded by resets.
@@ -355,7 +398,9 @@ fn build(spec: &Spec) -> Result<Machine, VmError> {
         cmdline: spec.append.as_bytes().to_vec(),
         initrd_size: spec.modules.first().map_or(0, |m| m.0.len() as u64),
     };
-    let platform = Platform::new(platform_cfg, Box::new(spec.serial_out.clone()));
+    let panic_state = Arc::new(std::sync::atomic::AtomicU8::new(0));
+    let watch = PanicWatch { inner: spec.serial_out.clone(), matched: 0, state: panic_state.clone() };
+    let platform = Platform::new(platform_cfg, Box::new(watch));
 
     let acpi = platform.acpi_tables(layout::ACPI_TABLES as u32);
     if acpi.tables.len() as u64 > layout::ACPI_TABLES_END - layout::ACPI_TABLES {
@@ -391,7 +436,7 @@ fn build(spec: &Spec) -> Result<Machine, VmError> {
         boot.image.end.0,
         boot.entry.0
     );
-    Ok(Machine { mem, platform, cpus, boot })
+    Ok(Machine { mem, platform, cpus, boot, panic_state })
 }
 
 /// A virtual machine: RAM, the PC platform and its vCPUs, with a kernel
@@ -494,6 +539,9 @@ impl Vm {
             self.feed_serial_input();
             if let Some(exit) = self.round(trace_insns)? {
                 break exit;
+            }
+            if self.m.panic_state.load(std::sync::atomic::Ordering::Relaxed) == 2 {
+                break ExitKind::GuestPanic;
             }
             if round.is_multiple_of(TIMEOUT_CHECK_ROUNDS) && deadline.is_some_and(|d| Instant::now() >= d) {
                 break ExitKind::Timeout { after: self.timeout.unwrap_or_default() };

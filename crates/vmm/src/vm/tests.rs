@@ -216,3 +216,18 @@ fn debugcon_goes_to_its_own_sink_or_nowhere() {
     assert_eq!(out.lock().unwrap().as_slice(), &[0xe9]);
     assert_eq!(dbg.lock().unwrap().as_slice(), b"x");
 }
+
+#[test]
+fn panic_watch_matches_the_marker_across_writes() {
+    use std::io::Write;
+    let (out, buf) = SharedWriter::buffer();
+    let state = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
+    let mut w = super::PanicWatch { inner: out, matched: 0, state: state.clone() };
+    w.write_all(b"ok ---[ end Ker").unwrap();
+    assert_eq!(state.load(std::sync::atomic::Ordering::Relaxed), 0);
+    w.write_all(b"nel panic - not syncing: x ]---").unwrap();
+    assert_eq!(state.load(std::sync::atomic::Ordering::Relaxed), 1);
+    w.write_all(b"\n").unwrap();
+    assert_eq!(state.load(std::sync::atomic::Ordering::Relaxed), 2);
+    assert!(buf.lock().unwrap().ends_with(b"]---\n"), "bytes pass through");
+}
