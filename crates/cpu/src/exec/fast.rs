@@ -181,6 +181,90 @@ macro_rules! by_cc {
     };
 }
 
+/// Writes a GPR of runtime width `size` (1, 2, 4, 8; no high-byte form).
+#[inline(always)]
+fn put_dyn(cpu: &mut Cpu, idx: u8, size: u8, v: u64) {
+    match size {
+        8 => put::<8>(cpu, idx, v),
+        4 => put::<4>(cpu, idx, v),
+        2 => put::<2>(cpu, idx, v),
+        _ => put::<1>(cpu, idx, v),
+    }
+}
+
+/// The shift operations in the compact form's `r1`.
+const SHIFT_OPS: [super::shift::ShiftOp; 7] = {
+    use super::shift::ShiftOp::*;
+    [Shl, Shr, Sar, Rol, Ror, Rcl, Rcr]
+};
+
+/// Shift or rotate of a register by an immediate (`imm`) or by CL
+/// (`mindex` = 1): the flag rules are the shift family's own.
+fn shift_r(cpu: &mut Cpu, _: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
+    let count = if d.mindex == 1 { cpu.regs.gpr[1] as u32 & 0xff } else { d.imm as u32 };
+    let a = get(cpu, d.r0);
+    let cf = cpu.regs.cf();
+    let (r, mask, set) = super::shift::shift(SHIFT_OPS[(d.r1 % 7) as usize], d.size, a, count, cf);
+    if mask != 0 {
+        super::shift::update_flags(cpu, mask, set);
+    }
+    put_dyn(cpu, d.r0, d.size, r);
+    Ok(())
+}
+
+/// MOVZX/MOVSX/MOVSXD register from register: `mscale` holds the source
+/// size, `mseg` 1 for sign extension.
+fn movx_rr(cpu: &mut Cpu, _: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
+    let v = ext(get(cpu, d.r1), d.mscale, d.mseg == 1);
+    put_dyn(cpu, d.r0, d.size, v);
+    Ok(())
+}
+
+/// MOVZX/MOVSX/MOVSXD register from memory: the source size is `r1`,
+/// `target` 1 for sign extension.
+fn movx_rm(cpu: &mut Cpu, ctx: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
+    let off = ea(cpu, d);
+    let v = cpu.read_mem(ctx, d.mseg as usize, off, d.r1)?;
+    put_dyn(cpu, d.r0, d.size, ext(v, d.r1, d.target == 1));
+    Ok(())
+}
+
+#[inline(always)]
+fn ext(v: u64, from: u8, signed: bool) -> u64 {
+    let v = v & size_mask(from);
+    if signed {
+        let sh = 64 - 8 * u32::from(from);
+        (((v << sh) as i64) >> sh) as u64
+    } else {
+        v
+    }
+}
+
+/// LEA with a compact memory operand.
+fn lea(cpu: &mut Cpu, _: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
+    let v = ea(cpu, d);
+    put_dyn(cpu, d.r0, d.size, v);
+    Ok(())
+}
+
+/// PUSH of a 64-bit register in 64-bit mode.
+fn push64(cpu: &mut Cpu, ctx: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
+    let v = get(cpu, d.r0);
+    let rsp = cpu.regs.gpr[4].wrapping_sub(8);
+    cpu.write_mem(ctx, x86::seg::sreg::SS, rsp, 8, v)?;
+    cpu.regs.gpr[4] = rsp;
+    Ok(())
+}
+
+/// POP of a 64-bit register in 64-bit mode (POP RSP loads the popped value).
+fn pop64(cpu: &mut Cpu, ctx: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
+    let rsp = cpu.regs.gpr[4];
+    let v = cpu.read_mem(ctx, x86::seg::sreg::SS, rsp, 8)?;
+    cpu.regs.gpr[4] = rsp.wrapping_add(8);
+    put::<8>(cpu, d.r0, v);
+    Ok(())
+}
+
 /// "No register" in the compact form.
 pub const NONE: u8 = 0xff;
 
@@ -360,6 +444,84 @@ pub fn select(insn: &Instruction, d: &mut Decoded) -> bool {
             d.imm = insn.near_branch_target();
             d.size = branch_size(k0);
             d.exec = if k0 == OpKind::NearBranch64 && canonical48(d.imm) { jmp64 } else { jmp_limit };
+            true
+        }
+        Mnemonic::Shl
+        | Mnemonic::Sal
+        | Mnemonic::Shr
+        | Mnemonic::Sar
+        | Mnemonic::Rol
+        | Mnemonic::Ror
+        | Mnemonic::Rcl
+        | Mnemonic::Rcr
+            if k0 == OpKind::Register =>
+        {
+            let Some((r0, s)) = gpr_plain(insn.op0_register()) else { return false };
+            let op = match m {
+                Mnemonic::Shl | Mnemonic::Sal => 0,
+                Mnemonic::Shr => 1,
+                Mnemonic::Sar => 2,
+                Mnemonic::Rol => 3,
+                Mnemonic::Ror => 4,
+                Mnemonic::Rcl => 5,
+                _ => 6,
+            };
+            d.r0 = r0;
+            d.r1 = op;
+            d.size = s;
+            match insn.op1_kind() {
+                OpKind::Immediate8 | OpKind::Immediate8_2nd => d.imm = u64::from(insn.immediate8()),
+                OpKind::Register if insn.op1_register() == Register::CL => d.mindex = 1,
+                _ => return false,
+            }
+            d.exec = shift_r;
+            true
+        }
+        Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd if k0 == OpKind::Register => {
+            let Some((r0, s)) = gpr_plain(insn.op0_register()) else { return false };
+            let signed = m != Mnemonic::Movzx;
+            d.r0 = r0;
+            d.size = s;
+            match k1 {
+                OpKind::Register => {
+                    let Some((r1, from)) = gpr_plain(insn.op1_register()) else { return false };
+                    d.r1 = r1;
+                    d.mscale = from;
+                    d.mseg = u8::from(signed);
+                    d.exec = movx_rr;
+                    true
+                }
+                OpKind::Memory => {
+                    let from = insn.memory_size().size() as u8;
+                    if !compact_mem(insn, d) || !matches!(from, 1 | 2 | 4) {
+                        return false;
+                    }
+                    d.r1 = from;
+                    d.target = u64::from(signed);
+                    d.exec = movx_rm;
+                    true
+                }
+                _ => false,
+            }
+        }
+        Mnemonic::Lea if k0 == OpKind::Register && k1 == OpKind::Memory => {
+            let Some((r0, s)) = gpr_plain(insn.op0_register()) else { return false };
+            if !compact_mem(insn, d) {
+                return false;
+            }
+            d.r0 = r0;
+            d.size = s;
+            d.exec = lea;
+            true
+        }
+        Mnemonic::Push | Mnemonic::Pop
+            if k0 == OpKind::Register
+                && insn.code_size() == iced_x86::CodeSize::Code64
+                && insn.op0_register().size() == 8 =>
+        {
+            let Some((r0, _)) = gpr_plain(insn.op0_register()) else { return false };
+            d.r0 = r0;
+            d.exec = if m == Mnemonic::Push { push64 } else { pop64 };
             true
         }
         _ => false,
