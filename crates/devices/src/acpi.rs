@@ -7,9 +7,40 @@
 //! with the 32-bit block addresses and the matching X_ generic address
 //! structures), 5.2.10 FACS, 5.2.11.1 DSDT, and 5.2.12 "Multiple APIC
 //! Description Table (MADT)" (Processor Local APIC / x2APIC, I/O APIC,
-//! Interrupt Source Override and Local APIC NMI entries). The DSDT body is
-//! hand-encoded AML (chapter 20 "ACPI Machine Language Specification")
-//! for `Name (_S5, Package () {5, 5, 0, 0})`.
+//! Interrupt Source Override and Local APIC NMI entries). The HPET table
+//! (signature reserved in 5.2.6 "System Description Table Header", layout
+//! in the IA-PC HPET Specification 1.0a, 3.2.4 "The ACPI 2.0 HPET
+//! Description Table (HPET)") describes the timer block of
+//! [`crate::hpet`].
+//!
+//! The DSDT is AML hand-assembled by the crate's `aml` module (chapter 20
+//! "ACPI Machine Language (AML) Specification", 20.2 "AML Grammar
+//! Definition"), the equivalent of the ASL below. `PCI0` has both `_HID`
+//! and `_ADR`, as QEMU's does; `iasl` warns about that but ACPICA accepts
+//! it. The PCI hole window is left out when low RAM reaches it.
+//!
+//! ```text
+//! Scope (\_SB) {
+//!     Device (PCI0) {                      // i440FX host bridge
+//!         Name (_HID, EisaId ("PNP0A03"))
+//!         Name (_ADR, Zero)
+//!         Name (_UID, Zero)
+//!         Name (_BBN, Zero)
+//!         Name (_CRS, ResourceTemplate () {
+//!             WordBusNumber (0x00-0xff)
+//!             WordIO (0x0000-0x0cf7), WordIO (0x0d00-0xffff)
+//!             DWordMemory (0xa0000-0xbffff)           // VGA window
+//!             DWordMemory (low RAM end-0xfebfffff)    // 32-bit PCI hole
+//!         })
+//!     }
+//!     Device (HPET) {
+//!         Name (_HID, EisaId ("PNP0103"))
+//!         Name (_UID, Zero)
+//!         Name (_CRS, ResourceTemplate () { Memory32Fixed (0xfed00000, 0x400) })
+//!     }
+//! }
+//! Name (_S5, Package () {5, 5, 0, 0})
+//! ```
 //!
 //! The PM registers follow 4.8 "ACPI Hardware Features": PM1a event block
 //! at 0x600 (status, write-1-to-clear, then enable), PM1a control at 0x604
@@ -34,6 +65,8 @@ pub const RESET_PORT: u16 = 0xcf9;
 /// Value written to [`RESET_PORT`] to reset.
 pub const RESET_VALUE: u8 = 0x06;
 
+use crate::hpet::{Hpet, HPET_BASE, HPET_LEN};
+
 const OEM_ID: &[u8; 6] = b"TURTLE";
 const CREATOR_ID: &[u8; 4] = b"TRTL";
 
@@ -48,7 +81,14 @@ pub struct AcpiConfig {
     pub ioapic_addr: u32,
     /// Local APIC address.
     pub lapic_addr: u32,
+    /// End of RAM below 4 GiB: the 32-bit PCI hole the host bridge
+    /// decodes runs from here to [`PCI_HOLE_END`].
+    pub low_ram_end: u32,
 }
+
+/// Last address of the 32-bit PCI hole (the IOAPIC, HPET and local APIC
+/// follow).
+pub const PCI_HOLE_END: u32 = 0xfebf_ffff;
 
 /// Built tables: `rsdp` goes at `rsdp_addr`, `tables` at `tables_addr`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,11 +142,56 @@ fn put(t: &mut [u8], off: usize, bytes: &[u8]) {
     t[off..off + bytes.len()].copy_from_slice(bytes);
 }
 
-fn dsdt() -> Vec<u8> {
+fn dsdt(cfg: &AcpiConfig) -> Vec<u8> {
+    use crate::aml::{self, AddressSpace};
+    let hole_start = cfg.low_ram_end.min(PCI_HOLE_END);
+    let mut pci_crs = vec![
+        aml::word_address(AddressSpace::BusNumber, 0, 0, 0xff),
+        // Type-specific 3: EntireRange (ISA and non-ISA ports).
+        aml::word_address(AddressSpace::Io, 3, 0, 0x0cf7),
+        aml::word_address(AddressSpace::Io, 3, 0x0d00, 0xffff),
+        aml::dword_memory(true, 0x000a_0000, 0x000b_ffff),
+    ];
+    if hole_start < PCI_HOLE_END {
+        pci_crs.push(aml::dword_memory(false, hole_start, PCI_HOLE_END));
+    }
+    let zero = aml::integer(0);
+    let pci0 = aml::device(
+        "PCI0",
+        &[
+            aml::name("_HID", &aml::dword(aml::eisa_id("PNP0A03"))),
+            aml::name("_ADR", &zero),
+            aml::name("_UID", &zero),
+            aml::name("_BBN", &zero),
+            aml::name("_CRS", &aml::resource_template(&pci_crs)),
+        ],
+    );
+    let hpet = aml::device(
+        "HPET",
+        &[
+            aml::name("_HID", &aml::dword(aml::eisa_id("PNP0103"))),
+            aml::name("_UID", &zero),
+            aml::name("_CRS", &aml::resource_template(&[aml::memory32_fixed(HPET_BASE as u32, HPET_LEN as u32)])),
+        ],
+    );
+    let s5 = u64::from(SLP_TYP_S5);
     let mut t = header(b"DSDT", 2, b"TRTLDSDT");
-    // NameOp "_S5_" PackageOp PkgLength(8) NumElements(4)
-    //   BytePrefix 5, BytePrefix 5, ZeroOp, ZeroOp
-    t.extend_from_slice(&[0x08, b'_', b'S', b'5', b'_', 0x12, 0x08, 0x04, 0x0a, 0x05, 0x0a, 0x05, 0x00, 0x00]);
+    t.extend(aml::scope("\\_SB", &[pci0, hpet]));
+    t.extend(aml::name("_S5", &aml::package(&[aml::integer(s5), aml::integer(s5), zero.clone(), zero])));
+    finish(t)
+}
+
+/// The HPET description table for the block at [`HPET_BASE`].
+fn hpet_table() -> Vec<u8> {
+    let mut t = header(b"HPET", 1, b"TRTLHPET");
+    // Event Timer Block ID: the low half of the capabilities register.
+    t.extend_from_slice(&(Hpet::capabilities() as u32).to_le_bytes());
+    // Base address: Generic Address Structure in system memory.
+    t.extend_from_slice(&[0, 64, 0, 0]);
+    t.extend_from_slice(&HPET_BASE.to_le_bytes());
+    t.push(0); // HPET number
+    t.extend_from_slice(&0x80u16.to_le_bytes()); // minimum periodic tick
+    t.push(0); // page protection: none
     finish(t)
 }
 
@@ -198,12 +283,13 @@ pub fn build_tables(cfg: &AcpiConfig, tables_addr: u32) -> AcpiTables {
         tables_addr.wrapping_add(off as u32)
     };
     let facs_addr = place(&mut blob, *b"FACS", facs(), 64);
-    let dsdt_addr = place(&mut blob, *b"DSDT", dsdt(), 8);
+    let dsdt_addr = place(&mut blob, *b"DSDT", dsdt(cfg), 8);
     let fadt_addr = place(&mut blob, *b"FACP", fadt(facs_addr, dsdt_addr), 8);
     let madt_addr = place(&mut blob, *b"APIC", madt(cfg), 8);
+    let hpet_addr = place(&mut blob, *b"HPET", hpet_table(), 8);
     let mut rsdt = header(b"RSDT", 1, b"TRTLRSDT");
     let mut xsdt = header(b"XSDT", 1, b"TRTLXSDT");
-    for a in [fadt_addr, madt_addr] {
+    for a in [fadt_addr, madt_addr, hpet_addr] {
         rsdt.extend_from_slice(&a.to_le_bytes());
         xsdt.extend_from_slice(&u64::from(a).to_le_bytes());
     }
@@ -291,7 +377,13 @@ mod tests {
     use super::*;
 
     fn cfg(n: u32) -> AcpiConfig {
-        AcpiConfig { num_cpus: n, ioapic_id: n as u8, ioapic_addr: 0xfec0_0000, lapic_addr: 0xfee0_0000 }
+        AcpiConfig {
+            num_cpus: n,
+            ioapic_id: n as u8,
+            ioapic_addr: 0xfec0_0000,
+            lapic_addr: 0xfee0_0000,
+            low_ram_end: 0x0800_0000,
+        }
     }
 
     #[test]
@@ -323,6 +415,77 @@ mod tests {
         let madt = find(b"APIC");
         let madt_len = u32::from_le_bytes(t.tables[madt + 4..madt + 8].try_into().unwrap());
         assert_eq!(madt_len as usize, 44 + 4 * 8 + 12 + 10 + 10 + 6);
+    }
+
+    fn table<'a>(t: &'a AcpiTables, sig: &[u8; 4]) -> &'a [u8] {
+        let off = t.offsets.iter().find(|(s, _)| s == sig).unwrap().1;
+        let len = u32::from_le_bytes(t.tables[off + 4..off + 8].try_into().unwrap()) as usize;
+        &t.tables[off..off + len]
+    }
+
+    #[test]
+    fn hpet_table_describes_the_timer_block() {
+        let base = 0x000e_1000;
+        let t = build_tables(&cfg(1), base);
+        let h = table(&t, b"HPET");
+        assert_eq!(h.len(), 56);
+        assert_eq!(u32::from_le_bytes(h[36..40].try_into().unwrap()), 0x8086_a201);
+        assert_eq!(h[40], 0, "system memory");
+        assert_eq!(u64::from_le_bytes(h[44..52].try_into().unwrap()), 0xfed0_0000);
+        assert_eq!(h[52], 0);
+        assert_eq!(u16::from_le_bytes(h[53..55].try_into().unwrap()), 0x80);
+        assert_eq!(h[55], 0);
+        let hpet_addr = base + t.offsets.iter().find(|(s, _)| s == b"HPET").unwrap().1 as u32;
+        let rsdt = table(&t, b"RSDT");
+        assert!(rsdt[36..].chunks(4).any(|a| a == hpet_addr.to_le_bytes()));
+        let xsdt = table(&t, b"XSDT");
+        assert!(xsdt[36..].chunks(8).any(|a| a == u64::from(hpet_addr).to_le_bytes()));
+    }
+
+    #[test]
+    fn dsdt_declares_host_bridge_hpet_and_s5() {
+        let t = build_tables(&cfg(1), 0x000e_1000);
+        let d = table(&t, b"DSDT");
+        let has = |needle: &[u8]| d.windows(needle.len()).any(|w| w == needle);
+        assert!(has(b"\\_SB_"));
+        assert!(has(&[0x5b, 0x82]), "DeviceOp");
+        assert!(has(b"PCI0\x08_HID\x0c\x41\xd0\x0a\x03"));
+        assert!(has(b"HPET\x08_HID\x0c\x41\xd0\x01\x03"));
+        assert!(has(&[0x86, 0x09, 0x00, 0x01, 0x00, 0x00, 0xd0, 0xfe, 0x00, 0x04, 0x00, 0x00]));
+        // The PCI hole runs from the end of low RAM to 0xfebfffff.
+        let mut hole = 0x0800_0000u32.to_le_bytes().to_vec();
+        hole.extend_from_slice(&0xfebf_ffffu32.to_le_bytes());
+        assert!(has(&hole));
+        assert!(d.ends_with(&[0x08, b'_', b'S', b'5', b'_', 0x12, 0x08, 0x04, 0x0a, 0x05, 0x0a, 0x05, 0x00, 0x00]));
+    }
+
+    /// Disassembles every table with ACPICA's `iasl -d` when it is
+    /// installed (Debian `acpica-tools`); skipped otherwise. Set
+    /// `TURTLES_ACPI_DUMP=dir` to keep the binaries and listings.
+    #[test]
+    fn iasl_accepts_tables() {
+        let dir = match std::env::var_os("TURTLES_ACPI_DUMP") {
+            Some(d) => std::path::PathBuf::from(d),
+            None => std::env::temp_dir().join(format!("turtles-acpi-{}", std::process::id())),
+        };
+        let t = build_tables(&cfg(2), 0x000e_1000);
+        std::fs::create_dir_all(&dir).unwrap();
+        for sig in [b"DSDT", b"FACP", b"APIC", b"HPET"] {
+            let name = String::from_utf8_lossy(sig).to_lowercase();
+            let path = dir.join(format!("{name}.dat"));
+            std::fs::write(&path, table(&t, sig)).unwrap();
+            let out = match std::process::Command::new("iasl").arg("-d").arg(&path).output() {
+                Ok(out) => out,
+                Err(_) => return, // iasl not installed
+            };
+            let log = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "iasl -d {name}: {log}");
+            assert!(!log.contains("Error") && !log.contains("Warning"), "iasl -d {name}: {log}");
+            assert!(dir.join(format!("{name}.dsl")).exists());
+        }
+        if std::env::var_os("TURTLES_ACPI_DUMP").is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 
     #[test]

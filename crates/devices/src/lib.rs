@@ -17,7 +17,9 @@
 #![warn(missing_docs)]
 
 pub mod acpi;
+mod aml;
 pub mod fw_cfg;
+pub mod hpet;
 pub mod i8042;
 pub mod ioapic;
 pub mod lapic;

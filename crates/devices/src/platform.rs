@@ -29,6 +29,7 @@
 //! | 0xcf8, 0xcfc-0xcff | PCI configuration mechanism #1 |
 //! | 0xcf9 (byte) | reset control |
 //! | 0xfec00000 | IOAPIC |
+//! | 0xfed00000 +1 KiB | HPET |
 //! | 0xfee00000 (IA32_APIC_BASE) | local APIC (xAPIC) |
 //! | 0xff000000 +64 KiB | pc-testdev scratch (when enabled) |
 //! | pci-testdev BARs | pci-testdev (when enabled) |
@@ -41,6 +42,7 @@ use std::io::Write;
 
 use crate::acpi::{self, AcpiConfig, AcpiPm, AcpiTables};
 use crate::fw_cfg::{keys, FwCfg};
+use crate::hpet::{Hpet, HpetLine, HPET_BASE, HPET_LEN, HPET_NUM_TIMERS};
 use crate::i8042::I8042;
 use crate::ioapic::{IoApic, IrqMessage, IOAPIC_BASE};
 use crate::lapic::{
@@ -148,6 +150,8 @@ pub enum DeviceId {
     PciTestdev,
     /// ACPI PM registers.
     AcpiPm,
+    /// HPET.
+    Hpet,
     /// i8042.
     I8042,
     /// Reset control 0xcf9.
@@ -177,6 +181,7 @@ impl DeviceId {
         Self::PcTestdev,
         Self::PciTestdev,
         Self::AcpiPm,
+        Self::Hpet,
         Self::I8042,
         Self::ResetControl,
         Self::Port92,
@@ -200,6 +205,7 @@ impl DeviceId {
             Self::PcTestdev => "pc-testdev",
             Self::PciTestdev => "pci-testdev",
             Self::AcpiPm => "acpi-pm",
+            Self::Hpet => "hpet",
             Self::I8042 => "i8042",
             Self::ResetControl => "reset-control",
             Self::Port92 => "port92",
@@ -329,6 +335,9 @@ pub struct Platform {
     pci: PciBus,
     pc_testdev: Option<PcTestdev>,
     pm: AcpiPm,
+    hpet: Hpet,
+    /// Line each level-triggered HPET timer holds asserted.
+    hpet_levels: [Option<HpetLine>; HPET_NUM_TIMERS],
     i8042: I8042,
     kbd_level: bool,
     nmi_pending: Vec<bool>,
@@ -375,6 +384,8 @@ impl Platform {
             pci: PciBus::new(cfg.pci_testdev),
             pc_testdev: cfg.pc_testdev.then(PcTestdev::new),
             pm: AcpiPm::default(),
+            hpet: Hpet::new(),
+            hpet_levels: [None; HPET_NUM_TIMERS],
             i8042: I8042::new(),
             kbd_level: false,
             nmi_pending: vec![false; cpus],
@@ -412,6 +423,7 @@ impl Platform {
                 ioapic_id: self.ioapic.id,
                 ioapic_addr: IOAPIC_BASE as u32,
                 lapic_addr: APIC_DEFAULT_BASE as u32,
+                low_ram_end: ram_split(self.cfg.ram_size).0 as u32,
             },
             tables_addr,
         )
@@ -580,34 +592,76 @@ impl Platform {
     /// Runs every timer up to `now_ns` and raises the resulting interrupts.
     pub fn advance(&mut self, now_ns: u64) {
         if let Some(pit) = &mut self.pit {
-            if pit.advance(now_ns) {
+            // Legacy replacement disconnects the PIT from IRQ 0.
+            if pit.advance(now_ns) && !self.hpet.legacy() {
                 self.pulse_irq(0);
             }
         }
         self.rtc.advance(now_ns);
         self.sync_rtc_irq();
+        let edges = self.hpet.advance(now_ns);
+        self.sync_hpet_irqs(edges);
         for l in &mut self.lapics {
             l.advance(now_ns);
         }
     }
 
+    /// Drives an HPET output: ISA lines reach the 8259s and the IOAPIC,
+    /// GSIs only the IOAPIC pin.
+    fn set_hpet_line(&mut self, line: HpetLine, level: bool) {
+        match line {
+            HpetLine::Isa(irq) => self.set_irq_line(irq, level),
+            HpetLine::Gsi(pin) => {
+                let mut msgs = Vec::new();
+                self.ioapic.set_irq(usize::from(pin), level, &mut msgs);
+                self.deliver_messages(msgs);
+            }
+        }
+    }
+
+    /// Pulses the timers in `edges` and brings level-triggered outputs in
+    /// line with the HPET's status and routing.
+    fn sync_hpet_irqs(&mut self, edges: u8) {
+        for n in 0..HPET_NUM_TIMERS {
+            let want = if self.hpet.level_asserted(n) { self.hpet.line(n) } else { None };
+            if want != self.hpet_levels[n] {
+                if let Some(old) = self.hpet_levels[n] {
+                    self.set_hpet_line(old, false);
+                }
+                if let Some(new) = want {
+                    self.set_hpet_line(new, true);
+                }
+                self.hpet_levels[n] = want;
+            }
+            if edges & (1 << n) != 0 {
+                if let Some(line) = self.hpet.line(n) {
+                    self.set_hpet_line(line, true);
+                    self.set_hpet_line(line, false);
+                }
+            }
+        }
+    }
+
     /// Earliest pending timer event (PIT IRQ 0, enabled RTC interrupts,
-    /// unmasked local APIC timers).
+    /// interrupt-enabled HPET timers, unmasked local APIC timers).
     pub fn next_deadline_ns(&self) -> Option<u64> {
         let pit = self.pit.as_ref().and_then(Pit::next_deadline_ns);
         let rtc = self.rtc.next_deadline_ns();
+        let hpet = self.hpet.next_deadline_ns();
         let lapic = self
             .lapics
             .iter()
             .filter(|l| l.lvt[crate::lapic::Lvt::Timer as usize] & crate::lapic::LVT_MASKED == 0)
             .filter_map(Lapic::next_deadline_ns)
             .min();
-        [pit, rtc, lapic].into_iter().flatten().min()
+        [pit, rtc, hpet, lapic].into_iter().flatten().min()
     }
 
     fn sync_rtc_irq(&mut self) {
-        if self.rtc.irq_level != self.rtc_level {
-            self.rtc_level = self.rtc.irq_level;
+        // Legacy replacement disconnects the RTC from IRQ 8.
+        let level = self.rtc.irq_level && !self.hpet.legacy();
+        if level != self.rtc_level {
+            self.rtc_level = level;
             self.set_irq_line(8, self.rtc_level);
         }
     }
@@ -775,7 +829,7 @@ impl Platform {
                     mask
                 }
             }
-            DeviceId::Lapic | DeviceId::IoApic | DeviceId::Unassigned => mask,
+            DeviceId::Lapic | DeviceId::IoApic | DeviceId::Hpet | DeviceId::Unassigned => mask,
         }
     }
 
@@ -862,7 +916,7 @@ impl Platform {
                     t.write(true, off, size, u64::from(value));
                 }
             }
-            DeviceId::PostCode | DeviceId::Lapic | DeviceId::IoApic | DeviceId::Unassigned => {}
+            DeviceId::PostCode | DeviceId::Lapic | DeviceId::IoApic | DeviceId::Hpet | DeviceId::Unassigned => {}
         }
     }
 
@@ -878,6 +932,9 @@ impl Platform {
         if page == IOAPIC_BASE {
             return (DeviceId::IoApic, gpa - IOAPIC_BASE);
         }
+        if gpa >= HPET_BASE && gpa - HPET_BASE < HPET_LEN {
+            return (DeviceId::Hpet, gpa - HPET_BASE);
+        }
         if self.pc_testdev.is_some()
             && gpa >= PC_TESTDEV_IOMEM_BASE
             && gpa - PC_TESTDEV_IOMEM_BASE < PC_TESTDEV_IOMEM_LEN
@@ -891,7 +948,8 @@ impl Platform {
     }
 
     /// Whether `gpa` belongs to a device rather than RAM: the local APIC
-    /// page (default or relocated), the IOAPIC page, pc-testdev's scratch
+    /// page (default or relocated), the IOAPIC page, the HPET block,
+    /// pc-testdev's scratch
     /// area and pci-testdev's MMIO BAR.
     pub fn is_mmio(&self, gpa: u64) -> bool {
         let page = gpa & !(MMIO_PAGE - 1);
@@ -912,6 +970,12 @@ impl Platform {
                 self.lapics[c].mmio_read(now_ns, off, size)
             }
             DeviceId::IoApic => self.ioapic.mmio_read(off, size),
+            DeviceId::Hpet => {
+                // Timers due by now fire (and their edges are delivered)
+                // before the guest sees the status and comparators.
+                self.advance(now_ns);
+                self.hpet.read(now_ns, off, size)
+            }
             DeviceId::PcTestdev => self.pc_testdev.as_ref().map_or(0, |t| t.iomem_read(off, size)),
             DeviceId::PciTestdev => self.pci.testdev.as_ref().map_or(0, |t| t.read(off, size)),
             _ => {
@@ -937,6 +1001,13 @@ impl Platform {
                 let mut msgs = Vec::new();
                 self.ioapic.mmio_write(off, value, &mut msgs);
                 self.deliver_messages(msgs);
+            }
+            DeviceId::Hpet => {
+                // Timers due before the write still fire.
+                self.advance(now_ns);
+                self.hpet.write(now_ns, off, size, value);
+                self.sync_rtc_irq();
+                self.sync_hpet_irqs(0);
             }
             DeviceId::PcTestdev => {
                 if let Some(t) = &mut self.pc_testdev {
@@ -1226,6 +1297,56 @@ mod tests {
     }
 
     #[test]
+    fn hpet_legacy_timer0_replaces_pit_on_irq0() {
+        let (mut p, _) = platform(PlatformConfig::default());
+        init_pic(&mut p);
+        assert!(p.is_mmio(0xfed0_0000) && p.is_mmio(0xfed0_03ff) && !p.is_mmio(0xfed0_0400));
+        assert_eq!(p.mmio_read(0, 0, 0xfed0_0004, 4), 10_000_000);
+        // PIT mode 2 running: its IRQ 0 must be disconnected in legacy mode.
+        p.io_write(0, 0x43, 1, 0x34);
+        p.io_write(0, 0x40, 1, 0xa9);
+        p.io_write(0, 0x40, 1, 0x04);
+        // Timer 0: periodic, 1 ms, edge, as Linux programs it.
+        let base = 0xfed0_0000u64;
+        p.mmio_write(0, 0, base + 0x100, 4, 0x4c | 0x100);
+        p.mmio_write(0, 0, base + 0x108, 4, 100_000);
+        p.mmio_write(0, 0, base + 0x108, 4, 100_000);
+        p.mmio_write(0, 0, base + 0x10, 4, 3);
+        assert_eq!(p.hpet.next_deadline_ns(), Some(1_000_000));
+        assert!(!p.pending_interrupt(999_999, 0), "PIT disconnected");
+        assert!(p.pending_interrupt(1_000_000, 0));
+        assert_eq!(p.ack_interrupt(1_000_000, 0), Some(0x30));
+        p.io_write(1_000_000, 0x20, 1, 0x20);
+        assert!(!p.pending_interrupt(1_999_999, 0));
+        assert!(p.pending_interrupt(2_000_000, 0));
+        assert_eq!(p.mmio_read(2_000_000, 0, base + 0xf0, 4), 200_000);
+        assert!(p.stats().entries().iter().any(|&(name, _, mmio)| name == "hpet" && mmio > 0));
+    }
+
+    #[test]
+    fn hpet_level_timer_through_ioapic() {
+        let (mut p, _) = platform(PlatformConfig::default());
+        enable_apic(&mut p, 0);
+        // IOAPIC pin 20 -> vector 0x70, level, APIC 0.
+        p.mmio_write(0, 0, 0xfec0_0000, 4, 0x10 + 2 * 20);
+        p.mmio_write(0, 0, 0xfec0_0010, 4, 0x8000 | 0x70);
+        p.mmio_write(0, 0, 0xfec0_0000, 4, 0x11 + 2 * 20);
+        p.mmio_write(0, 0, 0xfec0_0010, 4, 0);
+        let base = 0xfed0_0000u64;
+        p.mmio_write(0, 0, base + 0x140, 4, 0x6 | (20 << 9)); // timer 2
+        p.mmio_write(0, 0, base + 0x148, 8, 50);
+        p.mmio_write(0, 0, base + 0x10, 4, 1);
+        assert_eq!(p.next_deadline_ns(), Some(500));
+        assert!(!p.pending_interrupt(499, 0));
+        assert_eq!(p.ack_interrupt(500, 0), Some(0x70));
+        p.mmio_write(500, 0, 0xfee0_00b0, 4, 0);
+        assert_eq!(p.ack_interrupt(500, 0), Some(0x70), "status still set: redelivered");
+        p.mmio_write(500, 0, base + 0x20, 4, 1 << 2);
+        p.mmio_write(500, 0, 0xfee0_00b0, 4, 0);
+        assert!(!p.pending_interrupt(10_000, 0));
+    }
+
+    #[test]
     fn acpi_tables_match_machine() {
         let (p, _) = platform(PlatformConfig { num_cpus: 2, ..Default::default() });
         let t = p.acpi_tables(0xe1000);
@@ -1250,7 +1371,7 @@ mod tests {
         };
         let hot_ports: [u16; 16] =
             [0x20, 0x21, 0xa0, 0x40, 0x43, 0x61, 0x70, 0x71, 0x3f8, 0x510, 0x511, 0xcf8, 0xcfc, 0x600, 0x64, 0xc000];
-        let hot_mmio: [u64; 5] = [0xfee0_0000, 0xfec0_0000, 0xff00_0000, 0xfe00_0000, 0xffff_f000];
+        let hot_mmio: [u64; 6] = [0xfee0_0000, 0xfec0_0000, 0xff00_0000, 0xfe00_0000, 0xffff_f000, 0xfed0_0000];
         let mut now = 0u64;
         for _ in 0..300_000 {
             let r = next();
@@ -1272,7 +1393,7 @@ mod tests {
                     }
                 }
                 2 | 3 => {
-                    let gpa = hot_mmio[(r >> 20) as usize % 5].wrapping_add((r >> 32) % 0x1_2000);
+                    let gpa = hot_mmio[(r >> 20) as usize % 6].wrapping_add((r >> 32) % 0x1_2000);
                     if r & 0x200 != 0 {
                         p.mmio_write(now, cpu, gpa, size, value);
                     } else {
