@@ -11,9 +11,15 @@
 //! The checks read the VMCS through [`VmcsRead`] only: the CPU model runs
 //! them on its VMCS, the nested hypervisor on vmcs12, tests on a map.
 //!
-//! Implemented so far: 27.2.1.1 "VM-Execution Control Fields", 27.2.1.2
-//! "VM-Exit Control Fields", 27.2.1.3 "VM-Entry Control Fields". Not
-//! modelled: SMM and the dual-monitor treatment (Turtles' CPU is never in
+//! Here: 27.2.1.1 "VM-Execution Control Fields", 27.2.1.2 "VM-Exit Control
+//! Fields", 27.2.1.3 "VM-Entry Control Fields" and [`check_vm_entry`],
+//! which runs every check in order. The host-state checks (27.2.2-27.2.4)
+//! live in `check/host.rs`, the guest-state checks (27.3.1.1-27.3.1.6) in
+//! `check/guest.rs`, the MSR-load list rules (27.4) in `check/msr.rs`;
+//! each file's tests hold one negative test per check id. What the checks
+//! need beyond the VMCS comes in as [`EntryEnv`] (MAXPHYADDR, linear width,
+//! the processor's mode) and [`EntryMemory`] (PDPTEs, the link-pointer
+//! VMCS header). Not modelled in the control checks: SMM and the dual-monitor treatment (Turtles' CPU is never in
 //! SMM, so "entry to SMM" and "deactivate dual-monitor treatment" must be
 //! 0), and the TPR-threshold versus VTPR comparison, which reads the
 //! virtual-APIC page and belongs to the caller that has memory.
@@ -489,6 +495,84 @@ pub fn check_controls<V: VmcsRead + ?Sized>(v: &V, caps: &VmxCaps) -> Result<(),
     Ok(())
 }
 
+/// What VM entry needs to know about the processor beyond the VMCS and the
+/// capability MSRs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EntryEnv {
+    /// MAXPHYADDR (CPUID.80000008H:EAX bits 7:0): the width CR3, the PDPTEs
+    /// and the VMCS link pointer are checked against.
+    pub maxphyaddr: u8,
+    /// Linear-address width (48, or 57 with 5-level paging support):
+    /// "canonical" in the checks means canonical for this width.
+    pub linear_width: u8,
+    /// Whether the processor is in IA-32e mode at VMLAUNCH/VMRESUME
+    /// (27.2.4 compares it with the address-space-size controls).
+    pub ia32e_mode: bool,
+}
+
+impl EntryEnv {
+    /// Turtles' CPU: 40-bit physical and 48-bit linear addresses, entered
+    /// from 64-bit mode.
+    pub const TURTLES: EntryEnv = EntryEnv { maxphyaddr: 40, linear_width: 48, ia32e_mode: true };
+
+    /// Whether `addr` is canonical for the linear-address width.
+    pub const fn canonical(&self, addr: u64) -> bool {
+        // Widths outside 1..=64 would make the shifts overflow; a width of
+        // 64 (or more) makes every address canonical.
+        let width = if self.linear_width == 0 { 1 } else { self.linear_width as u32 };
+        let shift = 64u32.saturating_sub(width);
+        ((addr << shift) as i64 >> shift) as u64 == addr
+    }
+
+    /// Whether `addr` fits in the physical-address width.
+    pub const fn physical(&self, addr: u64) -> bool {
+        match addr.checked_shr(self.maxphyaddr as u32) {
+            Some(high) => high == 0,
+            None => true,
+        }
+    }
+}
+
+/// The memory reads the guest-state checks need (27.3.1.5, 27.3.1.6):
+/// the CPU model reads its guest-physical memory, the nested hypervisor
+/// L1's memory.
+pub trait EntryMemory {
+    /// The four PAE page-directory-pointer-table entries at `cr3` (bits
+    /// 31:5 of guest CR3), read when PAE paging is on without EPT.
+    fn pdptes(&self, cr3: x86::Gpa) -> [u64; 4];
+    /// The first 4 bytes (revision identifier and shadow-VMCS indicator)
+    /// of the VMCS the VMCS link pointer names.
+    fn vmcs_header(&self, addr: x86::Gpa) -> u32;
+}
+
+mod guest;
+mod host;
+mod msr;
+
+pub use guest::{
+    check_guest_control_registers, check_guest_descriptor_tables, check_guest_non_register_state, check_guest_pdptes,
+    check_guest_rip_rflags, check_guest_segment_registers, check_guest_state,
+};
+pub use host::{check_host_address_space_size, check_host_control_registers, check_host_segments, check_host_state};
+pub use msr::{check_msr_load_count, check_msr_load_entry, check_msr_load_list, MsrEntry};
+
+/// Every VM-entry check that needs no MSR-list memory, in SDM order:
+/// controls (27.2.1), host state (27.2.2-27.2.4), guest state (27.3.1),
+/// and the MSR-load count (27.4). The first failure wins. The entries of
+/// the MSR-load list are checked by the caller, which reads them, with
+/// [`check_msr_load_list`] after loading guest state.
+pub fn check_vm_entry<V: VmcsRead + ?Sized, M: EntryMemory + ?Sized>(
+    v: &V,
+    caps: &VmxCaps,
+    env: &EntryEnv,
+    memory: &M,
+) -> Result<(), EntryError> {
+    check_controls(v, caps)?;
+    check_host_state(v, caps, env)?;
+    check_guest_state(v, caps, env, memory)?;
+    check_msr_load_count(v, caps)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
@@ -502,7 +586,7 @@ mod tests {
 
     /// A VMCS as a map; absent fields read as 0.
     #[derive(Clone, Default)]
-    struct TestVmcs(BTreeMap<VmcsField, u64>);
+    pub(super) struct TestVmcs(BTreeMap<VmcsField, u64>);
 
     impl VmcsRead for TestVmcs {
         fn read(&self, field: VmcsField) -> u64 {
@@ -511,24 +595,24 @@ mod tests {
     }
 
     impl TestVmcs {
-        fn set(&mut self, field: VmcsField, value: u64) {
+        pub(super) fn set(&mut self, field: VmcsField, value: u64) {
             self.0.insert(field, value);
         }
-        fn update(&mut self, field: VmcsField, f: impl FnOnce(u64) -> u64) {
+        pub(super) fn update(&mut self, field: VmcsField, f: impl FnOnce(u64) -> u64) {
             let v = f(self.read(field));
             self.set(field, v);
         }
-        fn clear_bits(&mut self, field: VmcsField, bits: u64) {
+        pub(super) fn clear_bits(&mut self, field: VmcsField, bits: u64) {
             self.update(field, |v| v & !bits);
         }
-        fn set_bits(&mut self, field: VmcsField, bits: u64) {
+        pub(super) fn set_bits(&mut self, field: VmcsField, bits: u64) {
             self.update(field, |v| v | bits);
         }
     }
 
     /// Capabilities offering every control the checks look at, so that a
     /// single baseline VMCS can arm (almost) every check.
-    fn everything() -> VmxCaps {
+    pub(super) fn everything() -> VmxCaps {
         let t = VmxCaps::turtles();
         t.to_builder()
             .pin(PinCtls::all(), PinCtls::empty())
@@ -544,13 +628,13 @@ mod tests {
         caps.to_builder().ept_vpid(caps.ept_vpid() - remove).build()
     }
 
-    fn bits32(b: u32) -> u64 {
+    pub(super) fn bits32(b: u32) -> u64 {
         u64::from(b)
     }
 
     /// A VMCS that passes every control check under [`everything`], with
     /// as many checks armed as can be at once.
-    fn baseline() -> TestVmcs {
+    pub(super) fn baseline() -> TestVmcs {
         let mut v = TestVmcs::default();
         let pin = PinCtls::EXTERNAL_INTERRUPT_EXITING
             | PinCtls::NMI_EXITING
@@ -580,11 +664,17 @@ mod tests {
             | ProcCtls2::PT_USES_GUEST_PHYSICAL;
         v.set(F::SecondaryProcControls, bits32(proc2.bits()));
         let exit = ExitCtls::HOST_ADDRESS_SPACE_SIZE
+            | ExitCtls::LOAD_PAT
+            | ExitCtls::LOAD_EFER
             | ExitCtls::ACK_INTERRUPT_ON_EXIT
             | ExitCtls::SAVE_PREEMPTION_TIMER
             | ExitCtls::CLEAR_RTIT_CTL;
         v.set(F::ExitControls, bits32(EXIT_DEFAULT1 | exit.bits()));
-        let entry = EntryCtls::IA32E_MODE_GUEST | EntryCtls::LOAD_RTIT_CTL;
+        let entry = EntryCtls::IA32E_MODE_GUEST
+            | EntryCtls::LOAD_RTIT_CTL
+            | EntryCtls::LOAD_DEBUG_CONTROLS
+            | EntryCtls::LOAD_PAT
+            | EntryCtls::LOAD_EFER;
         v.set(F::EntryControls, bits32(ENTRY_DEFAULT1 | entry.bits()));
         v.set(F::Cr3TargetCount, 4);
         v.set(F::IoBitmapA, 0x1000);
@@ -609,8 +699,145 @@ mod tests {
         v.set(F::ExitMsrLoadAddress, 0xe010);
         v.set(F::EntryMsrLoadCount, 1);
         v.set(F::EntryMsrLoadAddress, 0xe020);
-        v.set(F::GuestCr0, (x86::Cr0::PE | x86::Cr0::NE | x86::Cr0::PG).bits());
+        set_host_64(&mut v);
+        set_guest_64(&mut v);
         v
+    }
+
+    const PAT: u64 = 0x0007_0406_0007_0406;
+
+    /// A 64-bit L1-style host.
+    fn set_host_64(v: &mut TestVmcs) {
+        use x86::{Cr0, Cr4, Efer};
+        v.set(F::HostCr0, (Cr0::PE | Cr0::MP | Cr0::ET | Cr0::NE | Cr0::WP | Cr0::PG).bits());
+        v.set(F::HostCr3, 0x1_0000);
+        v.set(F::HostCr4, (Cr4::PAE | Cr4::PGE | Cr4::VMXE | Cr4::OSFXSR).bits());
+        v.set(F::HostCsSelector, 0x08);
+        v.set(F::HostSsSelector, 0x10);
+        v.set(F::HostTrSelector, 0x40);
+        v.set(F::HostGsBase, 0xffff_8880_0000_0000);
+        v.set(F::HostTrBase, 0xffff_fe00_0000_3000);
+        v.set(F::HostGdtrBase, 0xffff_fe00_0000_1000);
+        v.set(F::HostIdtrBase, 0xffff_fe00_0000_0000);
+        v.set(F::HostIa32SysenterEip, 0xffff_ffff_8100_1000);
+        v.set(F::HostIa32Pat, PAT);
+        v.set(F::HostIa32Efer, (Efer::SCE | Efer::LME | Efer::LMA | Efer::NXE).bits());
+        v.set(F::HostRsp, 0xffff_c900_0000_8000);
+        v.set(F::HostRip, 0xffff_ffff_8100_0000);
+    }
+
+    /// A 64-bit guest: flat CS (L=1), flat data segments, no LDT, a busy
+    /// 64-bit TSS.
+    fn set_guest_64(v: &mut TestVmcs) {
+        use x86::{Cr0, Cr4, Efer};
+        v.set(F::GuestCr0, (Cr0::PE | Cr0::ET | Cr0::NE | Cr0::PG).bits());
+        v.set(F::GuestCr3, 0x20_0000);
+        v.set(F::GuestCr4, (Cr4::PAE | Cr4::VMXE).bits());
+        v.set(F::GuestDr7, 0x400);
+        for (selector, limit, ar) in [
+            (F::GuestEsSelector, F::GuestEsLimit, F::GuestEsAccessRights),
+            (F::GuestSsSelector, F::GuestSsLimit, F::GuestSsAccessRights),
+            (F::GuestDsSelector, F::GuestDsLimit, F::GuestDsAccessRights),
+            (F::GuestFsSelector, F::GuestFsLimit, F::GuestFsAccessRights),
+            (F::GuestGsSelector, F::GuestGsLimit, F::GuestGsAccessRights),
+        ] {
+            v.set(selector, 0x10);
+            v.set(limit, 0xffff_ffff);
+            v.set(ar, 0xc093);
+        }
+        v.set(F::GuestCsSelector, 0x08);
+        v.set(F::GuestCsLimit, 0xffff_ffff);
+        v.set(F::GuestCsAccessRights, 0xa09b);
+        v.set(F::GuestLdtrAccessRights, 0x1_0000);
+        v.set(F::GuestTrSelector, 0x18);
+        v.set(F::GuestTrBase, 0xffff_fe00_0000_3000);
+        v.set(F::GuestTrLimit, 0x67);
+        v.set(F::GuestTrAccessRights, 0x8b);
+        v.set(F::GuestGdtrBase, 0xffff_fe00_0000_1000);
+        v.set(F::GuestGdtrLimit, 0x7f);
+        v.set(F::GuestIdtrBase, 0xffff_fe00_0000_0000);
+        v.set(F::GuestIdtrLimit, 0xfff);
+        v.set(F::GuestRsp, 0x8000);
+        v.set(F::GuestRip, 0xffff_ffff_8000_0000);
+        v.set(F::GuestRflags, 0x2);
+        v.set(F::GuestIa32Pat, PAT);
+        v.set(F::GuestIa32Efer, (Efer::SCE | Efer::LME | Efer::LMA | Efer::NXE).bits());
+        v.set(F::VmcsLinkPointer, u64::MAX);
+    }
+
+    /// Turns the baseline's guest into a 32-bit protected-mode guest with
+    /// 4 KiB/4 MiB (non-PAE) paging.
+    pub(super) fn make_guest_protected_32(v: &mut TestVmcs) {
+        use x86::{Cr0, Cr4};
+        v.clear_bits(F::EntryControls, bits32(EntryCtls::IA32E_MODE_GUEST.bits()));
+        v.set(F::GuestCr0, (Cr0::PE | Cr0::ET | Cr0::NE | Cr0::PG).bits());
+        v.set(F::GuestCr4, (Cr4::PSE | Cr4::VMXE).bits());
+        v.set(F::GuestIa32Efer, 0);
+        v.set(F::GuestCsAccessRights, 0xc09b);
+        v.set(F::GuestTrBase, 0x3000);
+        v.set(F::GuestGdtrBase, 0x1000);
+        v.set(F::GuestIdtrBase, 0);
+        v.set(F::GuestRip, 0x10_0000);
+    }
+
+    /// Guest memory for the checks that read it: fixed PDPTEs and a fixed
+    /// VMCS header.
+    #[derive(Clone, Copy, Default)]
+    pub(super) struct TestMemory {
+        pub(super) pdptes: [u64; 4],
+        pub(super) vmcs_header: u32,
+    }
+
+    impl EntryMemory for TestMemory {
+        fn pdptes(&self, _cr3: x86::Gpa) -> [u64; 4] {
+            self.pdptes
+        }
+        fn vmcs_header(&self, _addr: x86::Gpa) -> u32 {
+            self.vmcs_header
+        }
+    }
+
+    /// Checks that `variant` of the baseline passes every entry check,
+    /// then that changing exactly one field makes exactly check `id` fail;
+    /// returns the failure for the caller to inspect.
+    pub(super) fn expect_entry(
+        caps: &VmxCaps,
+        env: &EntryEnv,
+        memory: &TestMemory,
+        variant: impl FnOnce(&mut TestVmcs),
+        field: VmcsField,
+        flip: impl FnOnce(u64) -> u64,
+        id: &str,
+    ) -> EntryError {
+        let mut v = baseline();
+        variant(&mut v);
+        assert_eq!(check_vm_entry(&v, caps, env, memory), Ok(()), "variant for {id} must be valid");
+        let before = v.read(field);
+        v.update(field, flip);
+        assert_ne!(v.read(field), before, "{id}: the flip must change {field}");
+        let err = check_vm_entry(&v, caps, env, memory).expect_err(id);
+        assert_eq!(err.check.id, id, "{err}");
+        assert!(err.check.condition.len() > 2);
+        err
+    }
+
+    /// Every id starting with `prefix` in the code part of `src` (before
+    /// `#[cfg(test)]`) appears in its tests; at least `min` ids exist.
+    pub(super) fn assert_every_id_tested(src: &str, prefix: &str, min: usize) {
+        let (code, tests) = src.split_at(src.find("#[cfg(test)]").unwrap());
+        let ids = |text: &str| -> BTreeSet<String> {
+            text.split('\x22')
+                .skip(1)
+                .step_by(2)
+                .filter(|s| s.starts_with(prefix) && !s.contains(' '))
+                .map(String::from)
+                .collect()
+        };
+        let defined = ids(code);
+        let tested = ids(tests);
+        let untested: Vec<&String> = defined.difference(&tested).collect();
+        assert!(untested.is_empty(), "checks without a negative test: {untested:?}");
+        assert!(defined.len() >= min, "{}", defined.len());
     }
 
     fn run(v: &TestVmcs, caps: &VmxCaps) -> Result<(), Check> {
@@ -649,7 +876,7 @@ mod tests {
         expect_with(&everything(), variant, field, flip, id);
     }
 
-    const NO_EPT_USERS: fn(&mut TestVmcs) = |v| {
+    pub(super) const NO_EPT_USERS: fn(&mut TestVmcs) = |v| {
         let users = ProcCtls2::ENABLE_PML
             | ProcCtls2::UNRESTRICTED_GUEST
             | ProcCtls2::MODE_BASED_EPT_EXEC
@@ -664,15 +891,15 @@ mod tests {
         v.set_bits(F::SecondaryProcControls, bits32(user.bits()));
     }
 
-    fn clear(bits: u32) -> impl FnOnce(u64) -> u64 {
+    pub(super) fn clear(bits: u32) -> impl FnOnce(u64) -> u64 {
         move |v| v & !u64::from(bits)
     }
 
-    fn set(bits: u32) -> impl FnOnce(u64) -> u64 {
+    pub(super) fn set(bits: u32) -> impl FnOnce(u64) -> u64 {
         move |v| v | u64::from(bits)
     }
 
-    fn to(value: u64) -> impl FnOnce(u64) -> u64 {
+    pub(super) fn to(value: u64) -> impl FnOnce(u64) -> u64 {
         move |_| value
     }
 
@@ -942,9 +1169,16 @@ mod tests {
         expect(F::EntryControls, clear(1 << 12), "ctl.entry.allowed");
         let caps = everything()
             .to_builder()
-            .entry(EntryCtls::IA32E_MODE_GUEST | EntryCtls::LOAD_RTIT_CTL, EntryCtls::empty())
+            .entry(
+                EntryCtls::IA32E_MODE_GUEST
+                    | EntryCtls::LOAD_RTIT_CTL
+                    | EntryCtls::LOAD_DEBUG_CONTROLS
+                    | EntryCtls::LOAD_PAT
+                    | EntryCtls::LOAD_EFER,
+                EntryCtls::empty(),
+            )
             .build();
-        expect_with(&caps, |_| {}, F::EntryControls, set(EntryCtls::LOAD_EFER.bits()), "ctl.entry.allowed");
+        expect_with(&caps, |_| {}, F::EntryControls, set(EntryCtls::LOAD_BNDCFGS.bits()), "ctl.entry.allowed");
     }
 
     fn event(info: u32) -> impl FnOnce(u64) -> u64 {

@@ -21,7 +21,7 @@ pub mod exit;
 pub mod field;
 
 pub use caps::{ControlWord, VmxCaps};
-pub use check::{Check, EntryError, EntryFailure, VmcsRead};
+pub use check::{check_vm_entry, Check, EntryEnv, EntryError, EntryFailure, EntryMemory, MsrEntry, VmcsRead};
 pub use controls::{EntryCtls, ExitCtls, PinCtls, ProcCtls, ProcCtls2, ProcCtls3};
 pub use error::VmInstructionError;
 pub use exit::{ExitReason, ExitReasonField};
