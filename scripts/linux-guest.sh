@@ -39,9 +39,13 @@ if [ ! -d root ]; then
 fi
 kernel=$(ls "$out"/root/boot/vmlinuz-* | head -n 1)
 
-rm -rf initramfs && mkdir -p initramfs/bin initramfs/proc initramfs/sys initramfs/dev
-cp root/bin/busybox initramfs/bin/busybox
-cat > initramfs/init <<'INIT'
+# Built in a private directory and renamed into place, so concurrent runs
+# (a test and a benchmark) never see a half-written initramfs.
+stage=$(mktemp -d "$out/initramfs.XXXXXX")
+trap 'rm -rf "$stage"' EXIT
+mkdir -p "$stage/bin" "$stage/proc" "$stage/sys" "$stage/dev"
+cp root/bin/busybox "$stage/bin/busybox"
+cat > "$stage/init" <<'INIT'
 #!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
@@ -56,7 +60,8 @@ if [ -z "$TURTLES_SHELL" ] && ! grep -q turtles.shell /proc/cmdline; then
 fi
 exec sh
 INIT
-chmod +x initramfs/init
-(cd initramfs && find . | LC_ALL=C sort | cpio -o -H newc --quiet) | gzip -9 > initrd.img
+chmod +x "$stage/init"
+(cd "$stage" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) | gzip -9 > "$stage.img"
+mv -f "$stage.img" initrd.img
 echo "KERNEL=$kernel"
 echo "INITRD=$out/initrd.img"

@@ -55,12 +55,13 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Boot a kernel (multiboot v1 ELF32/ELF64/a.out kludge, or plain
-    /// ELF64).
+    /// Boot a kernel (multiboot v1 ELF32/ELF64/a.out kludge, Linux
+    /// bzImage, PVH ELF64 such as a Linux vmlinux, or plain ELF64).
     Run(RunArgs),
     /// Run the built-in demo kernel.
     Demo(DemoArgs),
-    /// Run the benchmark workloads and print MIPS and ns per operation.
+    /// Run the benchmark workloads and print MIPS and ns per operation;
+    /// `bench linux` times a Linux boot (and QEMU TCG's, when installed).
     Bench(BenchArgs),
 }
 
@@ -85,15 +86,27 @@ pub struct DemoArgs {
 /// `turtles bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Workloads to run (default: all of alu, mem, mem4k, cpuid, pio).
+    /// Workloads to run (default: all of alu, mem, mem4k, cpuid, pio), or
+    /// `linux` alone: boot Debian's kernel to /init and power-off.
     pub workloads: Vec<String>,
+    /// `bench linux`: the kernel (default: fetched by
+    /// scripts/linux-guest.sh).
+    #[arg(long, value_name = "FILE")]
+    pub kernel: Option<std::path::PathBuf>,
+    /// `bench linux`: the initramfs (default: built by
+    /// scripts/linux-guest.sh).
+    #[arg(long, value_name = "FILE")]
+    pub initrd: Option<std::path::PathBuf>,
+    /// `bench linux`: do not run QEMU even when it is installed.
+    #[arg(long)]
+    pub no_qemu: bool,
     /// Run the prebuilt reference ELFs `<DIR>/<workload>.elf` (e.g.
     /// ../shared/bench/guests/build) instead of the built-in kernels.
     #[arg(long, value_name = "DIR")]
     pub elf_dir: Option<std::path::PathBuf>,
-    /// Guest RAM.
-    #[arg(short = 'm', long = "memory", value_name = "SIZE", default_value = "256M")]
-    pub memory: String,
+    /// Guest RAM (default: 256M, 512M for `linux`).
+    #[arg(short = 'm', long = "memory", value_name = "SIZE")]
+    pub memory: Option<String>,
     /// Per-workload wall-clock limit in seconds.
     #[arg(long, value_name = "SECS", default_value = "600")]
     pub timeout: String,
@@ -566,6 +579,14 @@ mod tests {
             Some(Command::Bench(b)) => {
                 assert_eq!(b.workloads, s(&["alu", "pio"]));
                 assert_eq!(b.elf_dir, Some("/x".into()));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&s(&["bench", "linux", "--kernel", "/k", "--initrd", "/i", "--no-qemu"])).unwrap().command {
+            Some(Command::Bench(b)) => {
+                assert_eq!(b.workloads, s(&["linux"]));
+                assert_eq!((b.kernel, b.initrd, b.no_qemu), (Some("/k".into()), Some("/i".into()), true));
+                assert_eq!(b.memory, None);
             }
             other => panic!("{other:?}"),
         }

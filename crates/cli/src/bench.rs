@@ -92,7 +92,7 @@ fn kernel_for(args: &BenchArgs, wl: &str) -> Result<(ImageSource, String), CliEr
 fn run_one(args: &BenchArgs, wl: &str) -> Result<Outcome, CliError> {
     let (kernel, append) = kernel_for(args, wl)?;
     let mut cfg = VmConfig::new(kernel);
-    cfg.ram_size = parse_mem(&args.memory)?;
+    cfg.ram_size = parse_mem(args.memory.as_deref().unwrap_or("256M"))?;
     cfg.append = append;
     cfg.devices.debug_exit = Some(DEFAULT_DEBUG_EXIT);
     cfg.timeout = Some(parse_timeout(&args.timeout)?);
@@ -112,6 +112,12 @@ fn run_one(args: &BenchArgs, wl: &str) -> Result<Outcome, CliError> {
 /// Runs the workloads and prints the table; exit status 0 when every
 /// workload printed its line and exited with status 33.
 pub fn bench(args: &BenchArgs) -> Result<i32, CliError> {
+    if args.workloads.iter().any(|w| w == "linux") {
+        if args.workloads.len() > 1 {
+            return Err(CliError("`linux` is run on its own: `turtles bench linux`".into()));
+        }
+        return crate::bench_linux::bench_linux(args);
+    }
     let selected: Vec<&str> = if args.workloads.is_empty() {
         WORKLOADS.iter().map(|w| w.0).collect()
     } else {

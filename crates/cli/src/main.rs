@@ -1,16 +1,18 @@
 //! `turtles`: runs x86-64 kernels on Turtles' software CPU.
 //!
 //! * `turtles` — the built-in demo kernel;
-//! * `turtles run KERNEL [options]` — any multiboot or ELF64 kernel;
+//! * `turtles run KERNEL [options]` — any multiboot, bzImage, PVH or ELF64 kernel;
 //! * `turtles -kernel KERNEL ...` — the same, spelled as for
 //!   `qemu-system-x86_64` (see [`args`]);
-//! * `turtles bench [WORKLOAD...]` — the benchmark workloads.
+//! * `turtles bench [WORKLOAD...]` — the benchmark workloads;
+//! * `turtles bench linux` — a Linux boot to /init, against QEMU TCG.
 //!
 //! Serial output goes to stdout and stdin feeds the UART. The exit status
 //! mirrors isa-debug-exit; failures print a short report to stderr.
 
 mod args;
 mod bench;
+mod bench_linux;
 mod embedded;
 mod run;
 

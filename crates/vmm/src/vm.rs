@@ -453,6 +453,9 @@ pub struct Vm {
     now_ns: u64,
     carried: Carried,
     resets: u32,
+    /// Instructions retired by all vCPUs so far, published once per round
+    /// for observers on the vCPU thread (see [`Vm::retired_counter`]).
+    retired: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Vm {
@@ -499,6 +502,7 @@ impl Vm {
             now_ns: 0,
             carried: Carried::default(),
             resets: 0,
+            retired: Arc::default(),
         })
     }
 
@@ -525,6 +529,14 @@ impl Vm {
     /// Virtual time now, in nanoseconds since the last (re)boot.
     pub fn now_ns(&self) -> u64 {
         self.now_ns
+    }
+
+    /// A counter of the instructions retired by all vCPUs, resets
+    /// included, updated at the end of every round (so it lags by at most
+    /// one quantum per vCPU). Serial output observers read it to tell when
+    /// a line was printed in guest instructions.
+    pub fn retired_counter(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.retired.clone()
     }
 
     /// Runs until the guest exits, fails, hangs past the timeout or halts
@@ -579,6 +591,7 @@ impl Vm {
                 return Ok(Some(ExitKind::TripleFault { cpu: i as u32, reason }));
             }
         }
+        self.retired.fetch_add(retired, std::sync::atomic::Ordering::Relaxed);
         self.now_ns += self.quantum;
         self.m.platform.advance(self.now_ns);
         if retired == 0 && self.m.cpus.iter().all(|c| c.activity != Activity::Active) {

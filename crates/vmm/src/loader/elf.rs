@@ -12,6 +12,7 @@ pub const EM_386: u16 = 3;
 /// `e_machine` of x86-64.
 pub const EM_X86_64: u16 = 62;
 const PT_LOAD: u32 = 1;
+const PT_NOTE: u32 = 4;
 
 /// ELF class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,6 +154,75 @@ pub fn parse(bytes: &[u8]) -> Result<ElfImage, LoadError> {
     Ok(ElfImage { class, machine, entry, segments })
 }
 
+/// One ELF note (System V ABI, "Note Section"): name and descriptor
+/// without their padding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Note<'a> {
+    /// The owner's name, its NUL terminator included when present.
+    pub name: &'a [u8],
+    /// `n_type`.
+    pub kind: u32,
+    /// The descriptor.
+    pub desc: &'a [u8],
+}
+
+/// The notes of every PT_NOTE segment, in file order. Each note is a
+/// 12-byte header (`n_namesz`, `n_descsz`, `n_type`), then the name and
+/// the descriptor, each padded to 4 bytes (x86 ELF64 kernels use 4-byte
+/// alignment too, as Linux's `ELFNOTE` macro emits them).
+pub fn notes(bytes: &[u8]) -> Result<Vec<Note<'_>>, LoadError> {
+    let wide = match class(bytes) {
+        Some(ElfClass::Elf64) => true,
+        Some(ElfClass::Elf32) => false,
+        None => return Err(LoadError::NotAKernel { len: bytes.len() as u64 }),
+    };
+    let file_len = bytes.len() as u64;
+    let (phoff, phentsize, phnum) = if wide {
+        (field(bytes, 32, 8, "ELF header")?, field(bytes, 54, 2, "ELF header")?, field(bytes, 56, 2, "ELF header")?)
+    } else {
+        (field(bytes, 28, 4, "ELF header")?, field(bytes, 42, 2, "ELF header")?, field(bytes, 44, 2, "ELF header")?)
+    };
+    let mut out = Vec::new();
+    for i in 0..phnum {
+        let ph = phoff.checked_add(i * phentsize).ok_or(LoadError::Truncated {
+            what: "program header",
+            offset: phoff,
+            file_len,
+        })?;
+        if field(bytes, ph, 4, "program header")? as u32 != PT_NOTE {
+            continue;
+        }
+        let (offset, size) = if wide {
+            (field(bytes, ph + 8, 8, "program header")?, field(bytes, ph + 32, 8, "program header")?)
+        } else {
+            (field(bytes, ph + 4, 4, "program header")?, field(bytes, ph + 16, 4, "program header")?)
+        };
+        let end = offset.checked_add(size).ok_or(LoadError::Truncated { what: "note segment", offset, file_len })?;
+        let mut at = offset;
+        while at.saturating_add(12) <= end {
+            let namesz = field(bytes, at, 4, "note")?;
+            let descsz = field(bytes, at + 4, 4, "note")?;
+            let kind = field(bytes, at + 8, 4, "note")? as u32;
+            let name_at = at + 12;
+            let desc_at = name_at + namesz.next_multiple_of(4);
+            let next = desc_at + descsz.next_multiple_of(4);
+            if desc_at + descsz > end {
+                return Err(LoadError::Truncated { what: "note", offset: at, file_len });
+            }
+            let slice = |off: u64, len: u64| -> Result<&[u8], LoadError> {
+                bytes.get(off as usize..(off + len) as usize).ok_or(LoadError::Truncated {
+                    what: "note",
+                    offset: off,
+                    file_len,
+                })
+            };
+            out.push(Note { name: slice(name_at, namesz)?, kind, desc: slice(desc_at, descsz)? });
+            at = next;
+        }
+    }
+    Ok(out)
+}
+
 /// Test helpers: minimal ELF files built in memory.
 #[cfg(test)]
 pub(crate) mod build {
@@ -208,6 +278,38 @@ pub(crate) mod build {
         }
         f[ehsize..ehsize + ph.len()].copy_from_slice(&ph);
         f.extend_from_slice(&data);
+        f
+    }
+
+    /// One note's bytes: header, name and descriptor, each padded to 4.
+    pub fn note(name: &[u8], kind: u32, desc: &[u8]) -> Vec<u8> {
+        let mut n = Vec::new();
+        n.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        n.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+        n.extend_from_slice(&kind.to_le_bytes());
+        n.extend_from_slice(name);
+        n.resize(n.len().next_multiple_of(4), 0);
+        n.extend_from_slice(desc);
+        n.resize(n.len().next_multiple_of(4), 0);
+        n
+    }
+
+    /// `elf(true, ...)` (ELF64) with a PT_NOTE segment holding `notes`
+    /// appended at the end of the file, its program header added after
+    /// the PT_LOAD ones.
+    pub fn elf64_with_notes(machine: u16, entry: u64, segs: &[(u64, &[u8], u64)], notes: &[u8]) -> Vec<u8> {
+        let mut f = elf(true, machine, entry, segs);
+        let off = f.len() as u64;
+        f.extend_from_slice(notes);
+        let ph = 64 + 56 * segs.len();
+        let mut p = [0u8; 56];
+        p[..4].copy_from_slice(&4u32.to_le_bytes());
+        p[8..16].copy_from_slice(&off.to_le_bytes());
+        p[32..40].copy_from_slice(&(notes.len() as u64).to_le_bytes());
+        p[40..48].copy_from_slice(&(notes.len() as u64).to_le_bytes());
+        p[48..56].copy_from_slice(&4u64.to_le_bytes());
+        f[ph..ph + 56].copy_from_slice(&p);
+        f[56..58].copy_from_slice(&(segs.len() as u16 + 1).to_le_bytes());
         f
     }
 }

@@ -16,10 +16,14 @@
 //!      which only the low 32 bits count for ELF64 (as in QEMU).
 //! 2. **Linux bzImage** (setup header "HdrS", boot protocol 2.12 or later):
 //!    see [`linux`]; entered through its 64-bit entry point.
-//! 3. **Plain ELF64** (`EM_X86_64`, no multiboot header): PT_LOAD segments
-//!    at `p_paddr`, entered at `e_entry` in 64-bit mode.
+//! 3. **PVH** (ELF64 with a Xen `XEN_ELFNOTE_PHYS32_ENTRY` note, such as
+//!    a Linux `vmlinux` built with `CONFIG_PVH`): PT_LOAD segments at
+//!    `p_paddr`, entered at the note's address by the Xen PVH boot ABI;
+//!    see [`pvh`].
+//! 4. **Plain ELF64** (`EM_X86_64`, no multiboot header, no PVH note):
+//!    PT_LOAD segments at `p_paddr`, entered at `e_entry` in 64-bit mode.
 //!
-//! Both get the same boot information: a multiboot information structure
+//! Multiboot and plain ELF64 get the same boot information: a multiboot information structure
 //! at [`layout::MB_INFO`] with `mem_lower`/`mem_upper` (flag bit 0), the
 //! command line (bit 2: `"<kernel name> <append>"`, as QEMU writes it),
 //! the modules (bit 3: each `-initrd` file, page aligned after the kernel,
@@ -34,6 +38,16 @@
 //! which stays valid); EFLAGS = 0x2 (IF = 0); EAX = 0x2BADB002, EBX = the
 //! information structure; every other general register 0 (ESP included:
 //! the kernel sets up its own stack); A20 enabled.
+//!
+//! PVH (the ABI in [`pvh`]): 32-bit protected mode, paging off, CR0 =
+//! PE|ET, CR4 = EFER = 0; CS = 0x08 flat 32-bit code, DS, ES, SS, FS, GS =
+//! 0x10 flat data (the multiboot GDT); EFLAGS = 0x2; EBX = the
+//! `hvm_start_info` at [`layout::MB_INFO`], other general registers 0.
+//! The module list is at [`layout::MB_MODS`], the memory map (the plain
+//! ELF64 one, boot area reserved) at [`layout::MB_MMAP`], the command line
+//! (`-append` alone, as for bzImage) at [`layout::CMDLINES`], and
+//! `rsdp_paddr` is [`layout::ACPI_RSDP`]. Modules go page aligned after
+//! the kernel as for multiboot.
 //!
 //! Plain ELF64: 64-bit mode, CPL 0. CR0 = PE|MP|ET|NE|WP|PG, CR4 =
 //! PAE|OSFXSR|OSXMMEXCPT, EFER = LME|LMA (plus NXE when the CPU model
@@ -53,6 +67,7 @@
 pub mod elf;
 pub mod linux;
 pub mod multiboot;
+pub mod pvh;
 
 use std::ops::Range;
 
@@ -196,6 +211,18 @@ pub enum LoadError {
         /// The header's version.
         version: u16,
     },
+    /// A Xen PHYS32_ENTRY note whose descriptor is neither 4 nor 8 bytes.
+    #[error("Xen PHYS32_ENTRY (PVH) note has a {len}-byte descriptor (4 or 8 expected)")]
+    BadPvhNoteSize {
+        /// Descriptor length.
+        len: usize,
+    },
+    /// A PVH entry point that is not a 32-bit physical address.
+    #[error("Xen PHYS32_ENTRY (PVH) note gives entry point {entry:#x}, above 4 GiB")]
+    PvhEntryAbove4G {
+        /// The note's value.
+        entry: u64,
+    },
     /// RAM smaller than the boot layout needs.
     #[error("{ram} bytes of RAM is too small: at least {min} are needed")]
     RamTooSmall {
@@ -219,12 +246,14 @@ pub enum KernelFormat {
     Elf64,
     /// Linux bzImage, entered through the 64-bit boot protocol.
     Linux,
+    /// ELF64 with a Xen PHYS32_ENTRY note, entered by the PVH boot ABI.
+    Pvh,
 }
 
 impl KernelFormat {
     /// Whether the kernel is entered through the multiboot protocol.
     pub fn is_multiboot(self) -> bool {
-        !matches!(self, KernelFormat::Elf64 | KernelFormat::Linux)
+        !matches!(self, KernelFormat::Elf64 | KernelFormat::Linux | KernelFormat::Pvh)
     }
 }
 
@@ -236,6 +265,7 @@ impl std::fmt::Display for KernelFormat {
             KernelFormat::MultibootElf64 => "multiboot ELF64",
             KernelFormat::Elf64 => "ELF64 (long-mode entry)",
             KernelFormat::Linux => "Linux bzImage (64-bit boot protocol)",
+            KernelFormat::Pvh => "ELF64 (Xen PVH entry)",
         })
     }
 }
@@ -334,7 +364,10 @@ fn plan<'a>(kernel: &'a [u8]) -> Result<(KernelFormat, Vec<Piece<'a>>, u64), Loa
                 if img.machine != EM_X86_64 {
                     return Err(LoadError::BadElfMachine(img.machine));
                 }
-                Ok((KernelFormat::Elf64, pieces_of(&img)?, img.entry))
+                match pvh::find_entry(kernel)? {
+                    Some(entry) => Ok((KernelFormat::Pvh, pieces_of(&img)?, u64::from(entry))),
+                    None => Ok((KernelFormat::Elf64, pieces_of(&img)?, img.entry)),
+                }
             }
             Some(ElfClass::Elf32) => Err(LoadError::Elf32WithoutMultiboot),
             None if elf::is_elf(kernel) => Err(LoadError::BadElfClass(kernel.get(4).copied().unwrap_or(0))),
@@ -394,7 +427,11 @@ pub fn load(mem: &mut Memory, p: &BootParams<'_>) -> Result<BootState, LoadError
 
     // Command lines first: they are cheap to check and an error here
     // should not depend on module sizes.
-    let kernel_cmdline = format!("{} {}", p.kernel_name, p.append);
+    let pvh = format == KernelFormat::Pvh;
+    if pvh && p.modules.len() > PVH_MAX_MODULES {
+        return Err(LoadError::TooManyModules(p.modules.len()));
+    }
+    let kernel_cmdline = if pvh { p.append.to_string() } else { format!("{} {}", p.kernel_name, p.append) };
     let mut cmdlines = Vec::new();
     let mut cmdline_addrs = Vec::new();
     for s in std::iter::once(kernel_cmdline.as_str()).chain(p.modules.iter().map(|m| m.cmdline.as_str())) {
@@ -433,7 +470,27 @@ pub fn load(mem: &mut Memory, p: &BootParams<'_>) -> Result<BootState, LoadError
     name.push(0);
     write(mem, layout::LOADER_NAME, &name)?;
 
-    let mmap = layout::memory_map(ram, format == KernelFormat::Elf64);
+    let mmap = layout::memory_map(ram, matches!(format, KernelFormat::Elf64 | KernelFormat::Pvh));
+    if pvh {
+        let modlist: Vec<u8> = modules
+            .iter()
+            .zip(&cmdline_addrs[1..])
+            .flat_map(|(r, &c)| pvh::modlist_entry(r.start, r.end - r.start, c))
+            .collect();
+        let mmap = &mmap[..mmap.len().min(PVH_MAX_MMAP_ENTRIES)];
+        let table: Vec<u8> = mmap.iter().flat_map(|r| pvh::memmap_entry(r.base.0, r.len, r.kind.code())).collect();
+        let info = pvh::StartInfo {
+            nr_modules: modules.len() as u32,
+            modlist_paddr: if modules.is_empty() { 0 } else { layout::MB_MODS },
+            cmdline_paddr: layout::CMDLINES,
+            rsdp_paddr: layout::ACPI_RSDP,
+            memmap_paddr: layout::MB_MMAP,
+            memmap_entries: mmap.len() as u32,
+        };
+        write(mem, layout::MB_INFO, &info.to_bytes())?;
+        write(mem, layout::MB_MODS, &modlist)?;
+        write(mem, layout::MB_MMAP, &table)?;
+    }
     let blob = multiboot::build_info(&InfoParams {
         mem_lower: layout::mem_lower_kb(ram),
         mem_upper: layout::mem_upper_kb(ram),
@@ -441,9 +498,11 @@ pub fn load(mem: &mut Memory, p: &BootParams<'_>) -> Result<BootState, LoadError
         modules: &entries,
         mmap: &mmap[..mmap.len().min(layout::MAX_MMAP_ENTRIES)],
     });
-    write(mem, layout::MB_INFO, &blob.info)?;
-    write(mem, layout::MB_MODS, &blob.mods)?;
-    write(mem, layout::MB_MMAP, &blob.mmap)?;
+    if !pvh {
+        write(mem, layout::MB_INFO, &blob.info)?;
+        write(mem, layout::MB_MODS, &blob.mods)?;
+        write(mem, layout::MB_MMAP, &blob.mmap)?;
+    }
 
     let gdt: Vec<u8> = layout::gdt::ENTRIES.iter().flat_map(|d| d.to_le_bytes()).collect();
     write(mem, layout::GDT, &gdt)?;
@@ -523,6 +582,11 @@ fn load_linux(mem: &mut Memory, p: &BootParams<'_>) -> Result<BootState, LoadErr
     })
 }
 
+/// PVH modules that fit in the module list area.
+const PVH_MAX_MODULES: usize = ((layout::MB_MMAP - layout::MB_MODS) as usize) / pvh::MODLIST_ENTRY_SIZE;
+/// PVH memory map entries that fit in the memory map area.
+const PVH_MAX_MMAP_ENTRIES: usize = ((layout::LOADER_NAME - layout::MB_MMAP) as usize) / pvh::MEMMAP_ENTRY_SIZE;
+
 /// Where the Linux zero page goes (the multiboot information area, unused
 /// by this protocol).
 pub const LINUX_ZERO_PAGE: u64 = layout::MB_INFO;
@@ -580,8 +644,11 @@ impl BootState {
             r.cr3 = layout::PML4;
             r.cr4 = Cr4::PAE.bits();
             r.efer = (Efer::LME | Efer::LMA).bits();
-        } else if self.format.is_multiboot() {
+        } else if self.format.is_multiboot() || self.format == KernelFormat::Pvh {
             r.seg[sreg::CS] = flat(layout::gdt::CODE32, ar::CODE | ar::RW | ar::DB);
+            if self.format == KernelFormat::Pvh {
+                r.gpr[RAX] = 0;
+            }
             r.cr0 = (Cr0::PE | Cr0::ET).bits();
             r.cr3 = 0;
             r.cr4 = 0;

@@ -297,3 +297,55 @@ fn random_and_mutated_kernels_never_panic() {
         let _ = load(&mut mem, &BootParams { kernel: &k, kernel_name: "r", append: "", modules: &[] });
     }
 }
+
+#[test]
+fn pvh_elf64_enters_protected_mode_with_start_info() {
+    let note = elf::build::note(b"Xen\0", pvh::XEN_ELFNOTE_PHYS32_ENTRY, &0x20_0010u64.to_le_bytes());
+    let k = elf::build::elf64_with_notes(elf::EM_X86_64, 0x20_0000, &[(0x20_0000, &[0xf4; 32], 0x1000)], &note);
+    let mods = [ModuleImage { data: b"initrd-bytes", cmdline: "initrd.img".into() }];
+    let (mem, r) = load_in(RAM, &k, &mods);
+    let b = r.unwrap();
+    assert_eq!(b.format, KernelFormat::Pvh);
+    let mut cpu = Cpu::new(0, CpuidModel::turtles_max());
+    b.apply(&mut cpu);
+    assert_eq!(cpu.mode(), Mode::Protected);
+    assert_eq!(cpu.regs.rip, 0x20_0010, "entered at the note, not e_entry");
+    assert_eq!(cpu.regs.gpr[3], layout::MB_INFO);
+    assert_eq!(cpu.regs.gpr[0], 0);
+    assert_eq!(cpu.regs.cr0, (Cr0::PE | Cr0::ET).bits());
+    assert_eq!((cpu.regs.cr4, cpu.regs.efer), (0, 0));
+    let si = layout::MB_INFO;
+    assert_eq!(u32_at(&mem, si), pvh::XEN_HVM_START_MAGIC_VALUE);
+    assert_eq!(u32_at(&mem, si + 4), 1);
+    assert_eq!(u32_at(&mem, si + 12), 1);
+    assert_eq!(cstr(&mem, mem.read_u64(si + 24).unwrap()), "console=ttyS0 x=1");
+    assert_eq!(mem.read_u64(si + 32).unwrap(), layout::ACPI_RSDP);
+    let modlist = mem.read_u64(si + 16).unwrap();
+    let (start, size) = (mem.read_u64(modlist).unwrap(), mem.read_u64(modlist + 8).unwrap());
+    assert_eq!((start, size), (0x20_1000, 12));
+    assert_eq!(cstr(&mem, mem.read_u64(modlist + 16).unwrap()), "initrd.img");
+    let mut data = [0u8; 12];
+    mem.read(start, &mut data).unwrap();
+    assert_eq!(&data, b"initrd-bytes");
+    let (memmap, n) = (mem.read_u64(si + 40).unwrap(), u32_at(&mem, si + 48) as u64);
+    let entries: Vec<(u64, u64, u32)> = (0..n)
+        .map(|i| {
+            (
+                mem.read_u64(memmap + i * 24).unwrap(),
+                mem.read_u64(memmap + i * 24 + 8).unwrap(),
+                u32_at(&mem, memmap + i * 24 + 16),
+            )
+        })
+        .collect();
+    let want: Vec<(u64, u64, u32)> =
+        layout::memory_map(RAM, true).iter().map(|r| (r.base.0, r.len, r.kind.code())).collect();
+    assert_eq!(entries, want);
+    assert!(entries.contains(&(layout::BOOT_AREA_START, layout::BOOT_AREA_END - layout::BOOT_AREA_START, 2)));
+}
+
+#[test]
+fn pvh_entry_outside_image_is_rejected() {
+    let note = elf::build::note(b"Xen\0", pvh::XEN_ELFNOTE_PHYS32_ENTRY, &0x30_0000u32.to_le_bytes());
+    let k = elf::build::elf64_with_notes(elf::EM_X86_64, 0x20_0000, &[(0x20_0000, &[0xf4; 32], 0x1000)], &note);
+    assert_eq!(load_in(RAM, &k, &[]).1, Err(LoadError::EntryOutsideImage { entry: 0x30_0000 }));
+}
