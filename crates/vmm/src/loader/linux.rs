@@ -54,6 +54,8 @@ pub mod zp {
 pub mod hdr {
     /// `setup_sects` (u8).
     pub const SETUP_SECTS: usize = 0x1f1;
+    /// `syssize` (u32): size of the protected-mode code in 16-byte units.
+    pub const SYSSIZE: usize = 0x1f4;
     /// `boot_flag` (u16, 0xaa55).
     pub const BOOT_FLAG: usize = 0x1fe;
     /// `jump` (the byte at 0x201 is the header's length past 0x202).
@@ -160,6 +162,17 @@ pub fn parse(kernel: &[u8]) -> Result<BzImage, LoadError> {
     if kernel_offset >= kernel.len() {
         return Err(trunc("protected-mode kernel", kernel_offset));
     }
+    // The header says how long the protected-mode part is: a shorter file
+    // is truncated (boot loaders that copy by syssize would read garbage).
+    let syssize = u64::from(u32_at(kernel, hdr::SYSSIZE).unwrap_or(0)) * 16;
+    let sys_end = kernel_offset as u64 + syssize;
+    if sys_end > kernel.len() as u64 {
+        return Err(LoadError::Truncated {
+            what: "protected-mode kernel (syssize)",
+            offset: sys_end,
+            file_len: kernel.len() as u64,
+        });
+    }
     let load_addr = u64_at(kernel, hdr::PREF_ADDRESS).unwrap_or(0x100_0000);
     let align = u64::from(u32_at(kernel, hdr::KERNEL_ALIGNMENT).unwrap_or(0x20_0000)).max(0x20_0000);
     if !load_addr.is_multiple_of(align) || load_addr < 0x10_0000 {
@@ -236,6 +249,7 @@ mod tests {
         k[hdr::KERNEL_ALIGNMENT..hdr::KERNEL_ALIGNMENT + 4].copy_from_slice(&0x20_0000u32.to_le_bytes());
         k[hdr::INIT_SIZE..hdr::INIT_SIZE + 4].copy_from_slice(&0x80_0000u32.to_le_bytes());
         k[hdr::INITRD_ADDR_MAX..hdr::INITRD_ADDR_MAX + 4].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
+        k[hdr::SYSSIZE..hdr::SYSSIZE + 4].copy_from_slice(&(4096u32 / 16).to_le_bytes());
         k
     }
 
@@ -264,7 +278,7 @@ mod tests {
     #[test]
     fn truncated_images_are_errors_not_panics() {
         let k = image(0x020f, XLF_KERNEL_64, 0x100_0000);
-        for len in [0, 0x1f0, 0x203, 0x207, 0x263, 5 * 512] {
+        for len in [0, 0x1f0, 0x203, 0x207, 0x263, 5 * 512, 5 * 512 + 4095] {
             let r = parse(&k[..len]);
             assert!(r.is_err(), "length {len}: {r:?}");
         }
