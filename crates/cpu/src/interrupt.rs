@@ -75,16 +75,16 @@ impl Cpu {
             if let Some(a) = cur.cr2() {
                 self.regs.cr2 = a;
             }
-            match self.deliver(ctx, cur.vector, EventKind::Exception, cur.error_code(), ret) {
+            match self.deliver(ctx, cur.vector(), EventKind::Exception, cur.error_code(), ret) {
                 Ok(()) => return,
                 Err(next) => {
-                    let prev = cur.vector;
+                    let prev = cur.vector();
                     if prev == vector::DF {
                         self.triple_fault(format!("{next} while delivering #DF"));
                         return;
                     }
                     let df = matches!(
-                        (vector::class(prev), vector::class(next.vector)),
+                        (vector::class(prev), vector::class(next.vector())),
                         (ExceptionClass::Contributory, ExceptionClass::Contributory)
                             | (ExceptionClass::PageFault, ExceptionClass::Contributory | ExceptionClass::PageFault)
                     );
@@ -96,7 +96,7 @@ impl Cpu {
     }
 
     fn note_exception(&mut self, f: Fault, rip: u64) {
-        if let Some(c) = self.stats.exceptions.get_mut(f.vector as usize) {
+        if let Some(c) = self.stats.exceptions.get_mut(f.vector() as usize) {
             *c += 1;
         }
         self.stats.last_exception = Some((f, rip));

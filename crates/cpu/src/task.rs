@@ -186,7 +186,7 @@ impl Cpu {
         let ss = self.check_tss_ss(ctx, sels[sreg::SS], cpl, false)?;
         self.regs.seg[sreg::SS] = ss;
         for r in [sreg::ES, sreg::DS, sreg::FS, sreg::GS] {
-            let seg = self.check_data_seg(ctx, r, sels[r]).map_err(|f| match f.vector {
+            let seg = self.check_data_seg(ctx, r, sels[r]).map_err(|f| match f.vector() {
                 x86::vector::NP => f,
                 _ => Fault::ts(f.error_code().unwrap_or(0)),
             })?;

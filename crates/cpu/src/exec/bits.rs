@@ -482,7 +482,7 @@ mod tests {
             m.cpu.regs.gpr[RDI] = 4;
             m.cpu.regs.gpr[RCX] = (-64i64) as u64;
         });
-        assert_eq!((f.vector, f.cr2()), (vector::PF, Some(0xffff_fffc)));
+        assert_eq!((f.vector(), f.cr2()), (vector::PF, Some(0xffff_fffc)));
     }
 
     #[test]
@@ -535,7 +535,7 @@ mod tests {
             e[2] &= !(1 << 23);
             m.cpu.cpuid.set(CpuidEntry { leaf: 1, subleaf: None, regs: e });
         });
-        assert_eq!(f.vector, vector::UD);
+        assert_eq!(f.vector(), vector::UD);
     }
 
     #[test]
@@ -590,13 +590,13 @@ mod tests {
         assert_eq!(m.rflags() & ZF, 0);
         // Misaligned: #GP(0). Without CX16: #UD.
         let f = fault(&[0x48, 0x0f, 0xc7, 0x0f], |m| m.cpu.regs.gpr[RDI] = DATA + 8);
-        assert_eq!((f.vector, f.error_code()), (vector::GP, Some(0)));
+        assert_eq!((f.vector(), f.error_code()), (vector::GP, Some(0)));
         let f = fault(&[0x48, 0x0f, 0xc7, 0x0f], |m| {
             let mut e = m.cpu.cpuid.raw(1, 0);
             e[2] &= !(1 << 13);
             m.cpu.cpuid.set(CpuidEntry { leaf: 1, subleaf: None, regs: e });
         });
-        assert_eq!(f.vector, vector::UD);
+        assert_eq!(f.vector(), vector::UD);
     }
 
     #[test]
@@ -655,12 +655,12 @@ mod tests {
             e[1] &= !(1 << 3);
             m.cpu.cpuid.set(CpuidEntry { leaf: 7, subleaf: Some(0), regs: e });
         });
-        assert_eq!(f.vector, vector::UD);
+        assert_eq!(f.vector(), vector::UD);
         // No VEX in real mode.
         let mut m = Machine::real16(&[0xc4, 0xe2, 0x70, 0xf2, 0xc2, 0xf4]);
         trap_all(&mut m, 16);
         let (f, rip) = run_to_fault(&mut m);
-        assert_eq!((f.vector, rip), (vector::UD, 0));
+        assert_eq!((f.vector(), rip), (vector::UD, 0));
     }
 
     #[test]
@@ -676,7 +676,7 @@ mod tests {
         // A register destination, or an instruction that never takes
         // LOCK: #UD.
         for bytes in [&[0xf0, 0x0f, 0xab, 0xc8][..], &[0xf0, 0x0f, 0xa3, 0x0f], &[0xf0, 0x0f, 0xbc, 0x07]] {
-            assert_eq!(fault(bytes, |_| {}).vector, vector::UD, "{bytes:02x?}");
+            assert_eq!(fault(bytes, |_| {}).vector(), vector::UD, "{bytes:02x?}");
         }
     }
 }

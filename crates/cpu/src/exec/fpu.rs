@@ -2465,7 +2465,7 @@ pub(crate) mod tests {
         assert_eq!(m.cpu.regs.rip, HANDLER + 1, "the handler ran");
         assert_eq!(m.cpu.stats.exceptions.iter().sum::<u64>(), 1, "exactly one exception");
         let (f, rip) = m.cpu.stats.last_exception.expect("an exception");
-        (f.vector, f.error_code(), rip)
+        (f.vector(), f.error_code(), rip)
     }
 
     /// Makes every page user-accessible and runs the code at CPL 3 (RSP0

@@ -335,7 +335,7 @@ mod tests {
         let before = m.cpu.regs.gpr;
         let (f, rip) = run_to_fault(&mut m);
         let start = if bits == 16 { 0 } else { CODE };
-        assert_eq!((f.vector, rip), (vector::DE, start), "{}", insn.1);
+        assert_eq!((f.vector(), rip), (vector::DE, start), "{}", insn.1);
         assert_eq!(m.gpr(RAX), before[RAX], "{}: RAX", insn.1);
         assert_eq!(m.gpr(RDX), before[RDX], "{}: RDX", insn.1);
     }

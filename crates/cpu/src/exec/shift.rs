@@ -654,7 +654,7 @@ mod tests {
         m.cpu.regs.gpr[7] = DATA;
         trap_all(&mut m, 64);
         let (f, rip) = run_to_fault(&mut m);
-        assert_eq!((f.vector, rip), (vector::UD, CODE));
+        assert_eq!((f.vector(), rip), (vector::UD, CODE));
     }
 
     #[test]

@@ -776,7 +776,7 @@ mod tests {
         );
         trap_all(&mut m, 64);
         let (f, rip) = run_to_fault(&mut m);
-        assert_eq!((f.vector, f.cr2(), rip), (vector::PF, Some(0x4000_0000), CODE));
+        assert_eq!((f.vector(), f.cr2(), rip), (vector::PF, Some(0x4000_0000), CODE));
         assert_eq!((m.gpr(RCX), m.gpr(RSI), m.gpr(RDI)), (8, SRC + 8, 0x4000_0000));
     }
 
@@ -790,7 +790,7 @@ mod tests {
         );
         trap_all(&mut m, 64);
         let (f, rip) = run_to_fault(&mut m);
-        assert_eq!((f.vector, rip), (vector::DB, CODE));
+        assert_eq!((f.vector(), rip), (vector::DB, CODE));
         assert_eq!((m.gpr(RCX), m.gpr(RDI)), (2, DST + 1));
         assert_eq!(read(&m, DST, 2), [0x5a, 0]);
     }
