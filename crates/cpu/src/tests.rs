@@ -211,3 +211,37 @@ fn leave_restores_the_frame_in_64bit_mode() {
     assert_eq!(m.gpr(5), 0x1234);
     assert_eq!(m.gpr(4), crate::testutil::STACK);
 }
+
+#[test]
+fn cmov_and_setcc_fast_forms() {
+    // mov rax, -1 ; mov rbx, 5 ; cmp eax, eax (ZF=1)
+    // cmovne eax, ebx   -> false, but a 32-bit CMOV zero-extends RAX
+    // cmove rcx, rbx    -> true: RCX = 5
+    // cmovne rdx, [rsp] -> false: the load still happens, RDX unchanged
+    // sete sil          -> 1
+    // hlt
+    let code = [
+        0x48, 0xc7, 0xc0, 0xff, 0xff, 0xff, 0xff, // mov rax, -1
+        0x48, 0xc7, 0xc3, 0x05, 0x00, 0x00, 0x00, // mov rbx, 5
+        0x39, 0xc0, // cmp eax, eax
+        0x0f, 0x45, 0xc3, // cmovne eax, ebx
+        0x48, 0x0f, 0x44, 0xcb, // cmove rcx, rbx
+        0x48, 0x0f, 0x45, 0x14, 0x24, // cmovne rdx, [rsp]
+        0x40, 0x0f, 0x94, 0xc6, // sete sil
+        0xf4,
+    ];
+    let mut m = Machine::long64(&code);
+    m.cpu.regs.gpr[2] = 0x77;
+    m.cpu.regs.gpr[6] = 0x1234_5600;
+    m.run_to_hlt();
+    assert_eq!(m.gpr(0), 0xffff_ffff, "32-bit CMOV zero-extends when false");
+    assert_eq!(m.gpr(1), 5);
+    assert_eq!(m.gpr(2), 0x77);
+    assert_eq!(m.gpr(6), 0x1234_5601);
+    // A CMOV whose condition is false still faults on its load.
+    // cmp eax, eax ; cmovne rdx, [0x4000_0000] (unmapped)
+    let code = [0x39, 0xc0, 0x48, 0x0f, 0x45, 0x14, 0x25, 0x00, 0x00, 0x00, 0x40, 0xf4];
+    let mut m = Machine::long64(&code);
+    assert!(matches!(m.run(), crate::RunExit::Shutdown(_)));
+    assert_eq!(m.cpu.stats.exceptions[x86::vector::PF as usize], 1);
+}

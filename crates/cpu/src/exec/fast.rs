@@ -159,24 +159,24 @@ fn canonical48(a: u64) -> bool {
 }
 
 macro_rules! by_cc {
-    ($f:ident, $cc:expr) => {
+    ($f:ident, $cc:expr $(, $extra:expr)?) => {
         match $cc {
-            0 => $f::<0>,
-            1 => $f::<1>,
-            2 => $f::<2>,
-            3 => $f::<3>,
-            4 => $f::<4>,
-            5 => $f::<5>,
-            6 => $f::<6>,
-            7 => $f::<7>,
-            8 => $f::<8>,
-            9 => $f::<9>,
-            10 => $f::<10>,
-            11 => $f::<11>,
-            12 => $f::<12>,
-            13 => $f::<13>,
-            14 => $f::<14>,
-            _ => $f::<15>,
+            0 => $f::<0 $(, $extra)?>,
+            1 => $f::<1 $(, $extra)?>,
+            2 => $f::<2 $(, $extra)?>,
+            3 => $f::<3 $(, $extra)?>,
+            4 => $f::<4 $(, $extra)?>,
+            5 => $f::<5 $(, $extra)?>,
+            6 => $f::<6 $(, $extra)?>,
+            7 => $f::<7 $(, $extra)?>,
+            8 => $f::<8 $(, $extra)?>,
+            9 => $f::<9 $(, $extra)?>,
+            10 => $f::<10 $(, $extra)?>,
+            11 => $f::<11 $(, $extra)?>,
+            12 => $f::<12 $(, $extra)?>,
+            13 => $f::<13 $(, $extra)?>,
+            14 => $f::<14 $(, $extra)?>,
+            _ => $f::<15 $(, $extra)?>,
         }
     };
 }
@@ -262,6 +262,31 @@ fn pop64(cpu: &mut Cpu, ctx: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
     let v = cpu.read_mem(ctx, x86::seg::sreg::SS, rsp, 8)?;
     cpu.regs.gpr[4] = rsp.wrapping_add(8);
     put::<8>(cpu, d.r0, v);
+    Ok(())
+}
+
+/// CMOVcc register from register. The source is read whether or not the
+/// condition holds, and a 32-bit destination is zero-extended either way.
+fn cmov_rr<const CC: u8, const S: u8>(cpu: &mut Cpu, _: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
+    let v = if cpu.regs.cond(CC) { get(cpu, d.r1) } else { get(cpu, d.r0) };
+    put::<S>(cpu, d.r0, v);
+    Ok(())
+}
+
+/// CMOVcc register from a compact memory operand (the load happens, and
+/// may fault, even when the condition is false).
+fn cmov_rm<const CC: u8, const S: u8>(cpu: &mut Cpu, ctx: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
+    let off = ea(cpu, d);
+    let m = cpu.read_mem(ctx, d.mseg as usize, off, S)?;
+    let v = if cpu.regs.cond(CC) { m } else { get(cpu, d.r0) };
+    put::<S>(cpu, d.r0, v);
+    Ok(())
+}
+
+/// SETcc of a low byte register.
+fn setcc_r<const CC: u8>(cpu: &mut Cpu, _: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
+    let v = u64::from(cpu.regs.cond(CC));
+    put::<1>(cpu, d.r0, v);
     Ok(())
 }
 
@@ -503,6 +528,73 @@ pub fn select(insn: &Instruction, d: &mut Decoded) -> bool {
                 }
                 _ => false,
             }
+        }
+        Mnemonic::Cmovo
+        | Mnemonic::Cmovno
+        | Mnemonic::Cmovb
+        | Mnemonic::Cmovae
+        | Mnemonic::Cmove
+        | Mnemonic::Cmovne
+        | Mnemonic::Cmovbe
+        | Mnemonic::Cmova
+        | Mnemonic::Cmovs
+        | Mnemonic::Cmovns
+        | Mnemonic::Cmovp
+        | Mnemonic::Cmovnp
+        | Mnemonic::Cmovl
+        | Mnemonic::Cmovge
+        | Mnemonic::Cmovle
+        | Mnemonic::Cmovg
+            if k0 == OpKind::Register =>
+        {
+            let Some((r0, s)) = gpr_plain(insn.op0_register()) else { return false };
+            let cc = super::mov::cc_of(insn);
+            d.r0 = r0;
+            macro_rules! pick_cc_size {
+                ($f:ident) => {
+                    match s {
+                        8 => by_cc!($f, cc, 8),
+                        4 => by_cc!($f, cc, 4),
+                        _ => by_cc!($f, cc, 2),
+                    }
+                };
+            }
+            match k1 {
+                OpKind::Register => {
+                    let Some((r1, _)) = gpr_plain(insn.op1_register()) else { return false };
+                    d.r1 = r1;
+                    d.exec = pick_cc_size!(cmov_rr);
+                    true
+                }
+                OpKind::Memory if compact_mem(insn, d) => {
+                    d.exec = pick_cc_size!(cmov_rm);
+                    true
+                }
+                _ => false,
+            }
+        }
+        Mnemonic::Seto
+        | Mnemonic::Setno
+        | Mnemonic::Setb
+        | Mnemonic::Setae
+        | Mnemonic::Sete
+        | Mnemonic::Setne
+        | Mnemonic::Setbe
+        | Mnemonic::Seta
+        | Mnemonic::Sets
+        | Mnemonic::Setns
+        | Mnemonic::Setp
+        | Mnemonic::Setnp
+        | Mnemonic::Setl
+        | Mnemonic::Setge
+        | Mnemonic::Setle
+        | Mnemonic::Setg
+            if k0 == OpKind::Register =>
+        {
+            let Some((r0, 1)) = gpr_plain(insn.op0_register()) else { return false };
+            d.r0 = r0;
+            d.exec = by_cc!(setcc_r, super::mov::cc_of(insn));
+            true
         }
         Mnemonic::Lea if k0 == OpKind::Register && k1 == OpKind::Memory => {
             let Some((r0, s)) = gpr_plain(insn.op0_register()) else { return false };
