@@ -11,6 +11,7 @@
 //! family handler chosen by [`super::select`].
 
 use crate::decode::Decoded;
+use crate::exec::mov::{is_cmovcc, is_setcc};
 use crate::exec::FastHandler;
 use crate::fault::Fault;
 use crate::flags::{size_mask, FlagOp};
@@ -529,24 +530,7 @@ pub fn select(insn: &Instruction, d: &mut Decoded) -> bool {
                 _ => false,
             }
         }
-        Mnemonic::Cmovo
-        | Mnemonic::Cmovno
-        | Mnemonic::Cmovb
-        | Mnemonic::Cmovae
-        | Mnemonic::Cmove
-        | Mnemonic::Cmovne
-        | Mnemonic::Cmovbe
-        | Mnemonic::Cmova
-        | Mnemonic::Cmovs
-        | Mnemonic::Cmovns
-        | Mnemonic::Cmovp
-        | Mnemonic::Cmovnp
-        | Mnemonic::Cmovl
-        | Mnemonic::Cmovge
-        | Mnemonic::Cmovle
-        | Mnemonic::Cmovg
-            if k0 == OpKind::Register =>
-        {
+        _ if is_cmovcc(m) && k0 == OpKind::Register => {
             let Some((r0, s)) = gpr_plain(insn.op0_register()) else { return false };
             let cc = super::mov::cc_of(insn);
             d.r0 = r0;
@@ -573,24 +557,7 @@ pub fn select(insn: &Instruction, d: &mut Decoded) -> bool {
                 _ => false,
             }
         }
-        Mnemonic::Seto
-        | Mnemonic::Setno
-        | Mnemonic::Setb
-        | Mnemonic::Setae
-        | Mnemonic::Sete
-        | Mnemonic::Setne
-        | Mnemonic::Setbe
-        | Mnemonic::Seta
-        | Mnemonic::Sets
-        | Mnemonic::Setns
-        | Mnemonic::Setp
-        | Mnemonic::Setnp
-        | Mnemonic::Setl
-        | Mnemonic::Setge
-        | Mnemonic::Setle
-        | Mnemonic::Setg
-            if k0 == OpKind::Register =>
-        {
+        _ if is_setcc(m) && k0 == OpKind::Register => {
             let Some((r0, 1)) = gpr_plain(insn.op0_register()) else { return false };
             d.r0 = r0;
             d.exec = by_cc!(setcc_r, super::mov::cc_of(insn));
