@@ -71,6 +71,16 @@ impl Cpu {
         // reaches #DF and then shutdown within a few steps; the bound is a
         // guard, not a rule.
         for _ in 0..8 {
+            if self.non_root {
+                if cur.is_vm_exit() {
+                    self.commit_exit(ctx);
+                    return;
+                }
+                if self.exception_exits(&cur) {
+                    self.exception_exit(ctx, cur);
+                    return;
+                }
+            }
             self.note_exception(cur, ret);
             if let Some(a) = cur.cr2() {
                 self.regs.cr2 = a;
@@ -106,6 +116,26 @@ impl Cpu {
         self.stats.recent_exceptions.push_back((f, rip));
     }
 
+    /// A VM exit for an exception the exception bitmap intercepts (SDM vol.
+    /// 3C, 26.2; 28.2.1 for the qualification: the #PF linear address,
+    /// which then does not reach CR2, or the #DB conditions).
+    #[cold]
+    fn exception_exit(&mut self, ctx: &mut Ctx, f: Fault) {
+        use vmx::controls::InterruptionType;
+        let kind = InterruptionType::HardwareException as u32;
+        let code = f.error_code();
+        let info = u32::from(f.vector()) | (kind << 8) | if code.is_some() { 1 << 11 } else { 0 } | (1 << 31);
+        let qualification = match f.vector() {
+            vector::PF => f.cr2().unwrap_or(0),
+            vector::DB => self.regs.dr[6] & 0x600f,
+            _ => 0,
+        };
+        let mut e = crate::virt::PendingExit::event(vmx::ExitReason::ExceptionOrNmi, qualification);
+        e.interruption = Some((info, code));
+        self.vmx.pending = Some(e);
+        self.commit_exit(ctx);
+    }
+
     /// Enters shutdown after a triple fault (SDM 6.15, "Interrupt 8").
     pub(crate) fn triple_fault(&mut self, why: String) {
         self.shutdown(format!("triple fault: {why}"));
@@ -124,12 +154,29 @@ impl Cpu {
         if kind != EventKind::Exception {
             self.stats.interrupts[vec as usize] += 1;
         }
+        if self.non_root {
+            // Should delivery exit (a nested fault the bitmap intercepts,
+            // an EPT violation), the exit reports this event as
+            // IDT-vectoring information (SDM vol. 3C, 28.2.4).
+            use vmx::controls::InterruptionType as T;
+            let t = match kind {
+                EventKind::External => T::ExternalInterrupt,
+                EventKind::Nmi => T::Nmi,
+                EventKind::Exception => T::HardwareException,
+                EventKind::Software => T::SoftwareInterrupt,
+                EventKind::SoftException => T::SoftwareException,
+                EventKind::PrivSoftException => T::PrivilegedSoftwareException,
+            };
+            let ec = if error_code.is_some() { 1 << 11 } else { 0 };
+            self.vmx.vectoring = Some((u32::from(vec) | ((t as u32) << 8) | ec | (1 << 31), error_code));
+        }
         let rflags = self.regs.rflags();
         let entry = match self.mode {
             Mode::Real => self.deliver_real(ctx, vec, rflags, ret)?,
             Mode::Long | Mode::Compat => self.deliver_long(ctx, vec, kind, error_code, rflags, ret)?,
             Mode::Protected | Mode::Vm86 => self.deliver_protected(ctx, vec, kind, error_code, rflags, ret)?,
         };
+        self.vmx.vectoring = None;
         if entry.task {
             self.wake_after_delivery(vec, kind);
             return Ok(());
@@ -459,6 +506,9 @@ impl Cpu {
             return;
         }
         let now = self.now_ns();
+        if self.non_root && self.nonroot_event_exits(ctx, now) {
+            return;
+        }
         if !self.nmi_blocked && ctx.bus.take_nmi() {
             let rip = self.regs.rip;
             if let Err(f) = self.deliver(ctx, vector::NMI, EventKind::Nmi, None, rip) {
@@ -473,6 +523,47 @@ impl Cpu {
                     self.deliver_exception(ctx, f, rip);
                 }
             }
+        }
+    }
+
+    /// Between instructions in non-root operation: the events that exit
+    /// rather than being delivered (SDM vol. 3C, 26.2: NMIs with "NMI
+    /// exiting", external interrupts with "external-interrupt exiting" —
+    /// whatever RFLAGS.IF says —, and the NMI and interrupt windows of
+    /// 27.7.5/27.7.6 once nothing blocks them). Returns whether an exit
+    /// was committed.
+    fn nonroot_event_exits(&mut self, ctx: &mut Ctx, now: u64) -> bool {
+        use crate::virt::PendingExit;
+        use vmx::controls::{ExitCtls, InterruptionType, PinCtls, ProcCtls};
+        use vmx::ExitReason;
+        let c = *self.vmx_ctls();
+        let mut exit = None;
+        if c.pin.contains(PinCtls::NMI_EXITING) && !self.nmi_blocked && ctx.bus.take_nmi() {
+            let mut e = PendingExit::event(ExitReason::ExceptionOrNmi, 0);
+            let info = u32::from(vector::NMI) | ((InterruptionType::Nmi as u32) << 8) | (1 << 31);
+            e.interruption = Some((info, None));
+            exit = Some(e);
+        } else if c.pin.contains(PinCtls::EXTERNAL_INTERRUPT_EXITING) && ctx.bus.interrupt_pending(now) {
+            let mut e = PendingExit::event(ExitReason::ExternalInterrupt, 0);
+            if c.exit.contains(ExitCtls::ACK_INTERRUPT_ON_EXIT) {
+                if let Some(v) = ctx.bus.ack_interrupt(now) {
+                    e.interruption = Some((u32::from(v) | (1 << 31), None));
+                }
+            }
+            exit = Some(e);
+        } else if c.proc.contains(ProcCtls::NMI_WINDOW_EXITING) && !self.nmi_blocked {
+            exit = Some(PendingExit::event(ExitReason::NmiWindow, 0));
+        } else if c.proc.contains(ProcCtls::INTERRUPT_WINDOW_EXITING) && self.regs.flag(Rflags::IF) {
+            exit = Some(PendingExit::event(ExitReason::InterruptWindow, 0));
+        }
+        match exit {
+            Some(e) => {
+                self.vmx.pending = Some(e);
+                self.vmx.vectoring = None;
+                self.commit_exit(ctx);
+                true
+            }
+            None => false,
         }
     }
 

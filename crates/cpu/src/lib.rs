@@ -33,6 +33,7 @@ mod msr;
 pub mod seg;
 pub mod state;
 pub mod task;
+pub mod virt;
 
 pub use bus::{Bus, NullBus};
 pub use cpuid::CpuidModel;
@@ -55,6 +56,10 @@ pub enum RunExit {
     Shutdown(String),
     /// The platform asked to stop ([`Bus::stop_requested`]).
     Stopped,
+    /// The guest left VMX non-root operation: the exit information is in
+    /// the current VMCS ([`Cpu::vmread`]), the processor is in root
+    /// operation.
+    VmExit,
 }
 
 /// Events the run loop must look at between blocks.
@@ -64,6 +69,8 @@ pub mod events {
     /// Leave the current block after this instruction (mode change,
     /// self-modifying code, HLT...).
     pub const STOP: u32 = 1 << 1;
+    /// A VM exit was committed: return [`RunExit::VmExit`](super::RunExit::VmExit).
+    pub const VM_EXIT: u32 = 1 << 2;
 }
 
 /// How many block entries [`CpuStats::block_trace`] keeps.
@@ -185,6 +192,16 @@ pub struct Cpu {
     pub(crate) rf_set_by_insn: bool,
     /// RDRAND/RDSEED generator state (deterministic).
     pub(crate) rng_state: u64,
+    /// VMX operation: capabilities, current VMCS, staged exits.
+    pub(crate) vmx: virt::VmxUnit,
+    /// In VMX non-root operation (a guest of L0 runs).
+    pub(crate) non_root: bool,
+    /// EPT pointer in force for guest-physical accesses (non-root with
+    /// "enable EPT").
+    pub(crate) ept: Option<u64>,
+    /// TSC offset of the running guest (VMCS TSC offset with "use TSC
+    /// offsetting"; 0 in root operation).
+    pub(crate) vmx_tsc_offset: i64,
 }
 
 /// What handlers receive besides the CPU: RAM and the platform.
@@ -228,6 +245,10 @@ impl Cpu {
             db_hits: 0,
             rf_set_by_insn: false,
             rng_state: 0x9e37_79b9_7f4a_7c15 ^ u64::from(apic_id),
+            vmx: virt::VmxUnit::default(),
+            non_root: false,
+            ept: None,
+            vmx_tsc_offset: 0,
         };
         cpu.regs.gpr[2] = cpu.cpuid.signature() as u64;
         cpu.state_changed();
@@ -259,7 +280,9 @@ impl Cpu {
 
     /// The guest-visible TSC.
     pub fn tsc(&self) -> u64 {
-        (self.now_ns() * (TSC_KHZ / 1_000_000)).wrapping_add(self.regs.msr.tsc_offset as u64)
+        (self.now_ns() * (TSC_KHZ / 1_000_000))
+            .wrapping_add(self.regs.msr.tsc_offset as u64)
+            .wrapping_add(self.vmx_tsc_offset as u64)
     }
 
     /// Recomputes everything derived from the registers (mode, CPL,
@@ -326,6 +349,10 @@ impl Cpu {
         let end = self.icount.saturating_add(budget);
         loop {
             if self.events != 0 {
+                if self.events & events::VM_EXIT != 0 {
+                    self.events &= !(events::VM_EXIT | events::STOP);
+                    return RunExit::VmExit;
+                }
                 self.events &= !events::STOP;
                 if self.events & events::IRQ != 0 {
                     self.events &= !events::IRQ;
@@ -338,12 +365,22 @@ impl Cpu {
             match self.activity {
                 Activity::Active => {}
                 Activity::Halted | Activity::WaitForSipi => return RunExit::Halted,
+                Activity::Shutdown if self.non_root => {
+                    // A triple fault in non-root operation is a VM exit
+                    // (SDM vol. 3C, 26.2).
+                    self.exit_event(&mut ctx, vmx::ExitReason::TripleFault);
+                    continue;
+                }
                 Activity::Shutdown => return RunExit::Shutdown(self.shutdown.clone().unwrap_or_default()),
             }
             if self.icount >= end {
                 return RunExit::Budget;
             }
-            self.execute_block(&mut ctx, end);
+            if self.non_root && self.icount >= self.vmx.preemption_deadline {
+                self.exit_event(&mut ctx, vmx::ExitReason::PreemptionTimer);
+                continue;
+            }
+            self.execute_block(&mut ctx, end.min(self.vmx.preemption_deadline));
         }
     }
 

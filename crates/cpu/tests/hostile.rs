@@ -84,7 +84,7 @@ fn run_case(mode: Mode, code: &[u8], regs: &[u64; 16], flags: u64) {
     for _ in 0..4 {
         match cpu.run(&mut mem, &mut bus as &mut dyn Bus, 2_000) {
             RunExit::Budget => {}
-            RunExit::Halted | RunExit::Shutdown(_) | RunExit::Stopped => break,
+            RunExit::Halted | RunExit::Shutdown(_) | RunExit::Stopped | RunExit::VmExit => break,
         }
     }
 }

@@ -129,6 +129,20 @@ macro_rules! vmcs_fields {
                 }
             }
 
+            /// Number of fields (and of storage slots in [`crate::vmcs::Vmcs`]).
+            pub const COUNT: usize = VmcsField::ALL.len();
+
+            /// The field's position in [`VmcsField::ALL`]: a dense index
+            /// for VMCS storage, so a field access is an array index
+            /// rather than a search.
+            pub const fn slot(self) -> usize {
+                #[allow(non_camel_case_types, clippy::enum_variant_names)]
+                enum Slot { $( $( $variant, )* )* }
+                match self {
+                    $( $( VmcsField::$variant => Slot::$variant as usize, )* )*
+                }
+            }
+
             /// The field's name in SDM terms, snake_case; stable, for traces
             /// and diagnostics. High halves end in `_high`.
             pub const fn name(self) -> &'static str {

@@ -19,6 +19,7 @@ pub mod controls;
 pub mod error;
 pub mod exit;
 pub mod field;
+pub mod vmcs;
 
 pub use caps::{ControlWord, VmxCaps};
 pub use check::{check_vm_entry, Check, EntryEnv, EntryError, EntryFailure, EntryMemory, MsrEntry, VmcsRead};
@@ -26,3 +27,4 @@ pub use controls::{EntryCtls, ExitCtls, PinCtls, ProcCtls, ProcCtls2, ProcCtls3}
 pub use error::VmInstructionError;
 pub use exit::{ExitReason, ExitReasonField};
 pub use field::{FieldKind, VmcsField, Width};
+pub use vmcs::{LaunchState, Vmcs};

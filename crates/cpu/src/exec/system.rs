@@ -15,6 +15,8 @@ use crate::interrupt::EventKind;
 use crate::state::Mode;
 use crate::{events, Activity, Cpu, Ctx};
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
+use vmx::exit::{CrAccess, CrAccessType, IoAccess, IoSize};
+use vmx::{ExitReason, ProcCtls};
 use x86::seg::{ar, sreg, sys};
 use x86::{vector, Cr0, Cr4, Efer, Rflags};
 
@@ -59,6 +61,21 @@ impl Cpu {
         let mask = ((1u64 << size) - 1) << (port % 8);
         if bits & mask != 0 {
             return Err(Fault::gp0());
+        }
+        Ok(())
+    }
+
+    /// Exits an I/O instruction when the VMX controls say so (SDM vol.
+    /// 3C, 26.1.3); the permission checks come first (26.1.1).
+    #[inline]
+    pub(crate) fn io_exit(&mut self, ctx: &Ctx, access: IoAccess) -> Result<(), Fault> {
+        let size = match access.size {
+            IoSize::Byte => 1,
+            IoSize::Word => 2,
+            IoSize::Dword => 4,
+        };
+        if self.non_root && self.io_exits(ctx.mem, access.port, size) {
+            return Err(self.exit_insn(ExitReason::IoInstruction, access.to_raw()));
         }
         Ok(())
     }
@@ -131,6 +148,9 @@ impl Cpu {
 
 fn hlt(cpu: &mut Cpu, _: &mut Ctx, _: &Instruction) -> Result<(), Fault> {
     cpu.require_cpl0()?;
+    if cpu.non_root && cpu.vmx_ctls().proc.contains(ProcCtls::HLT_EXITING) {
+        return Err(cpu.exit_insn(ExitReason::Hlt, 0));
+    }
     cpu.activity = Activity::Halted;
     cpu.events |= events::STOP | events::IRQ;
     Ok(())
@@ -158,6 +178,10 @@ fn sti(cpu: &mut Cpu, _: &mut Ctx, _: &Instruction) -> Result<(), Fault> {
 }
 
 fn cpuid(cpu: &mut Cpu, _: &mut Ctx, _: &Instruction) -> Result<(), Fault> {
+    // CPUID exits unconditionally in non-root operation (26.1.2).
+    if cpu.non_root {
+        return Err(cpu.exit_insn(ExitReason::Cpuid, 0));
+    }
     let r = cpu.cpuid_query(cpu.regs.gpr[0] as u32, cpu.regs.gpr[1] as u32);
     cpu.regs.gpr[0] = u64::from(r[0]);
     cpu.regs.gpr[3] = u64::from(r[1]);
@@ -169,6 +193,10 @@ fn cpuid(cpu: &mut Cpu, _: &mut Ctx, _: &Instruction) -> Result<(), Fault> {
 fn rdtsc(cpu: &mut Cpu, _: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     if cpu.regs.cr4 & Cr4::TSD.bits() != 0 && cpu.cpl != 0 {
         return Err(Fault::gp0());
+    }
+    if cpu.non_root && cpu.vmx_ctls().proc.contains(ProcCtls::RDTSC_EXITING) {
+        let reason = if insn.mnemonic() == Mnemonic::Rdtscp { ExitReason::Rdtscp } else { ExitReason::Rdtsc };
+        return Err(cpu.exit_insn(reason, 0));
     }
     if insn.mnemonic() == Mnemonic::Rdtscp {
         if !cpu.cpuid.features().rdtscp {
@@ -192,6 +220,9 @@ fn rdpid(cpu: &mut Cpu, _: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
 
 fn rdmsr(cpu: &mut Cpu, ctx: &mut Ctx, _: &Instruction) -> Result<(), Fault> {
     cpu.require_cpl0()?;
+    if cpu.non_root && cpu.msr_exits(ctx.mem, cpu.regs.gpr[1] as u32, false) {
+        return Err(cpu.exit_insn(ExitReason::Rdmsr, 0));
+    }
     let v = cpu.rdmsr(ctx, cpu.regs.gpr[1] as u32)?;
     cpu.regs.gpr[0] = v & 0xffff_ffff;
     cpu.regs.gpr[2] = v >> 32;
@@ -200,6 +231,9 @@ fn rdmsr(cpu: &mut Cpu, ctx: &mut Ctx, _: &Instruction) -> Result<(), Fault> {
 
 fn wrmsr(cpu: &mut Cpu, ctx: &mut Ctx, _: &Instruction) -> Result<(), Fault> {
     cpu.require_cpl0()?;
+    if cpu.non_root && cpu.msr_exits(ctx.mem, cpu.regs.gpr[1] as u32, true) {
+        return Err(cpu.exit_insn(ExitReason::Wrmsr, 0));
+    }
     let v = (cpu.regs.gpr[2] << 32) | (cpu.regs.gpr[0] & 0xffff_ffff);
     cpu.wrmsr(ctx, cpu.regs.gpr[1] as u32, v)?;
     cpu.events |= events::STOP;
@@ -213,9 +247,29 @@ fn io_port(cpu: &Cpu, insn: &Instruction, n: u32) -> u16 {
     }
 }
 
+/// The exit qualification of IN/OUT (SDM 28.2.1, I/O instructions).
+fn io_access(insn: &Instruction, port: u16, size: u8, is_in: bool, imm_op: u32) -> IoAccess {
+    IoAccess {
+        size: match size {
+            1 => IoSize::Byte,
+            2 => IoSize::Word,
+            _ => IoSize::Dword,
+        },
+        is_in,
+        string: false,
+        rep: false,
+        immediate: insn.op_kind(imm_op) != OpKind::Register,
+        port,
+    }
+}
+
 fn in_(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     let r = insn.op0_register();
     let port = io_port(cpu, insn, 1);
+    if cpu.non_root {
+        cpu.io_allowed(ctx, port, r.size() as u8)?;
+        cpu.io_exit(ctx, io_access(insn, port, r.size() as u8, true, 1))?;
+    }
     let v = cpu.port_in(ctx, port, r.size() as u8)?;
     cpu.set_reg(r, v);
     Ok(())
@@ -224,6 +278,10 @@ fn in_(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
 fn out(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     let r = insn.op1_register();
     let port = io_port(cpu, insn, 0);
+    if cpu.non_root {
+        cpu.io_allowed(ctx, port, r.size() as u8)?;
+        cpu.io_exit(ctx, io_access(insn, port, r.size() as u8, false, 0))?;
+    }
     let v = cpu.reg(r);
     cpu.port_out(ctx, port, r.size() as u8, v)
 }
@@ -360,15 +418,65 @@ fn cr_number(r: Register) -> u8 {
     (r as u32 - Register::CR0 as u32) as u8
 }
 
+/// The GPR number of an iced register operand (for CR-access
+/// qualifications).
+fn gpr_number(r: Register) -> u8 {
+    crate::exec::gpr_ref(r).map_or(0, |g| g.idx)
+}
+
+/// Whether a MOV to or from CR`n` exits (SDM 26.1.3: CR0/CR4 by the
+/// guest/host masks, CR3 by CR3-load/store exiting and the targets, CR8 by
+/// CR8-load/store exiting).
+fn mov_cr_exits(cpu: &Cpu, n: u8, write: bool, v: u64) -> bool {
+    let p = cpu.vmx_ctls().proc;
+    match (n, write) {
+        (0 | 4, true) => cpu.cr_write_exits(n, v),
+        (3, true) => cpu.cr3_load_exits(v),
+        (3, false) => p.contains(ProcCtls::CR3_STORE_EXITING),
+        (8, true) => p.contains(ProcCtls::CR8_LOAD_EXITING),
+        (8, false) => p.contains(ProcCtls::CR8_STORE_EXITING),
+        _ => false,
+    }
+}
+
 fn mov_cr(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     cpu.require_cpl0()?;
     if insn.op0_register().is_cr() {
         let n = cr_number(insn.op0_register());
         let v = cpu.reg(insn.op1_register());
+        if cpu.non_root && matches!(n, 0 | 3 | 4 | 8) {
+            if mov_cr_exits(cpu, n, true, v) {
+                let q = CrAccess {
+                    cr: n,
+                    access: CrAccessType::MovToCr,
+                    lmsw_memory: false,
+                    gpr: gpr_number(insn.op1_register()),
+                    lmsw_source: 0,
+                };
+                return Err(cpu.exit_insn(ExitReason::ControlRegisterAccess, q.to_raw()));
+            }
+            if n == 0 || n == 4 {
+                let cur = if n == 0 { cpu.regs.cr0 } else { cpu.regs.cr4 };
+                let v = cpu.cr_write_value(n, v, cur);
+                return cpu.write_cr(ctx, n, v);
+            }
+        }
         cpu.write_cr(ctx, n, v)
     } else {
         let n = cr_number(insn.op1_register());
+        if cpu.non_root && mov_cr_exits(cpu, n, false, 0) {
+            let q = CrAccess {
+                cr: n,
+                access: CrAccessType::MovFromCr,
+                lmsw_memory: false,
+                gpr: gpr_number(insn.op0_register()),
+                lmsw_source: 0,
+            };
+            return Err(cpu.exit_insn(ExitReason::ControlRegisterAccess, q.to_raw()));
+        }
         let v = match n {
+            0 if cpu.non_root => cpu.cr_read_shadowed(0, cpu.regs.cr0),
+            4 if cpu.non_root => cpu.cr_read_shadowed(4, cpu.regs.cr4),
             0 => cpu.regs.cr0,
             2 => cpu.regs.cr2,
             3 => cpu.regs.cr3,

@@ -1,0 +1,306 @@
+//! VM entry (SDM vol. 3C, ch. 27 "VM Entries"): 27.1 "Basic VM-Entry
+//! Checks", 27.2-27.3.1 the checks on controls, host state and guest state
+//! (run by [`vmx::check_vm_entry`] in SDM order), 27.3.2 "Loading Guest
+//! State", 27.4 "Loading MSRs", 27.6 "Event Injection", 27.7.5-27.7.6 the
+//! exits pending right after entry (interrupt window, preemption timer),
+//! and 27.8 "VM-Entry Failures During or After Loading Guest State".
+
+use super::Controls;
+use crate::mem::Memory;
+use crate::state::Segment;
+use crate::{events, Activity, Bus, Cpu, Ctx};
+use vmx::check::{check_msr_load_list, EntryFailure};
+use vmx::controls::{EntryCtls, Interruptibility, InterruptionType, PinCtls};
+use vmx::{Check, EntryEnv, EntryError, EntryMemory, LaunchState, MsrEntry, VmInstructionError, VmcsField};
+use x86::seg::ar;
+use x86::{Cr0, Efer};
+
+use VmcsField as F;
+
+/// What VMLAUNCH or VMRESUME did (SDM 31.2 "Conventions" for the
+/// VMsucceed/VMfail outcomes; 27.8 for failures after the checks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmEntry {
+    /// The guest runs: call [`Cpu::run`].
+    Entered,
+    /// No current VMCS (or not in VMX operation).
+    VmFailInvalid,
+    /// The entry failed before loading guest state: launch state (errors
+    /// 4, 5), or a control or host-state check (7, 8) — `check` says which.
+    VmFailValid {
+        /// The VM-instruction error, also written to the VMCS.
+        error: VmInstructionError,
+        /// The check that failed, for errors 7 and 8.
+        check: Option<Check>,
+    },
+    /// A guest-state or MSR-loading check failed: the processor performed
+    /// a VM exit with bit 31 of the exit reason set (in the VMCS) and is
+    /// back in root operation.
+    Failed(EntryError),
+}
+
+/// The memory the guest-state checks read: PDPTEs and the link-pointer
+/// VMCS header, from physical memory.
+struct PhysMemory<'a>(&'a Memory);
+
+impl EntryMemory for PhysMemory<'_> {
+    fn pdptes(&self, cr3: x86::Gpa) -> [u64; 4] {
+        let base = cr3.0 & 0xffff_ffe0;
+        core::array::from_fn(|i| self.0.read_u64(base + 8 * i as u64).unwrap_or(u64::MAX))
+    }
+    fn vmcs_header(&self, addr: x86::Gpa) -> u32 {
+        self.0.read_u32(addr.0).unwrap_or(u32::MAX)
+    }
+}
+
+/// Guest segment fields, in [`sreg`] order: selector, base, limit, access
+/// rights.
+pub(super) const GUEST_SEGS: [[F; 4]; 6] = [
+    [F::GuestEsSelector, F::GuestEsBase, F::GuestEsLimit, F::GuestEsAccessRights],
+    [F::GuestCsSelector, F::GuestCsBase, F::GuestCsLimit, F::GuestCsAccessRights],
+    [F::GuestSsSelector, F::GuestSsBase, F::GuestSsLimit, F::GuestSsAccessRights],
+    [F::GuestDsSelector, F::GuestDsBase, F::GuestDsLimit, F::GuestDsAccessRights],
+    [F::GuestFsSelector, F::GuestFsBase, F::GuestFsLimit, F::GuestFsAccessRights],
+    [F::GuestGsSelector, F::GuestGsBase, F::GuestGsLimit, F::GuestGsAccessRights],
+];
+/// Guest LDTR fields.
+pub(super) const GUEST_LDTR: [F; 4] =
+    [F::GuestLdtrSelector, F::GuestLdtrBase, F::GuestLdtrLimit, F::GuestLdtrAccessRights];
+/// Guest TR fields.
+pub(super) const GUEST_TR: [F; 4] = [F::GuestTrSelector, F::GuestTrBase, F::GuestTrLimit, F::GuestTrAccessRights];
+
+/// Reads one MSR-load/store list entry (SDM 25.7.2 "VM-Exit Controls for
+/// MSRs": 16 bytes, index in bits 31:0, reserved 63:32, data 127:64).
+pub(super) fn msr_entry(mem: &Memory, base: u64, i: u32) -> Option<MsrEntry> {
+    let a = base.checked_add(u64::from(i) * 16)?;
+    let lo = mem.read_u64(a).ok()?;
+    let data = mem.read_u64(a.checked_add(8)?).ok()?;
+    Some(MsrEntry { index: lo as u32, reserved: (lo >> 32) as u32, value: data })
+}
+
+impl Cpu {
+    /// VMLAUNCH (`launch`) or VMRESUME of the current VMCS, from root
+    /// operation: every check of SDM 27.1-27.3.1 in order, then guest
+    /// state, the MSR-load list and event injection. On
+    /// [`VmEntry::Entered`] the guest runs at the next [`Cpu::run`].
+    pub fn vm_enter(&mut self, mem: &mut Memory, bus: &mut dyn Bus, launch: bool) -> VmEntry {
+        let Some(caps) = self.vmx.caps else { return VmEntry::VmFailInvalid };
+        let Some(vmcs) = self.vmx.current.as_deref() else { return VmEntry::VmFailInvalid };
+        // 27.1: launch state.
+        let state_error = match (launch, vmcs.launch_state) {
+            (true, LaunchState::Launched) => Some(VmInstructionError::VmlaunchNonClearVmcs),
+            (false, LaunchState::Clear) => Some(VmInstructionError::VmresumeNonLaunchedVmcs),
+            _ => None,
+        };
+        if let Some(error) = state_error {
+            self.vmwrite(F::VmInstructionError, error as u64);
+            return VmEntry::VmFailValid { error, check: None };
+        }
+        let env = EntryEnv {
+            maxphyaddr: crate::mmu::MAXPHYADDR as u8,
+            linear_width: if self.cpuid.features().la57 { 57 } else { 48 },
+            ia32e_mode: true,
+        };
+        if let Err(e) = vmx::check_vm_entry(vmcs, &caps, &env, &PhysMemory(mem)) {
+            return self.entry_failed(mem, bus, e);
+        }
+        let ctls = Controls::from_vmcs(vmcs);
+        self.load_guest_state(&ctls);
+        let mut ctx = Ctx { mem, bus };
+        // 27.4: the MSR-load list, after guest state.
+        if let Err(e) = self.load_entry_msrs(&mut ctx) {
+            return self.entry_failed(ctx.mem, ctx.bus, e);
+        }
+        if let Some(v) = self.vmx.current.as_deref_mut() {
+            v.launch_state = LaunchState::Launched;
+        }
+        self.vmx.ctls = ctls;
+        self.non_root = true;
+        self.vmx.vectoring = None;
+        self.vmx.pending = None;
+        self.vmx.preemption_deadline = u64::MAX;
+        if ctls.pin.contains(PinCtls::PREEMPTION_TIMER) {
+            let rate = caps.misc().preemption_timer_rate;
+            let ticks = self.vmread(F::PreemptionTimerValue);
+            // The timer counts down once per 2^rate TSC cycles; the TSC
+            // runs at 2 per virtual ns and one instruction is 1 ns.
+            let ns = (ticks << rate) / (crate::TSC_KHZ / 1_000_000);
+            self.vmx.preemption_deadline = self.icount.saturating_add(ns);
+        }
+        self.inject_event(&mut ctx);
+        // Windows, timers and pending interrupts are looked at before the
+        // first guest instruction.
+        self.events |= events::IRQ | events::STOP;
+        VmEntry::Entered
+    }
+
+    /// 27.8: a failure after the control and host-state checks is a VM
+    /// exit with bit 31 set; a control or host-state failure is VMfailValid.
+    fn entry_failed(&mut self, mem: &mut Memory, bus: &mut dyn Bus, e: EntryError) -> VmEntry {
+        match e.failure {
+            EntryFailure::VmFailValid(error) => {
+                self.vmwrite(F::VmInstructionError, error as u64);
+                VmEntry::VmFailValid { error, check: Some(e.check) }
+            }
+            EntryFailure::GuestState { .. } | EntryFailure::MsrLoad { .. } => {
+                let reason = e.failure.exit_reason().map_or(0, |r| r.to_raw());
+                let qualification = e.failure.exit_qualification().unwrap_or(0);
+                self.vmwrite(F::ExitReason, u64::from(reason));
+                self.vmwrite(F::ExitQualification, qualification);
+                let ctls = self.vmx.current.as_deref().map(Controls::from_vmcs).unwrap_or_default();
+                self.vmx.ctls = ctls;
+                let mut ctx = Ctx { mem, bus };
+                self.load_host_state(&mut ctx);
+                self.vmx.exits[e.failure.exit_reason().map_or(0, |r| r.basic as usize) % super::EXIT_REASONS] += 1;
+                VmEntry::Failed(e)
+            }
+        }
+    }
+
+    /// 27.3.2 "Loading Guest State".
+    fn load_guest_state(&mut self, ctls: &Controls) {
+        let Some(v) = self.vmx.current.as_deref() else { return };
+        let r = &mut self.regs;
+        r.cr0 = v.get(F::GuestCr0) | Cr0::ET.bits();
+        r.cr3 = v.get(F::GuestCr3);
+        r.cr4 = v.get(F::GuestCr4);
+        if ctls.entry.contains(EntryCtls::LOAD_DEBUG_CONTROLS) {
+            r.dr[7] = v.get(F::GuestDr7);
+            r.msr.debugctl = v.get(F::GuestIa32Debugctl);
+        }
+        r.msr.sysenter_cs = v.get(F::GuestIa32SysenterCs);
+        r.msr.sysenter_esp = v.get(F::GuestIa32SysenterEsp);
+        r.msr.sysenter_eip = v.get(F::GuestIa32SysenterEip);
+        if ctls.entry.contains(EntryCtls::LOAD_PAT) {
+            r.msr.pat = v.get(F::GuestIa32Pat);
+        }
+        let ia32e = ctls.entry.contains(EntryCtls::IA32E_MODE_GUEST);
+        if ctls.entry.contains(EntryCtls::LOAD_EFER) {
+            r.efer = v.get(F::GuestIa32Efer);
+        } else {
+            let lm = (Efer::LMA | Efer::LME).bits();
+            r.efer = (r.efer & !lm) | if ia32e { lm } else { 0 };
+        }
+        let seg = |f: &[F; 4]| {
+            let mut access = v.get(f[3]) as u32;
+            if access & ar::UNUSABLE != 0 {
+                // An unusable register faults on use: drop P, keep DPL
+                // (SS.DPL is the CPL).
+                access &= !ar::P;
+            }
+            Segment { selector: v.get(f[0]) as u16, base: v.get(f[1]), limit: v.get(f[2]) as u32, ar: access }
+        };
+        for (i, f) in GUEST_SEGS.iter().enumerate() {
+            r.seg[i] = seg(f);
+        }
+        r.ldtr = seg(&GUEST_LDTR);
+        r.tr = seg(&GUEST_TR);
+        r.gdtr = crate::state::DescTable { base: v.get(F::GuestGdtrBase), limit: v.get(F::GuestGdtrLimit) as u16 };
+        r.idtr = crate::state::DescTable { base: v.get(F::GuestIdtrBase), limit: v.get(F::GuestIdtrLimit) as u16 };
+        r.rip = v.get(F::GuestRip);
+        r.gpr[4] = v.get(F::GuestRsp);
+        r.set_rflags(v.get(F::GuestRflags));
+        let intr = Interruptibility::from_bits_retain(v.get(F::GuestInterruptibilityState) as u32);
+        let activity = v.get(F::GuestActivityState);
+        // Blocking by STI or MOV SS holds interrupts for one instruction.
+        self.inhibit_at = if intr.intersects(Interruptibility::BLOCKING_BY_STI | Interruptibility::BLOCKING_BY_MOV_SS) {
+            self.icount
+        } else {
+            u64::MAX
+        };
+        self.ss_shadow_at = if intr.contains(Interruptibility::BLOCKING_BY_MOV_SS) { self.icount } else { u64::MAX };
+        self.nmi_blocked = intr.contains(Interruptibility::BLOCKING_BY_NMI);
+        self.activity = match activity {
+            1 => Activity::Halted,
+            2 => Activity::Shutdown,
+            3 => Activity::WaitForSipi,
+            _ => Activity::Active,
+        };
+        if self.activity == Activity::Shutdown {
+            self.shutdown = Some("VM entry into the shutdown activity state".into());
+        }
+        // The TLB keeps its entries only when they are tagged with this
+        // guest's VPID and EPTP (SDM 29.4.3.1 "Operations that Invalidate
+        // Cached Mappings": entries of VPID 0 or without VPIDs go on every
+        // entry and exit).
+        let owner = (ctls.vpid, ctls.eptp.unwrap_or(0));
+        let keep = ctls.vpid != 0 && self.vmx.tlb_owner == Some(owner);
+        self.ept = ctls.eptp;
+        if keep {
+            self.state_changed_light();
+        } else {
+            self.state_changed();
+            self.vmx.tlb_owner = (ctls.vpid != 0).then_some(owner);
+        }
+        self.vmx_tsc_offset =
+            if ctls.proc.contains(vmx::controls::ProcCtls::USE_TSC_OFFSETTING) { ctls.tsc_offset as i64 } else { 0 };
+    }
+
+    /// 27.4 "Loading MSRs": the VM-entry MSR-load list, entry by entry; the
+    /// first bad entry fails the entry with its 1-based index.
+    fn load_entry_msrs(&mut self, ctx: &mut Ctx) -> Result<(), EntryError> {
+        let count = self.vmread(F::EntryMsrLoadCount) as u32;
+        let base = self.vmread(F::EntryMsrLoadAddress);
+        for i in 0..count {
+            let fail = |check: Check| EntryError { failure: EntryFailure::MsrLoad { index: i + 1 }, check };
+            let Some(entry) = msr_entry(ctx.mem, base, i) else {
+                return Err(fail(Check {
+                    id: "msr.load.address",
+                    sdm: "27.4",
+                    condition: "the entry lies in physical memory",
+                    field: Some(F::EntryMsrLoadAddress),
+                    value: base,
+                }));
+            };
+            check_msr_load_list([entry]).map_err(|e| fail(e.check))?;
+            if self.wrmsr(ctx, entry.index, entry.value).is_err() {
+                return Err(fail(Check {
+                    id: "msr.load.value",
+                    sdm: "27.4",
+                    condition: "WRMSR of the entry would not fault",
+                    field: Some(F::EntryMsrLoadAddress),
+                    value: u64::from(entry.index),
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    /// 27.6 "Event Injection": delivers the event in the VM-entry
+    /// interruption-information field through the guest's IDT.
+    fn inject_event(&mut self, ctx: &mut Ctx) {
+        let info = self.vmread(F::EntryInterruptionInfo) as u32;
+        if info & (1 << 31) == 0 {
+            return;
+        }
+        let vector = info as u8;
+        let kind = (info >> 8) & 7;
+        let code = (info & (1 << 11) != 0).then(|| self.vmread(F::EntryExceptionErrorCode) as u32);
+        let len = self.vmread(F::EntryInstructionLength);
+        // An injected event wakes a halted guest (27.7.1).
+        self.activity = Activity::Active;
+        let rip = self.regs.rip;
+        use crate::interrupt::EventKind as K;
+        let (event_kind, ret) = match kind {
+            k if k == InterruptionType::ExternalInterrupt as u32 => (K::External, rip),
+            k if k == InterruptionType::Nmi as u32 => (K::Nmi, rip),
+            k if k == InterruptionType::HardwareException as u32 => (K::Exception, rip),
+            k if k == InterruptionType::SoftwareInterrupt as u32 => (K::Software, rip.wrapping_add(len)),
+            k if k == InterruptionType::PrivilegedSoftwareException as u32 => {
+                (K::PrivSoftException, rip.wrapping_add(len))
+            }
+            k if k == InterruptionType::SoftwareException as u32 => (K::SoftException, rip.wrapping_add(len)),
+            // "Other event" (pending MTF): nothing to deliver here.
+            _ => return,
+        };
+        // A fault or exit during delivery reports the injected event as
+        // IDT-vectoring information (`deliver` records it).
+        if let Err(f) = self.deliver(ctx, vector, event_kind, code, ret) {
+            if f.is_vm_exit() {
+                self.commit_exit(ctx);
+            } else {
+                self.deliver_exception(ctx, f, ret);
+            }
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! The VMX unit of Turtles' CPU: one level of VMX, as hardware offers it
+//! (Intel SDM vol. 3C, ch. 24 "Introduction to Virtual Machine Extensions",
+//! ch. 25 "Virtual Machine Control Structures", ch. 26 "VMX Non-Root
+//! Operation", ch. 27 "VM Entries", ch. 28 "VM Exits"; chapter numbers of
+//! recent editions, one lower in older ones).
+//!
+//! L0 reaches it only through the methods below, the way KVM drives VT-x:
+//! [`Cpu::vmxon`], [`Cpu::vmptrld`] to make a [`Vmcs`] current,
+//! [`Cpu::vmread`]/[`Cpu::vmwrite`], [`Cpu::vm_enter`] (VMLAUNCH or
+//! VMRESUME) and then [`Cpu::run`], which returns [`RunExit::VmExit`] once
+//! the guest exits; the exit information is in the VMCS and the guest's
+//! general-purpose registers other than RSP stay in [`Cpu::regs`], as they
+//! stay in the physical registers on hardware.
+//!
+//! Inside the CPU, an exit condition found by an instruction handler or by
+//! event delivery travels up as a [`Fault`] marker (`Fault::vm_exit`) with
+//! the details staged in [`VmxUnit::pending`]; the fault path commits the
+//! exit (`exit.rs`). Nothing on the ALU/memory path looks at VMX state:
+//! the handlers that can exit are the system instructions, and the run
+//! loop looks at interrupt windows and the preemption timer only between
+//! blocks, when its event flags say something changed.
+//!
+//! Files: `entry.rs` (27: checks, loading guest state, MSR loading, event
+//! injection), `exit.rs` (28: recording exit information, saving guest
+//! state, MSR storing, loading host state), `conditions.rs` (26.1-26.2:
+//! which instruction and event causes an exit under which control).
+
+use crate::fault::Fault;
+use crate::Cpu;
+use vmx::controls::{EntryCtls, ExitCtls, PinCtls, ProcCtls, ProcCtls2};
+use vmx::{ExitReason, Vmcs, VmcsField, VmxCaps};
+
+mod conditions;
+mod entry;
+mod exit;
+
+pub use entry::VmEntry;
+pub use exit::write_guest_registers;
+
+/// The controls of the current VMCS, decoded once per VM entry so that an
+/// exit check is a bit test (the VMCS is not supposed to change while the
+/// guest runs: VMWRITE needs root operation).
+#[derive(Clone, Copy, Debug)]
+pub struct Controls {
+    /// Pin-based VM-execution controls.
+    pub pin: PinCtls,
+    /// Primary processor-based VM-execution controls.
+    pub proc: ProcCtls,
+    /// Secondary processor-based controls (zero unless activated).
+    pub proc2: ProcCtls2,
+    /// VM-exit controls.
+    pub exit: ExitCtls,
+    /// VM-entry controls.
+    pub entry: EntryCtls,
+    /// Exception bitmap.
+    pub exception_bitmap: u32,
+    /// Page-fault error-code mask.
+    pub pf_mask: u32,
+    /// Page-fault error-code match.
+    pub pf_match: u32,
+    /// CR0 guest/host mask.
+    pub cr0_mask: u64,
+    /// CR0 read shadow.
+    pub cr0_shadow: u64,
+    /// CR4 guest/host mask.
+    pub cr4_mask: u64,
+    /// CR4 read shadow.
+    pub cr4_shadow: u64,
+    /// CR3-target values, the first `cr3_target_count` of them valid.
+    pub cr3_targets: [u64; 4],
+    /// CR3-target count.
+    pub cr3_target_count: u32,
+    /// I/O bitmaps A and B.
+    pub io_bitmaps: [u64; 2],
+    /// MSR-bitmap address.
+    pub msr_bitmap: u64,
+    /// TSC offset (used when "use TSC offsetting" is 1).
+    pub tsc_offset: u64,
+    /// TSC multiplier (used when "use TSC scaling" is 1).
+    pub tsc_multiplier: u64,
+    /// EPT pointer, when "enable EPT" is 1.
+    pub eptp: Option<u64>,
+    /// VPID, when "enable VPID" is 1 (0 otherwise).
+    pub vpid: u16,
+}
+
+impl Default for Controls {
+    fn default() -> Self {
+        Controls::from_vmcs(&Vmcs::new())
+    }
+}
+
+impl Controls {
+    pub(crate) fn from_vmcs(v: &Vmcs) -> Controls {
+        use VmcsField as F;
+        let proc = ProcCtls::from_bits_retain(v.get(F::PrimaryProcControls) as u32);
+        let proc2 = if proc.contains(ProcCtls::ACTIVATE_SECONDARY_CONTROLS) {
+            ProcCtls2::from_bits_retain(v.get(F::SecondaryProcControls) as u32)
+        } else {
+            ProcCtls2::empty()
+        };
+        Controls {
+            pin: PinCtls::from_bits_retain(v.get(F::PinBasedControls) as u32),
+            proc,
+            proc2,
+            exit: ExitCtls::from_bits_retain(v.get(F::ExitControls) as u32),
+            entry: EntryCtls::from_bits_retain(v.get(F::EntryControls) as u32),
+            exception_bitmap: v.get(F::ExceptionBitmap) as u32,
+            pf_mask: v.get(F::PageFaultErrorCodeMask) as u32,
+            pf_match: v.get(F::PageFaultErrorCodeMatch) as u32,
+            cr0_mask: v.get(F::Cr0GuestHostMask),
+            cr0_shadow: v.get(F::Cr0ReadShadow),
+            cr4_mask: v.get(F::Cr4GuestHostMask),
+            cr4_shadow: v.get(F::Cr4ReadShadow),
+            cr3_targets: [
+                v.get(F::Cr3TargetValue0),
+                v.get(F::Cr3TargetValue1),
+                v.get(F::Cr3TargetValue2),
+                v.get(F::Cr3TargetValue3),
+            ],
+            cr3_target_count: v.get(F::Cr3TargetCount) as u32,
+            io_bitmaps: [v.get(F::IoBitmapA), v.get(F::IoBitmapB)],
+            msr_bitmap: v.get(F::MsrBitmap),
+            tsc_offset: v.get(F::TscOffset),
+            tsc_multiplier: v.get(F::TscMultiplier),
+            eptp: proc2.contains(ProcCtls2::ENABLE_EPT).then(|| v.get(F::EptPointer)),
+            vpid: if proc2.contains(ProcCtls2::ENABLE_VPID) { v.get(F::VirtualProcessorId) as u16 } else { 0 },
+        }
+    }
+}
+
+/// An exit found while the guest ran, waiting for the fault path to
+/// commit it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingExit {
+    /// Exit-reason field (basic reason; bit 31 for entry failures).
+    pub reason: u32,
+    /// Exit qualification.
+    pub qualification: u64,
+    /// Guest-linear address, for the exits that report one.
+    pub guest_linear: Option<u64>,
+    /// Guest-physical address (EPT violations and misconfigurations).
+    pub guest_physical: Option<u64>,
+    /// VM-exit interruption information and error code (exceptions,
+    /// NMIs, external interrupts).
+    pub interruption: Option<(u32, Option<u32>)>,
+    /// VM-exit instruction information.
+    pub instruction_info: u32,
+    /// The exit was caused by executing an instruction: its length is
+    /// recorded and RIP stays at it.
+    pub instruction: bool,
+    /// I/O exits of string instructions: RCX, RSI, RDI, RIP (SMIs only on
+    /// hardware; kept zero here).
+    pub trap: bool,
+}
+
+impl PendingExit {
+    /// An exit caused by an instruction, with its qualification.
+    pub const fn instruction(reason: ExitReason, qualification: u64) -> PendingExit {
+        PendingExit {
+            reason: reason as u32,
+            qualification,
+            guest_linear: None,
+            guest_physical: None,
+            interruption: None,
+            instruction_info: 0,
+            instruction: true,
+            trap: false,
+        }
+    }
+
+    /// An exit not caused by an instruction (events, windows, timers).
+    pub const fn event(reason: ExitReason, qualification: u64) -> PendingExit {
+        PendingExit {
+            reason: reason as u32,
+            qualification,
+            guest_linear: None,
+            guest_physical: None,
+            interruption: None,
+            instruction_info: 0,
+            instruction: false,
+            trap: false,
+        }
+    }
+}
+
+/// Per-exit-reason counters (basic reasons 0-80).
+pub const EXIT_REASONS: usize = 81;
+
+/// VMX state of the logical processor.
+#[derive(Clone, Debug)]
+pub struct VmxUnit {
+    /// The capabilities the processor reports; `Some` in VMX operation.
+    pub(crate) caps: Option<VmxCaps>,
+    /// The current VMCS.
+    pub(crate) current: Option<Box<Vmcs>>,
+    /// Decoded controls of the current VMCS while in non-root operation.
+    pub(crate) ctls: Controls,
+    /// Exit staged by a handler.
+    pub(crate) pending: Option<PendingExit>,
+    /// The event being delivered when an exit interrupted it (IDT-vectoring
+    /// information and error code).
+    pub(crate) vectoring: Option<(u32, Option<u32>)>,
+    /// (VPID, EPTP) the TLB's entries belong to, when tagged.
+    pub(crate) tlb_owner: Option<(u16, u64)>,
+    /// Instruction count at which the VMX-preemption timer expires.
+    pub(crate) preemption_deadline: u64,
+    /// Exits committed, by basic reason.
+    pub exits: [u64; EXIT_REASONS],
+}
+
+impl Default for VmxUnit {
+    fn default() -> Self {
+        VmxUnit {
+            caps: None,
+            current: None,
+            ctls: Controls::default(),
+            pending: None,
+            vectoring: None,
+            tlb_owner: None,
+            preemption_deadline: u64::MAX,
+            exits: [0; EXIT_REASONS],
+        }
+    }
+}
+
+/// Vector value of the marker fault that carries a VM exit up the fault
+/// path; never an architectural vector (those are 0-31).
+pub(crate) const VM_EXIT_VECTOR: u8 = 0xff;
+
+impl Fault {
+    /// The marker a handler returns when it found a VM exit (staged in
+    /// [`VmxUnit::pending`]).
+    pub(crate) const fn vm_exit() -> Fault {
+        Fault::new(VM_EXIT_VECTOR)
+    }
+
+    /// Whether this is the VM-exit marker rather than an exception.
+    #[inline]
+    pub(crate) const fn is_vm_exit(&self) -> bool {
+        self.vector() == VM_EXIT_VECTOR
+    }
+}
+
+impl Cpu {
+    /// VMXON for L0: the processor enters VMX root operation and reports
+    /// `caps` in its IA32_VMX_* MSRs.
+    pub fn vmxon(&mut self, caps: VmxCaps) {
+        self.vmx.caps = Some(caps);
+    }
+
+    /// Whether the processor is in VMX operation.
+    pub fn in_vmx_operation(&self) -> bool {
+        self.vmx.caps.is_some()
+    }
+
+    /// The capabilities in force, in VMX operation.
+    pub fn vmx_caps(&self) -> Option<&VmxCaps> {
+        self.vmx.caps.as_ref()
+    }
+
+    /// Whether the processor is in VMX non-root operation (a guest runs).
+    #[inline(always)]
+    pub fn in_non_root(&self) -> bool {
+        self.non_root
+    }
+
+    /// VMPTRLD: makes `vmcs` current and returns the previously current
+    /// one. A VMCS is owned by whoever holds the box, so a VMCS cannot be
+    /// current on two processors.
+    pub fn vmptrld(&mut self, vmcs: Box<Vmcs>) -> Option<Box<Vmcs>> {
+        self.vmx.current.replace(vmcs)
+    }
+
+    /// Takes the current VMCS away (VMCLEAR of the current VMCS makes it
+    /// clear and not current).
+    pub fn vmclear_current(&mut self) -> Option<Box<Vmcs>> {
+        let mut v = self.vmx.current.take()?;
+        v.launch_state = vmx::LaunchState::Clear;
+        Some(v)
+    }
+
+    /// The current VMCS.
+    pub fn vmcs(&self) -> Option<&Vmcs> {
+        self.vmx.current.as_deref()
+    }
+
+    /// The current VMCS, writable (VMWRITE to many fields).
+    pub fn vmcs_mut(&mut self) -> Option<&mut Vmcs> {
+        self.vmx.current.as_deref_mut()
+    }
+
+    /// VMREAD from the current VMCS (0 without one).
+    #[inline]
+    pub fn vmread(&self, field: VmcsField) -> u64 {
+        self.vmx.current.as_ref().map_or(0, |v| v.get(field))
+    }
+
+    /// VMWRITE to the current VMCS (ignored without one).
+    #[inline]
+    pub fn vmwrite(&mut self, field: VmcsField, value: u64) {
+        if let Some(v) = self.vmx.current.as_deref_mut() {
+            v.set(field, value);
+        }
+    }
+
+    /// Exits committed since power-on, by basic exit reason.
+    pub fn exit_counts(&self) -> &[u64; EXIT_REASONS] {
+        &self.vmx.exits
+    }
+
+    /// The decoded controls of the running guest.
+    #[inline]
+    pub(crate) fn vmx_ctls(&self) -> &Controls {
+        &self.vmx.ctls
+    }
+
+    /// Stages an exit caused by the current instruction and returns the
+    /// marker fault for the handler to return.
+    #[cold]
+    pub(crate) fn exit_insn(&mut self, reason: ExitReason, qualification: u64) -> Fault {
+        self.vmx.pending = Some(PendingExit::instruction(reason, qualification));
+        Fault::vm_exit()
+    }
+
+    /// Commits an exit that no instruction caused (timer expiry, triple
+    /// fault), from the run loop.
+    #[cold]
+    pub(crate) fn exit_event(&mut self, ctx: &mut crate::Ctx, reason: ExitReason) {
+        self.vmx.pending = Some(PendingExit::event(reason, 0));
+        self.commit_exit(ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,142 @@
+//! VMCS storage: the contents of one virtual-machine control structure as
+//! a processor or a hypervisor holds them (SDM vol. 3C, 25.2 "Format of
+//! the VMCS Region", 25.11.1 "Software Use of the VMCS and Related
+//! Structures", 25.11.3 "Initializing a VMCS").
+//!
+//! The SDM leaves the layout of a VMCS region implementation-specific:
+//! software reaches fields only through VMREAD and VMWRITE, by encoding.
+//! [`Vmcs`] is Turtles' layout: one `u64` per field, indexed by
+//! [`VmcsField::slot`], plus the launch state. Turtles' CPU keeps the
+//! current VMCS in this form; the nested hypervisor keeps its cached copy
+//! of vmcs12 in it too.
+//!
+//! A 64-bit field and its "high" access share one slot: reading the high
+//! access returns bits 63:32, writing it replaces them (25.11.2
+//! "VMREAD, VMWRITE, and Encodings of VMCS Fields"). Values are stored
+//! truncated to the field's width, so a read never shows bits a narrower
+//! field cannot hold.
+
+use crate::check::VmcsRead;
+use crate::field::VmcsField;
+
+/// The launch state of a VMCS (SDM 25.1 "Overview", 25.11.3): VMLAUNCH
+/// needs "clear", VMRESUME needs "launched", VMCLEAR makes it clear.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LaunchState {
+    /// After VMCLEAR: VMLAUNCH may enter with it.
+    #[default]
+    Clear,
+    /// After a successful VMLAUNCH: VMRESUME enters with it.
+    Launched,
+}
+
+/// The fields of one VMCS and its launch state.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Vmcs {
+    values: [u64; VmcsField::COUNT],
+    /// Launch state.
+    pub launch_state: LaunchState,
+}
+
+impl Default for Vmcs {
+    fn default() -> Self {
+        Vmcs::new()
+    }
+}
+
+impl core::fmt::Debug for Vmcs {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut m = f.debug_map();
+        for &field in VmcsField::ALL {
+            let v = self.get(field);
+            if !field.is_high() && v != 0 {
+                m.entry(&field.name(), &format_args!("{v:#x}"));
+            }
+        }
+        m.finish()
+    }
+}
+
+impl Vmcs {
+    /// A VMCS with every field zero and launch state clear.
+    pub const fn new() -> Vmcs {
+        Vmcs { values: [0; VmcsField::COUNT], launch_state: LaunchState::Clear }
+    }
+
+    /// The value of a field; a high access reads bits 63:32 of its field.
+    #[inline(always)]
+    pub fn get(&self, field: VmcsField) -> u64 {
+        if field.is_high() {
+            self.values[field.full().slot()] >> 32
+        } else {
+            self.values[field.slot()]
+        }
+    }
+
+    /// Sets a field, truncated to its width; a high access replaces bits
+    /// 63:32 of its field. No read-only check: that is VMWRITE's rule, and
+    /// the processor writes exit-information fields itself.
+    #[inline(always)]
+    pub fn set(&mut self, field: VmcsField, value: u64) {
+        if field.is_high() {
+            let slot = &mut self.values[field.full().slot()];
+            *slot = (*slot & 0xffff_ffff) | (value << 32);
+        } else {
+            self.values[field.slot()] = value & field.width().mask();
+        }
+    }
+
+    /// Every field set to zero, launch state clear.
+    pub fn reset(&mut self) {
+        *self = Vmcs::new();
+    }
+}
+
+impl VmcsRead for Vmcs {
+    fn read(&self, field: VmcsField) -> u64 {
+        self.get(field)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use VmcsField as F;
+
+    #[test]
+    fn slots_are_dense_and_distinct() {
+        for (i, &f) in VmcsField::ALL.iter().enumerate() {
+            assert_eq!(f.slot(), i, "{f}");
+        }
+    }
+
+    #[test]
+    fn values_are_truncated_to_the_field_width() {
+        let mut v = Vmcs::new();
+        v.set(F::GuestCsSelector, 0x1_2345);
+        assert_eq!(v.get(F::GuestCsSelector), 0x2345);
+        v.set(F::ExceptionBitmap, u64::MAX);
+        assert_eq!(v.get(F::ExceptionBitmap), 0xffff_ffff);
+        v.set(F::GuestRip, u64::MAX);
+        assert_eq!(v.get(F::GuestRip), u64::MAX);
+    }
+
+    #[test]
+    fn high_access_shares_the_slot_of_its_field() {
+        let mut v = Vmcs::new();
+        v.set(F::TscOffset, 0x1111_2222_3333_4444);
+        assert_eq!(v.get(F::TscOffsetHigh), 0x1111_2222);
+        v.set(F::TscOffsetHigh, 0xaaaa_bbbb);
+        assert_eq!(v.get(F::TscOffset), 0xaaaa_bbbb_3333_4444);
+        assert_eq!(v.read(F::TscOffset), 0xaaaa_bbbb_3333_4444);
+    }
+
+    #[test]
+    fn reset_clears_fields_and_launch_state() {
+        let mut v = Vmcs::new();
+        v.set(F::GuestRip, 5);
+        v.launch_state = LaunchState::Launched;
+        v.reset();
+        assert_eq!(v, Vmcs::new());
+    }
+}
