@@ -199,10 +199,12 @@ impl Cpu {
         implicit: bool,
     ) -> Result<u64, Fault> {
         let ac = AccessCtx { access, user, implicit };
-        if implicit {
-            return Ok(mmu::walk(&self.regs, ctx.mem, la, ac)?.pa);
-        }
-        mmu::translate_fill(&self.regs, &mut self.tlb, ctx.mem, la, ac)
+        let r = if implicit {
+            mmu::walk_ept(&self.regs, ctx.mem, la, ac, self.ept).map(|t| t.pa)
+        } else {
+            mmu::translate_fill(&self.regs, &mut self.tlb, ctx.mem, la, ac, self.ept)
+        };
+        r.map_err(|f| self.ept_exit(f, la))
     }
 
     #[cold]

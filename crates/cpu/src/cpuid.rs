@@ -245,6 +245,49 @@ impl CpuidModel {
         }
     }
 
+    /// The answer a processor with APIC id `apic_id` and CR4 `cr4` gives:
+    /// the model's entries plus the bits that depend on processor state
+    /// (SDM vol. 2, "CPUID": OSXSAVE, OSPKE, APIC ids, XSAVE area size).
+    /// The executor and L0's CPUID exit handler both answer through it.
+    pub fn query(&self, apic_id: u32, cr4: u64, leaf: u32, subleaf: u32) -> [u32; 4] {
+        let mut r = self.raw(leaf, subleaf);
+        match leaf {
+            1 => {
+                r[1] = (r[1] & 0x00ff_ffff) | ((apic_id & 0xff) << 24);
+                if cr4 & x86::Cr4::OSXSAVE.bits() != 0 {
+                    r[2] |= 1 << 27;
+                } else {
+                    r[2] &= !(1 << 27);
+                }
+            }
+            7 if subleaf == 0 => {
+                if cr4 & x86::Cr4::PKE.bits() != 0 {
+                    r[2] |= 1 << 4;
+                } else {
+                    r[2] &= !(1 << 4);
+                }
+            }
+            0xb => {
+                r[2] = (r[2] & !0xff) | (subleaf & 0xff);
+                r[3] = apic_id;
+            }
+            0x8000_0008
+                // The linear-address width follows LA57: a policy that
+                // removes 5-level paging also removes the 57-bit width
+                // (Linux checks kernel pointers against it).
+                if !self.features().la57 && (r[0] >> 8) & 0xff > 48 => {
+                    r[0] = (r[0] & !0xff00) | (48 << 8);
+                }
+            0xd if subleaf == 0 => {
+                // EBX: size of the XSAVE area for the features enabled in
+                // XCR0 (x87 + SSE: legacy region plus header).
+                r[1] = 576;
+            }
+            _ => {}
+        }
+        r
+    }
+
     /// Bits of CR4 the guest may set: those whose feature it is told about.
     pub fn cr4_allowed(&self) -> u64 {
         use x86::Cr4;

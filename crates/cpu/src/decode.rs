@@ -130,7 +130,8 @@ impl Cpu {
             return Ok((la, Ok(off)));
         }
         let ac = AccessCtx { access: Access::Fetch, user, implicit: false };
-        let pa = mmu::translate_fill(&self.regs, &mut self.tlb, ctx.mem, la, ac)?;
+        let pa = mmu::translate_fill(&self.regs, &mut self.tlb, ctx.mem, la, ac, self.ept)
+            .map_err(|f| self.ept_exit(f, la))?;
         Ok((la, ctx.mem.ram_offset(pa).ok_or(pa)))
     }
 
@@ -332,14 +333,25 @@ impl Cpu {
                 if single && self.ss_shadow_at != self.icount {
                     self.debug_after(ctx);
                 }
+                // The pending MTF VM exit (SDM vol. 3C, 26.5.2).
+                if self.mtf_armed() {
+                    self.mtf_exit(ctx);
+                }
             }
-            Err(f) => self.raise(ctx, f),
+            Err(f) => {
+                self.raise(ctx, f);
+                // After a fault delivered through the guest's IDT, MTF
+                // exits before the handler's first instruction.
+                if self.mtf_armed() {
+                    self.mtf_exit(ctx);
+                }
+            }
         }
     }
 
     fn fetch_byte(&mut self, ctx: &mut Ctx, la: u64) -> Result<u8, Fault> {
         let ac = AccessCtx { access: Access::Fetch, user: self.cpl == 3, implicit: false };
-        let pa = mmu::walk(&self.regs, ctx.mem, la, ac)?.pa;
+        let pa = mmu::walk_ept(&self.regs, ctx.mem, la, ac, self.ept).map_err(|f| self.ept_exit(f, la))?.pa;
         let mut b = [0u8];
         ctx.mem.read(pa, &mut b).map_err(|_| Fault::gp0())?;
         Ok(b[0])

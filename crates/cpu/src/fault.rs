@@ -23,6 +23,9 @@ pub struct Fault {
 }
 
 const VALID: u64 = 1 << 63;
+/// Vector values of the EPT markers (never architectural: 0-31 are).
+const EPT_VIOLATION: u8 = 0xfe;
+const EPT_MISCONFIG: u8 = 0xfd;
 const HAS_CODE: u64 = 1 << 8;
 
 impl Fault {
@@ -72,6 +75,30 @@ impl Fault {
     pub const fn with_code(vector: u8, code: u32) -> Fault {
         Fault::pack(vector, Some(code), 0)
     }
+    /// An EPT violation or misconfiguration found while translating a
+    /// guest-physical address: not an exception but the cause of a VM
+    /// exit, which the processor stages when the fault reaches it (the
+    /// vector is one no exception uses; the error code holds the exit
+    /// qualification, the address the guest-physical address).
+    pub const fn ept(e: crate::ept::EptError) -> Fault {
+        let vector = match e {
+            crate::ept::EptError::Violation { .. } => EPT_VIOLATION,
+            crate::ept::EptError::Misconfig { .. } => EPT_MISCONFIG,
+        };
+        Fault::pack(vector, Some(e.qualification() as u32), e.gpa())
+    }
+
+    /// For an EPT marker: (misconfiguration, qualification,
+    /// guest-physical address).
+    pub(crate) const fn ept_info(&self) -> Option<(bool, u64, u64)> {
+        match self.vector() {
+            EPT_VIOLATION | EPT_MISCONFIG => {
+                Some((self.vector() == EPT_MISCONFIG, (self.info.get() >> 16) & 0xffff_ffff, self.addr))
+            }
+            _ => None,
+        }
+    }
+
     /// #UD.
     pub const fn ud() -> Fault {
         Fault::new(vector::UD)

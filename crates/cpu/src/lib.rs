@@ -23,6 +23,7 @@ mod access;
 pub mod bus;
 pub mod cpuid;
 pub mod decode;
+pub mod ept;
 pub mod exec;
 pub mod fault;
 pub mod flags;
@@ -280,9 +281,20 @@ impl Cpu {
 
     /// The guest-visible TSC.
     pub fn tsc(&self) -> u64 {
-        (self.now_ns() * (TSC_KHZ / 1_000_000))
-            .wrapping_add(self.regs.msr.tsc_offset as u64)
-            .wrapping_add(self.vmx_tsc_offset as u64)
+        let tsc = (self.now_ns() * (TSC_KHZ / 1_000_000)).wrapping_add(self.regs.msr.tsc_offset as u64);
+        // SDM vol. 3C, 26.3 (RDTSC) and 25.6.5 "Time-Stamp Counter Offset
+        // and Multiplier": with offsetting on, "use TSC scaling" first
+        // multiplies by the 16.48 fixed-point multiplier.
+        let c = &self.vmx.ctls;
+        let tsc = if self.non_root
+            && c.proc.contains(vmx::controls::ProcCtls::USE_TSC_OFFSETTING)
+            && c.proc2.contains(vmx::controls::ProcCtls2::USE_TSC_SCALING)
+        {
+            ((u128::from(tsc) * u128::from(c.tsc_multiplier)) >> 48) as u64
+        } else {
+            tsc
+        };
+        tsc.wrapping_add(self.vmx_tsc_offset as u64)
     }
 
     /// Recomputes everything derived from the registers (mode, CPL,
@@ -360,6 +372,10 @@ impl Cpu {
                         return RunExit::Stopped;
                     }
                     self.check_interrupts(&mut ctx);
+                    if self.events & events::VM_EXIT != 0 {
+                        // An event exited (external interrupt, window).
+                        continue;
+                    }
                 }
             }
             match self.activity {
@@ -390,10 +406,10 @@ impl Cpu {
     }
 
     /// Whether any debug feature needs the slow, one-instruction-at-a-time
-    /// path (single-step, armed breakpoints).
+    /// path (single-step, armed breakpoints, the VMX monitor trap flag).
     #[inline(always)]
     pub(crate) fn needs_single_step(&self) -> bool {
-        self.regs.rflags & x86::Rflags::TF.bits() != 0 || self.regs.dr[7] & 0xff != 0
+        self.regs.rflags & x86::Rflags::TF.bits() != 0 || self.regs.dr[7] & 0xff != 0 || self.mtf_armed()
     }
 }
 

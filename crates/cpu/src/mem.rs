@@ -22,6 +22,12 @@ pub const LOW_RAM_LIMIT: u64 = 0xe000_0000;
 pub const HIGH_RAM_BASE: u64 = 0x1_0000_0000;
 /// Page size used by the bookkeeping.
 pub const PAGE_SIZE: u64 = 4096;
+/// Where the hypervisor's private memory starts: physical memory that is
+/// not guest RAM, for structures only the processor reads (L0's EPT
+/// tables). L0 never maps it into a guest, so no guest can reach it.
+pub const PRIVATE_BASE: u64 = 0xfc_0000_0000;
+/// Most private memory a machine may use (64 MiB).
+pub const PRIVATE_MAX: u64 = 64 << 20;
 
 /// Errors of host-side memory accesses (loaders, devices).
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -49,6 +55,9 @@ pub struct Memory {
     /// Per-page "instructions were decoded from here" flag.
     code: Vec<bool>,
     code_epoch: u64,
+    /// Hypervisor-private pages from [`PRIVATE_BASE`], allocated on
+    /// demand.
+    private: Vec<u8>,
 }
 
 impl Memory {
@@ -67,6 +76,7 @@ impl Memory {
             page_gen: vec![0; pages],
             code: vec![false; pages],
             code_epoch: 0,
+            private: Vec::new(),
         })
     }
 
@@ -149,8 +159,32 @@ impl Memory {
         }
     }
 
-    /// Host-side read of guest-physical memory (loaders, devices, tests).
+    /// Allocates a zeroed 4 KiB page of private memory and returns its
+    /// physical address; `None` once [`PRIVATE_MAX`] is used up.
+    pub fn alloc_private_page(&mut self) -> Option<u64> {
+        let used = self.private.len() as u64;
+        if used + PAGE_SIZE > PRIVATE_MAX {
+            return None;
+        }
+        self.private.resize((used + PAGE_SIZE) as usize, 0);
+        Some(PRIVATE_BASE + used)
+    }
+
+    /// Offset into private memory of a range that lies entirely in it.
+    fn private_range(&self, pa: u64, len: u64) -> Option<usize> {
+        let off = pa.checked_sub(PRIVATE_BASE)?;
+        (off.checked_add(len)? <= self.private.len() as u64).then_some(off as usize)
+    }
+
+    /// Host-side read of physical memory (loaders, devices, tests, the
+    /// EPT walk): guest RAM or private memory.
     pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        if gpa >= PRIVATE_BASE {
+            if let Some(off) = self.private_range(gpa, buf.len() as u64) {
+                buf.copy_from_slice(&self.private[off..off + buf.len()]);
+                return Ok(());
+            }
+        }
         let off = self.range(gpa, buf.len() as u64)?;
         buf.copy_from_slice(&self.ram[off..off + buf.len()]);
         Ok(())
@@ -159,6 +193,12 @@ impl Memory {
     /// Host-side write of guest-physical memory; keeps decoded code
     /// coherent.
     pub fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemError> {
+        if gpa >= PRIVATE_BASE {
+            if let Some(off) = self.private_range(gpa, data.len() as u64) {
+                self.private[off..off + data.len()].copy_from_slice(data);
+                return Ok(());
+            }
+        }
         let off = self.range(gpa, data.len() as u64)?;
         let mut p = off & !0xfff;
         while p < off + data.len() {
@@ -208,6 +248,19 @@ impl Memory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_pages_are_physical_memory_but_not_ram() {
+        let mut m = Memory::new(1 << 20).unwrap();
+        let a = m.alloc_private_page().unwrap();
+        let b = m.alloc_private_page().unwrap();
+        assert_eq!((a, b), (PRIVATE_BASE, PRIVATE_BASE + PAGE_SIZE));
+        m.write_u64(b + 8, 0x1234).unwrap();
+        assert_eq!(m.read_u64(b + 8).unwrap(), 0x1234);
+        assert_eq!(m.ram_offset(a), None, "no guest access path reaches it");
+        assert!(m.read_u64(b + PAGE_SIZE).is_err(), "past the last page");
+        assert!(m.read_u64(b + PAGE_SIZE - 4).is_err(), "straddling the end");
+    }
 
     #[test]
     fn layout_splits_at_the_hole() {

@@ -13,6 +13,7 @@
 //! Flushing more than the architecture requires is always allowed; this
 //! TLB does so freely (CR3 loads flush global entries too).
 
+use crate::ept::{EptConfig, EptRequest};
 use crate::fault::Fault;
 use crate::mem::Memory;
 use crate::state::Regs;
@@ -166,9 +167,35 @@ pub struct AccessCtx {
 /// Walks the paging structures of `regs` for `la`. Sets accessed and dirty
 /// bits as the SDM describes on success.
 pub fn walk(regs: &Regs, mem: &mut Memory, la: u64, ac: AccessCtx) -> Result<Translation, Fault> {
+    walk_ept(regs, mem, la, ac, None)
+}
+
+/// Translates a guest-physical address through EPT when `ept` is set (SDM
+/// vol. 3C, 29.3.2 "EPT Translation Mechanism"); an EPT violation or
+/// misconfiguration comes back as [`Fault::ept`], which the processor
+/// turns into a VM exit.
+#[inline]
+fn ept_translate(mem: &mut Memory, ept: Option<u64>, gpa: u64, req: EptRequest) -> Result<u64, Fault> {
+    match ept {
+        None => Ok(gpa),
+        Some(eptp) => match crate::ept::translate(mem, eptp, gpa, req, EptConfig::ALL) {
+            Ok(t) => Ok(t.hpa),
+            Err(e) => Err(Fault::ept(e)),
+        },
+    }
+}
+
+/// [`walk`] in VMX non-root operation with EPT: every guest-physical
+/// address the walk touches (paging-structure entries and the final
+/// address) goes through the EPT paging structures named by `ept`
+/// (SDM vol. 3C, 29.3.1 "Guest-Physical Addresses": "the processor uses
+/// EPT to translate guest-physical addresses, including those of guest
+/// paging structures"). The returned address is host-physical.
+pub fn walk_ept(regs: &Regs, mem: &mut Memory, la: u64, ac: AccessCtx, ept: Option<u64>) -> Result<Translation, Fault> {
     let cr0 = regs.cr0;
     if cr0 & Cr0::PG.bits() == 0 {
-        return Ok(Translation { pa: la & 0xffff_ffff, large: false, user_page: true });
+        let pa = ept_translate(mem, ept, la & 0xffff_ffff, EptRequest::linear(ac.access))?;
+        return Ok(Translation { pa, large: false, user_page: true });
     }
     let cr4 = regs.cr4;
     let nxe = regs.efer & Efer::NXE.bits() != 0;
@@ -199,18 +226,20 @@ pub fn walk(regs: &Regs, mem: &mut Memory, la: u64, ac: AccessCtx) -> Result<Tra
     let leaf_is_64;
     let mut pkey = 0u32;
 
-    let read_entry = |mem: &Memory, addr: u64, wide: bool| -> Result<u64, Fault> {
+    // Reads an entry at guest-physical `addr`; returns it with its
+    // host-physical address, where its A/D bits are later set.
+    let read_entry = |mem: &mut Memory, addr: u64, wide: bool| -> Result<(u64, u64), Fault> {
+        let addr = ept_translate(mem, ept, addr, EptRequest::paging_structure(Access::Read))?;
         // A paging structure outside RAM reads as all ones, which is not
         // present on real hardware only for unimplemented addresses; we
         // report it as a reserved-bit fault rather than touch MMIO.
         let r = if wide { mem.read_u64(addr) } else { mem.read_u32(addr).map(u64::from) };
-        r.map_err(|_| Fault::pf(ec | pf::RSVD | pf::P, la))
+        r.map(|e| (e, addr)).map_err(|_| Fault::pf(ec | pf::RSVD | pf::P, la))
     };
 
     if !pae {
         // 32-bit paging (SDM 4.3).
-        let pde_addr = (regs.cr3 & 0xffff_f000) | ((la >> 20) & 0xffc);
-        let pde = read_entry(mem, pde_addr, false)?;
+        let (pde, pde_addr) = read_entry(mem, (regs.cr3 & 0xffff_f000) | ((la >> 20) & 0xffc), false)?;
         if pde & paging::P == 0 {
             return Err(Fault::pf(ec, la));
         }
@@ -229,8 +258,7 @@ pub fn walk(regs: &Regs, mem: &mut Memory, la: u64, ac: AccessCtx) -> Result<Tra
         } else {
             visited[0] = (pde_addr, false);
             nvisited = 1;
-            let pte_addr = (pde & 0xffff_f000) | ((la >> 10) & 0xffc);
-            let pte = read_entry(mem, pte_addr, false)?;
+            let (pte, pte_addr) = read_entry(mem, (pde & 0xffff_f000) | ((la >> 10) & 0xffc), false)?;
             if pte & paging::P == 0 {
                 return Err(Fault::pf(ec, la));
             }
@@ -254,7 +282,7 @@ pub fn walk(regs: &Regs, mem: &mut Memory, la: u64, ac: AccessCtx) -> Result<Tra
         } else {
             // PAE: the PDPTE selected by bits 31:30 (SDM 4.4.1).
             let pdpte_addr = (regs.cr3 & 0xffff_ffe0) + ((la >> 30) & 3) * 8;
-            let pdpte = read_entry(mem, pdpte_addr, true)?;
+            let (pdpte, _) = read_entry(mem, pdpte_addr, true)?;
             if pdpte & paging::P == 0 {
                 return Err(Fault::pf(ec, la));
             }
@@ -266,8 +294,7 @@ pub fn walk(regs: &Regs, mem: &mut Memory, la: u64, ac: AccessCtx) -> Result<Tra
         loop {
             let shift = 12 + 9 * (level - 1);
             let idx = (la >> shift) & 0x1ff;
-            let e_addr = table + idx * 8;
-            let e = read_entry(mem, e_addr, true)?;
+            let (e, e_addr) = read_entry(mem, table + idx * 8, true)?;
             if e & paging::P == 0 {
                 return Err(Fault::pf(ec, la));
             }
@@ -333,6 +360,9 @@ pub fn walk(regs: &Regs, mem: &mut Memory, la: u64, ac: AccessCtx) -> Result<Tra
         }
     }
 
+    // The final guest-physical address goes through EPT before any
+    // accessed or dirty flag is set, so an EPT exit leaves no trace.
+    let pa = ept_translate(mem, ept, pa, EptRequest::linear(ac.access))?;
     // Accessed and dirty flags (SDM 4.8).
     for &(addr, wide) in &visited[..nvisited] {
         set_bits(mem, addr, wide, paging::A);
@@ -362,8 +392,9 @@ pub(crate) fn translate_fill(
     mem: &mut Memory,
     la: u64,
     ac: AccessCtx,
+    ept: Option<u64>,
 ) -> Result<u64, Fault> {
-    let t = walk(regs, mem, la, ac)?;
+    let t = walk_ept(regs, mem, la, ac, ept)?;
     if let Some(off) = mem.ram_offset(t.pa & !0xfff) {
         // Supervisor data accesses to user pages depend on RFLAGS.AC under
         // SMAP, which the TLB does not key on: never cache them.

@@ -40,6 +40,8 @@ mod tss {
     pub const ES: u64 = 0x48;
     pub const LDT: u64 = 0x60;
     pub const MIN_LIMIT: u32 = 0x67;
+    /// Of a 16-bit TSS.
+    pub const MIN_LIMIT16: u32 = 0x2b;
 }
 
 impl Cpu {
@@ -55,9 +57,13 @@ impl Cpu {
     ) -> Result<(), Fault> {
         let desc = d.desc;
         let ec = sel_ec(sel, false);
-        let busy = desc.typ() == sys::TSS_BUSY;
+        let tss16 = matches!(desc.typ(), sys::TSS16_AVAIL | sys::TSS16_BUSY);
+        let busy = matches!(desc.typ(), sys::TSS_BUSY | sys::TSS16_BUSY);
         match desc.typ() {
             sys::TSS_AVAIL | sys::TSS_BUSY => {}
+            // A guest's 16-bit task switch exits below like any other; L1
+            // emulates it.
+            sys::TSS16_AVAIL | sys::TSS16_BUSY if self.non_root => {}
             sys::TSS16_AVAIL | sys::TSS16_BUSY => return Err(Fault::ts(ec)),
             _ => return Err(Fault::gp(ec)),
         }
@@ -71,8 +77,12 @@ impl Cpu {
         if !desc.present() {
             return Err(Fault::np(ec));
         }
-        if desc.limit < tss::MIN_LIMIT {
+        if desc.limit < if tss16 { tss::MIN_LIMIT16 } else { tss::MIN_LIMIT } {
             return Err(Fault::ts(ec));
+        }
+        // The checks above are the ones that precede a task-switch exit.
+        if self.non_root {
+            return Err(self.task_switch_exit(sel, src));
         }
         let new_base = u64::from(desc.base);
         let old = self.regs.tr;
@@ -135,6 +145,36 @@ impl Cpu {
         self.regs.rip = self.next_rip;
         self.state_changed();
         self.load_task_segments(ctx, img[(tss::LDT / 4) as usize] as u16, sels)
+    }
+
+    /// A task switch in VMX non-root operation is a VM exit, whatever the
+    /// controls (SDM vol. 3C, 26.1.2; 26.4.2 "Treatment of Task Switches":
+    /// the checks on a task gate, the privilege checks of CALL/JMP, and the
+    /// new TSS descriptor's selector, type, P bit and limit come first;
+    /// nothing of either TSS is accessed here). The qualification
+    /// names the new TSS and the source (28.2.1); a switch through an IDT
+    /// task gate is recognized by the event being delivered, which the
+    /// exit reports as IDT-vectoring information (28.2.4). The
+    /// instruction length is recorded for CALL, JMP, IRET and software
+    /// interrupts (28.2.5).
+    #[cold]
+    fn task_switch_exit(&mut self, sel: u16, src: TaskSwitchSource) -> Fault {
+        use vmx::exit::{TaskSwitch, TaskSwitchSource as S};
+        let vectoring = self.vmx.vectoring;
+        let source = match src {
+            TaskSwitchSource::Call if vectoring.is_some() => S::TaskGate,
+            TaskSwitchSource::Call => S::Call,
+            TaskSwitchSource::Jmp => S::Jmp,
+            TaskSwitchSource::Iret => S::Iret,
+        };
+        let mut e = crate::virt::PendingExit::instruction(
+            vmx::ExitReason::TaskSwitch,
+            TaskSwitch { selector: sel, source }.to_raw(),
+        );
+        // Types 4-6: software interrupt and (privileged) software exception.
+        e.instruction = vectoring.is_none_or(|(info, _)| matches!((info >> 8) & 7, 4..=6));
+        self.vmx.pending = Some(e);
+        Fault::vm_exit()
     }
 
     fn set_tss_busy(&mut self, ctx: &mut Ctx, sel: u16, busy: bool) -> Result<(), Fault> {

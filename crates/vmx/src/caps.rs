@@ -843,6 +843,8 @@ const TURTLES_CR4: u64 = Cr4::VME
     .union(Cr4::OSXSAVE)
     .union(Cr4::SMEP)
     .union(Cr4::SMAP)
+    .union(Cr4::LA57)
+    .union(Cr4::PKE)
     .bits();
 
 /// Builds a [`VmxCaps`]; see [`VmxCaps::builder`]. Control words are given
@@ -1187,7 +1189,7 @@ mod tests {
         let cr4 = (Cr4::PAE | Cr4::VMXE).bits();
         assert_eq!(c.check_cr4(cr4), Ok(()));
         assert_eq!(c.check_cr4(Cr4::PAE.bits()), Err(BadBits { missing: Cr4::VMXE.bits(), forbidden: 0 }));
-        assert_eq!(c.check_cr4(cr4 | Cr4::LA57.bits()), Err(BadBits { missing: 0, forbidden: Cr4::LA57.bits() }));
+        assert_eq!(c.check_cr4(cr4 | Cr4::CET.bits()), Err(BadBits { missing: 0, forbidden: Cr4::CET.bits() }));
     }
 
     #[test]

@@ -2364,7 +2364,16 @@ pub fn xcr0_valid(v: u64, supported: u64) -> bool {
 /// whose bits CPUID.(EAX=0DH,ECX=0):EDX:EAX reports.
 fn xsetbv(cpu: &mut Cpu, _: &mut Ctx, _: &Instruction) -> Result<(), Fault> {
     check_xsave(cpu)?;
-    if cpu.cpl != 0 || cpu.regs.gpr[1] & 0xffff_ffff != 0 {
+    if cpu.cpl != 0 {
+        return Err(Fault::gp0());
+    }
+    // XSETBV exits unconditionally in non-root operation (SDM vol. 3C,
+    // 26.1.2), after the #UD and CPL checks but before the checks of ECX
+    // and the value (26.1.1).
+    if cpu.non_root {
+        return Err(cpu.exit_insn(vmx::ExitReason::Xsetbv, 0));
+    }
+    if cpu.regs.gpr[1] & 0xffff_ffff != 0 {
         return Err(Fault::gp0());
     }
     let v = (cpu.regs.gpr[2] << 32) | (cpu.regs.gpr[0] & 0xffff_ffff);

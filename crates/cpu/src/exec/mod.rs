@@ -93,7 +93,7 @@ fn invalid(_: &mut Cpu, _: &mut Ctx, _: &Instruction) -> Result<(), Fault> {
 
 /// A valid instruction Turtles does not implement: #UD in the guest, and
 /// the run report names it.
-fn unimplemented(cpu: &mut Cpu, _: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
+pub(crate) fn unimplemented(cpu: &mut Cpu, _: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     *cpu.stats.unimplemented.entry(format!("{:?}", insn.mnemonic())).or_insert(0) += 1;
     Err(Fault::ud())
 }

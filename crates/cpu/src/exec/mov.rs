@@ -288,7 +288,6 @@ pub fn select(m: Mnemonic, insn: &Instruction) -> Option<crate::exec::Handler> {
         Mnemonic::Lahf => lahf,
         Mnemonic::Sahf => sahf,
         Mnemonic::Nop
-        | Mnemonic::Pause
         | Mnemonic::Endbr64
         | Mnemonic::Endbr32
         | Mnemonic::Prefetch

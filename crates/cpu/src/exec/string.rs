@@ -386,8 +386,62 @@ string_handlers! {
     scas => Kind::Scas,
     lods => Kind::Lods,
     stos => Kind::Stos,
-    ins => Kind::Ins,
-    outs => Kind::Outs,
+}
+
+fn ins(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
+    if cpu.non_root {
+        io_string_exit(cpu, ctx, &StrOp::new(insn, Kind::Ins))?;
+    }
+    string_op(cpu, ctx, insn, Kind::Ins)
+}
+
+fn outs(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
+    if cpu.non_root {
+        io_string_exit(cpu, ctx, &StrOp::new(insn, Kind::Outs))?;
+    }
+    string_op(cpu, ctx, insn, Kind::Outs)
+}
+
+/// INS and OUTS in VMX non-root operation (SDM vol. 3C, 26.1.3, I/O
+/// instructions): the I/O-permission checks come first (26.1.1), then
+/// the I/O bitmaps or "unconditional I/O exiting" decide, once for the
+/// whole instruction whatever the count. The exit reports the string and
+/// REP bits in the qualification, the linear address of the memory
+/// operand (28.2.1, "Guest-linear address"), and the address size and,
+/// for OUTS, the segment in the instruction information (28.2.5, table
+/// for INS and OUTS; VmxCaps::turtles() advertises it).
+#[cold]
+fn io_string_exit(cpu: &mut Cpu, ctx: &mut Ctx, s: &StrOp) -> Result<(), Fault> {
+    use vmx::exit::{IoAccess, IoSize};
+    let port = cpu.regs.gpr[RDX] as u16;
+    cpu.io_allowed(ctx, port, s.size)?;
+    if !cpu.io_exits(ctx.mem, port, s.size) {
+        return Ok(());
+    }
+    let is_in = s.kind == Kind::Ins;
+    let (seg, off) = if is_in { (sreg::ES, areg(cpu, RDI, s.asize)) } else { (s.src_seg, areg(cpu, RSI, s.asize)) };
+    let q = IoAccess {
+        size: match s.size {
+            1 => IoSize::Byte,
+            2 => IoSize::Word,
+            _ => IoSize::Dword,
+        },
+        is_in,
+        string: true,
+        rep: s.rep != Rep::None,
+        immediate: false,
+        port,
+    };
+    let mut e = crate::virt::PendingExit::instruction(vmx::ExitReason::IoInstruction, q.to_raw());
+    e.guest_linear = Some(cpu.linear_unchecked(seg, off));
+    let asize: u32 = match s.asize {
+        2 => 0,
+        4 => 1,
+        _ => 2,
+    };
+    e.instruction_info = (asize << 7) | if is_in { 0 } else { (seg as u32) << 15 };
+    cpu.vmx.pending = Some(e);
+    Err(Fault::vm_exit())
 }
 
 /// Handler for a string mnemonic. `MOVSD`/`CMPSD` with XMM operands are

@@ -15,7 +15,11 @@ use crate::interrupt::EventKind;
 use crate::state::Mode;
 use crate::{events, Activity, Cpu, Ctx};
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
-use vmx::exit::{CrAccess, CrAccessType, IoAccess, IoSize};
+use vmx::controls::{InterruptionType, ProcCtls2};
+use vmx::exit::{
+    CrAccess, CrAccessType, DescriptorTableInfo, DescriptorTableInstruction, DrAccess, IoAccess, IoSize, LdtrTrInfo,
+    LdtrTrInstruction, Operand, VmxInstructionInfo,
+};
 use vmx::{ExitReason, ProcCtls};
 use x86::seg::{ar, sreg, sys};
 use x86::{vector, Cr0, Cr4, Efer, Rflags};
@@ -99,45 +103,10 @@ impl Cpu {
         Ok(())
     }
 
-    /// CPUID with the bits that depend on processor state (SDM vol. 2,
-    /// "CPUID": OSXSAVE, OSPKE, APIC ids, XSAVE area size).
+    /// CPUID with the bits that depend on processor state (see
+    /// [`crate::CpuidModel::query`]).
     pub fn cpuid_query(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
-        let mut r = self.cpuid.raw(leaf, subleaf);
-        match leaf {
-            1 => {
-                r[1] = (r[1] & 0x00ff_ffff) | ((self.apic_id & 0xff) << 24);
-                if self.regs.cr4 & Cr4::OSXSAVE.bits() != 0 {
-                    r[2] |= 1 << 27;
-                } else {
-                    r[2] &= !(1 << 27);
-                }
-            }
-            7 if subleaf == 0 => {
-                if self.regs.cr4 & Cr4::PKE.bits() != 0 {
-                    r[2] |= 1 << 4;
-                } else {
-                    r[2] &= !(1 << 4);
-                }
-            }
-            0xb => {
-                r[2] = (r[2] & !0xff) | (subleaf & 0xff);
-                r[3] = self.apic_id;
-            }
-            0x8000_0008
-                // The linear-address width follows LA57: a policy that
-                // removes 5-level paging also removes the 57-bit width
-                // (Linux checks kernel pointers against it).
-                if !self.cpuid.features().la57 && (r[0] >> 8) & 0xff > 48 => {
-                    r[0] = (r[0] & !0xff00) | (48 << 8);
-                }
-            0xd if subleaf == 0 => {
-                // EBX: size of the XSAVE area for the features enabled in
-                // XCR0 (x87 + SSE: legacy region plus header).
-                r[1] = 576;
-            }
-            _ => {}
-        }
-        r
+        self.cpuid.query(self.apic_id, self.regs.cr4, leaf, subleaf)
     }
 
     fn set_flags_word(&mut self, v: u64) {
@@ -191,6 +160,12 @@ fn cpuid(cpu: &mut Cpu, _: &mut Ctx, _: &Instruction) -> Result<(), Fault> {
 }
 
 fn rdtsc(cpu: &mut Cpu, _: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
+    // 26.3 "Changes to Instruction Behavior in VMX Non-Root Operation":
+    // with "enable RDTSCP" clear, RDTSCP is an invalid opcode, which comes
+    // before any exit (26.1.1).
+    if cpu.non_root && insn.mnemonic() == Mnemonic::Rdtscp && !cpu.vmx_ctls().proc2.contains(ProcCtls2::ENABLE_RDTSCP) {
+        return Err(Fault::ud());
+    }
     if cpu.regs.cr4 & Cr4::TSD.bits() != 0 && cpu.cpl != 0 {
         return Err(Fault::gp0());
     }
@@ -301,13 +276,30 @@ fn int_n(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> 
     soft_int(cpu, ctx, insn.immediate8(), EventKind::Software)
 }
 
+/// INT3, INTO and INT1 in non-root operation when the exception bitmap
+/// intercepts their vector (26.2 "Other Causes of VM Exits"): an exception
+/// exit whose interruption information says software exception (INT3,
+/// INTO) or privileged software exception (INT1), with the instruction
+/// length (28.2.5) and RIP at the instruction (28.3.3).
+fn soft_exception_exit(cpu: &mut Cpu, vec: u8, kind: InterruptionType) -> Result<(), Fault> {
+    if cpu.non_root && cpu.soft_exception_exits(vec) {
+        let mut e = crate::virt::PendingExit::instruction(ExitReason::ExceptionOrNmi, 0);
+        e.interruption = Some((u32::from(vec) | ((kind as u32) << 8) | (1 << 31), None));
+        cpu.vmx.pending = Some(e);
+        return Err(Fault::vm_exit());
+    }
+    Ok(())
+}
+
 fn int3(cpu: &mut Cpu, ctx: &mut Ctx, _: &Instruction) -> Result<(), Fault> {
+    soft_exception_exit(cpu, vector::BP, InterruptionType::SoftwareException)?;
     cpu.note_trap(vector::BP);
     soft_int(cpu, ctx, vector::BP, EventKind::SoftException)
 }
 
 fn into(cpu: &mut Cpu, ctx: &mut Ctx, _: &Instruction) -> Result<(), Fault> {
     if cpu.regs.of() {
+        soft_exception_exit(cpu, vector::OF, InterruptionType::SoftwareException)?;
         cpu.note_trap(vector::OF);
         soft_int(cpu, ctx, vector::OF, EventKind::SoftException)?;
     }
@@ -315,6 +307,7 @@ fn into(cpu: &mut Cpu, ctx: &mut Ctx, _: &Instruction) -> Result<(), Fault> {
 }
 
 fn int1(cpu: &mut Cpu, ctx: &mut Ctx, _: &Instruction) -> Result<(), Fault> {
+    soft_exception_exit(cpu, vector::DB, InterruptionType::PrivilegedSoftwareException)?;
     cpu.note_trap(vector::DB);
     soft_int(cpu, ctx, vector::DB, EventKind::PrivSoftException)
 }
@@ -460,6 +453,16 @@ fn mov_cr(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault>
                 let v = cpu.cr_write_value(n, v, cur);
                 return cpu.write_cr(ctx, n, v);
             }
+            // 30.3 "Virtualizing CR8-Based TPR Accesses": with a TPR
+            // shadow, MOV to CR8 writes VTPR instead of the TPR (the
+            // reserved-bit check of the instruction still applies).
+            if n == 8 && cpu.vmx_ctls().proc.contains(ProcCtls::USE_TPR_SHADOW) {
+                if v >> 4 != 0 {
+                    return Err(Fault::gp0());
+                }
+                cpu.write_vtpr(ctx, v);
+                return Ok(());
+            }
         }
         cpu.write_cr(ctx, n, v)
     } else {
@@ -477,6 +480,10 @@ fn mov_cr(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault>
         let v = match n {
             0 if cpu.non_root => cpu.cr_read_shadowed(0, cpu.regs.cr0),
             4 if cpu.non_root => cpu.cr_read_shadowed(4, cpu.regs.cr4),
+            // 30.3: with a TPR shadow, MOV from CR8 reads VTPR[7:4].
+            8 if cpu.non_root && cpu.vmx_ctls().proc.contains(ProcCtls::USE_TPR_SHADOW) => {
+                u64::from((cpu.vtpr(ctx.mem) >> 4) & 0xf)
+            }
             0 => cpu.regs.cr0,
             2 => cpu.regs.cr2,
             3 => cpu.regs.cr3,
@@ -547,7 +554,11 @@ impl Cpu {
                 self.events |= events::STOP;
             }
             4 => {
-                if v & !self.cpuid.cr4_allowed() != 0 {
+                // Bits the VMX guest/host mask gives the host (CR4.VMXE
+                // under L0) are the host's business, not the guest's
+                // feature set's (SDM vol. 3C, 26.3).
+                let owned = if self.non_root { self.vmx_ctls().cr4_mask } else { 0 };
+                if v & !owned & !self.cpuid.cr4_allowed() != 0 {
                     return Err(Fault::gp0());
                 }
                 if lma && v & Cr4::PAE.bits() == 0 {
@@ -579,6 +590,15 @@ impl Cpu {
 }
 
 fn mov_dr(cpu: &mut Cpu, _: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
+    // 26.1.3, MOV DR: with "MOV-DR exiting" the exit takes priority even
+    // over the CPL #GP and the #UD for DR4/DR5 under CR4.DE.
+    if cpu.non_root && cpu.vmx_ctls().proc.contains(ProcCtls::MOV_DR_EXITING) {
+        let to_dr = insn.op0_register().is_dr();
+        let (dr, gpr) =
+            if to_dr { (insn.op0_register(), insn.op1_register()) } else { (insn.op1_register(), insn.op0_register()) };
+        let q = DrAccess { dr: (dr as u32 - Register::DR0 as u32) as u8, from_dr: !to_dr, gpr: gpr_number(gpr) };
+        return Err(cpu.exit_insn(ExitReason::MovDr, q.to_raw()));
+    }
     cpu.require_cpl0()?;
     let de = cpu.regs.cr4 & Cr4::DE.bits() != 0;
     let map = |r: Register| -> Result<usize, Fault> {
@@ -610,16 +630,96 @@ fn mov_dr(cpu: &mut Cpu, _: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
 
 fn clts(cpu: &mut Cpu, _: &mut Ctx, _: &Instruction) -> Result<(), Fault> {
     cpu.require_cpl0()?;
+    if cpu.non_root {
+        // 26.1.3, CLTS: exits when TS is host-owned and the guest believes
+        // it set; host-owned and believed clear, CLTS changes nothing
+        // (26.3).
+        let c = cpu.vmx_ctls();
+        let ts = Cr0::TS.bits();
+        if c.cr0_mask & ts != 0 {
+            if c.cr0_shadow & ts != 0 {
+                let q = CrAccess { cr: 0, access: CrAccessType::Clts, lmsw_memory: false, gpr: 0, lmsw_source: 0 };
+                return Err(cpu.exit_insn(ExitReason::ControlRegisterAccess, q.to_raw()));
+            }
+            return Ok(());
+        }
+    }
     cpu.regs.cr0 &= !Cr0::TS.bits();
     Ok(())
 }
 
 fn lmsw(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     cpu.require_cpl0()?;
-    let v = cpu.read_op(ctx, insn, 0)? & 0xf;
+    let src = cpu.read_op(ctx, insn, 0)? & 0xffff;
+    let v = src & 0xf;
+    if cpu.non_root {
+        // 26.1.3, LMSW: exits when it would set a host-owned PE the guest
+        // believes clear, or change any host-owned bit among MP, EM, TS
+        // relative to the read shadow.
+        let c = cpu.vmx_ctls();
+        let (mask, shadow) = (c.cr0_mask & 0xf, c.cr0_shadow);
+        if (mask & v & !shadow & 1 != 0) || ((v ^ shadow) & mask & 0xe != 0) {
+            let memory = insn.op0_kind() == OpKind::Memory;
+            let q =
+                CrAccess { cr: 0, access: CrAccessType::Lmsw, lmsw_memory: memory, gpr: 0, lmsw_source: src as u16 };
+            let mut e = crate::virt::PendingExit::instruction(ExitReason::ControlRegisterAccess, q.to_raw());
+            // 28.2.1: LMSW with a memory operand reports its linear address.
+            if memory {
+                let off = cpu.ea(insn);
+                e.guest_linear = Some(cpu.linear_unchecked(cpu.mem_seg(insn), off));
+            }
+            cpu.vmx.pending = Some(e);
+            return Err(Fault::vm_exit());
+        }
+    }
     // LMSW can set PE but never clear it.
     let cr0 = (cpu.regs.cr0 & !0xe) | (v & 0xe) | (cpu.regs.cr0 & 1) | (v & 1);
+    let cr0 = if cpu.non_root { cpu.cr_write_value(0, cr0, cpu.regs.cr0) } else { cr0 };
     cpu.write_cr(ctx, 0, cr0)
+}
+
+/// Whether "descriptor-table exiting" is on (26.1.3: LGDT, LIDT, LLDT, LTR,
+/// SGDT, SIDT, SLDT, STR exit; the #UD and CPL/UMIP #GP checks come
+/// first, memory-operand faults after).
+fn descriptor_table_exiting(cpu: &Cpu) -> bool {
+    cpu.non_root && cpu.vmx_ctls().proc2.contains(ProcCtls2::DESCRIPTOR_TABLE_EXITING)
+}
+
+/// Exit 46 for LGDT, LIDT, SGDT and SIDT: instruction information with
+/// the memory operand and the operand size, the displacement as
+/// qualification (28.2.1, 28.2.5).
+fn gdtr_idtr_exit(cpu: &mut Cpu, insn: &Instruction) -> Fault {
+    use iced_x86::Code;
+    let (memory, disp) = cpu.memory_operand_info(insn);
+    let instruction = match insn.mnemonic() {
+        Mnemonic::Sgdt => DescriptorTableInstruction::Sgdt,
+        Mnemonic::Sidt => DescriptorTableInstruction::Sidt,
+        Mnemonic::Lgdt => DescriptorTableInstruction::Lgdt,
+        _ => DescriptorTableInstruction::Lidt,
+    };
+    let o16 =
+        matches!(insn.code(), Code::Lgdt_m1632_16 | Code::Lidt_m1632_16 | Code::Sgdt_m1632_16 | Code::Sidt_m1632_16);
+    // The operand-size bit is undefined in 64-bit mode; 0 there.
+    let info = DescriptorTableInfo { memory, operand_size_32: cpu.bitness != 64 && !o16, instruction };
+    cpu.exit_insn_info(ExitReason::GdtrIdtrAccess, disp, info.to_raw())
+}
+
+/// Exit 47 for LLDT, LTR, SLDT and STR: register or memory operand in the
+/// instruction information, the displacement as qualification.
+fn ldtr_tr_exit(cpu: &mut Cpu, insn: &Instruction) -> Fault {
+    let instruction = match insn.mnemonic() {
+        Mnemonic::Sldt => LdtrTrInstruction::Sldt,
+        Mnemonic::Str => LdtrTrInstruction::Str,
+        Mnemonic::Lldt => LdtrTrInstruction::Lldt,
+        _ => LdtrTrInstruction::Ltr,
+    };
+    let (operand, disp) = if insn.op0_kind() == OpKind::Memory {
+        let (m, d) = cpu.memory_operand_info(insn);
+        (Operand::Memory(m), d)
+    } else {
+        (Operand::Register(gpr_number(insn.op0_register())), 0)
+    };
+    cpu.exit_insn_info(ExitReason::LdtrTrAccess, disp, LdtrTrInfo { operand, instruction }.to_raw())
 }
 
 fn umip_check(cpu: &Cpu) -> Result<(), Fault> {
@@ -631,7 +731,9 @@ fn umip_check(cpu: &Cpu) -> Result<(), Fault> {
 
 fn smsw(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     umip_check(cpu)?;
-    let v = cpu.regs.cr0;
+    // 26.3: in non-root operation SMSW, like MOV from CR0, reads the
+    // host-owned bits from the CR0 read shadow.
+    let v = if cpu.non_root { cpu.cr_read_shadowed(0, cpu.regs.cr0) } else { cpu.regs.cr0 };
     if insn.op0_kind() == OpKind::Memory {
         cpu.write_op(ctx, insn, 0, v & 0xffff)
     } else {
@@ -642,6 +744,9 @@ fn smsw(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
 
 fn lgdt_lidt(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     cpu.require_cpl0()?;
+    if descriptor_table_exiting(cpu) {
+        return Err(gdtr_idtr_exit(cpu, insn));
+    }
     let seg = cpu.mem_seg(insn);
     let off = cpu.ea(insn);
     let limit = cpu.read_mem(ctx, seg, off, 2)? as u16;
@@ -670,6 +775,9 @@ fn lgdt_lidt(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fau
 
 fn sgdt_sidt(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     umip_check(cpu)?;
+    if descriptor_table_exiting(cpu) {
+        return Err(gdtr_idtr_exit(cpu, insn));
+    }
     let t = if insn.mnemonic() == Mnemonic::Sgdt { cpu.regs.gdtr } else { cpu.regs.idtr };
     let seg = cpu.mem_seg(insn);
     let off = cpu.ea(insn);
@@ -685,6 +793,9 @@ fn lldt(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
         return Err(Fault::ud());
     }
     cpu.require_cpl0()?;
+    if descriptor_table_exiting(cpu) {
+        return Err(ldtr_tr_exit(cpu, insn));
+    }
     let sel = cpu.read_op(ctx, insn, 0)? as u16;
     if sel & !3 == 0 {
         cpu.regs.ldtr = crate::Segment { selector: sel, base: 0, limit: 0, ar: ar::UNUSABLE };
@@ -714,6 +825,9 @@ fn ltr(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
         return Err(Fault::ud());
     }
     cpu.require_cpl0()?;
+    if descriptor_table_exiting(cpu) {
+        return Err(ldtr_tr_exit(cpu, insn));
+    }
     let sel = cpu.read_op(ctx, insn, 0)? as u16;
     if sel & !3 == 0 {
         return Err(Fault::gp0());
@@ -749,6 +863,9 @@ fn sldt_str(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Faul
         return Err(Fault::ud());
     }
     umip_check(cpu)?;
+    if descriptor_table_exiting(cpu) {
+        return Err(ldtr_tr_exit(cpu, insn));
+    }
     let sel = if insn.mnemonic() == Mnemonic::Sldt { cpu.regs.ldtr.selector } else { cpu.regs.tr.selector };
     cpu.write_op(ctx, insn, 0, u64::from(sel))
 }
@@ -837,6 +954,11 @@ fn invlpg(cpu: &mut Cpu, _: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     } else {
         seg.base.wrapping_add(off) & 0xffff_ffff
     };
+    // 26.1.3, INVLPG: "INVLPG exiting" reports the linear address as
+    // qualification (28.2.1).
+    if cpu.non_root && cpu.vmx_ctls().proc.contains(ProcCtls::INVLPG_EXITING) {
+        return Err(cpu.exit_insn(ExitReason::Invlpg, la));
+    }
     cpu.tlb.flush_page(la);
     Ok(())
 }
@@ -845,7 +967,20 @@ fn invpcid(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault
     if !cpu.cpuid.features().invpcid {
         return Err(Fault::ud());
     }
+    // 26.3: without "enable INVPCID", INVPCID is #UD in non-root
+    // operation; with it, 26.1.3: "INVLPG exiting" makes it exit (after
+    // the CPL check), with the type register and the memory operand in the
+    // instruction information (28.2.5) and the displacement as
+    // qualification.
+    if cpu.non_root && !cpu.vmx_ctls().proc2.contains(ProcCtls2::ENABLE_INVPCID) {
+        return Err(Fault::ud());
+    }
     cpu.require_cpl0()?;
+    if cpu.non_root && cpu.vmx_ctls().proc.contains(ProcCtls::INVLPG_EXITING) {
+        let (m, disp) = cpu.memory_operand_info(insn);
+        let info = VmxInstructionInfo { operand: Operand::Memory(m), reg2: gpr_number(insn.op0_register()) };
+        return Err(cpu.exit_insn_info(ExitReason::Invpcid, disp, info.to_raw()));
+    }
     let ty = cpu.reg(insn.op0_register());
     let seg = cpu.mem_seg(insn);
     let off = cpu.ea(insn);
@@ -862,8 +997,19 @@ fn invpcid(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault
     Ok(())
 }
 
-fn wbinvd(cpu: &mut Cpu, _: &mut Ctx, _: &Instruction) -> Result<(), Fault> {
-    cpu.require_cpl0()
+fn wbinvd(cpu: &mut Cpu, _: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
+    cpu.require_cpl0()?;
+    if cpu.non_root {
+        // 26.1.2: INVD exits unconditionally; 26.1.3: WBINVD and WBNOINVD
+        // under "WBINVD exiting". The CPL check comes first (26.1.1).
+        if insn.mnemonic() == Mnemonic::Invd {
+            return Err(cpu.exit_insn(ExitReason::Invd, 0));
+        }
+        if cpu.vmx_ctls().proc2.contains(ProcCtls2::WBINVD_EXITING) {
+            return Err(cpu.exit_insn(ExitReason::Wbinvd, 0));
+        }
+    }
+    Ok(())
 }
 
 fn clflush(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
@@ -905,9 +1051,30 @@ fn fsgsbase(cpu: &mut Cpu, _: &mut Ctx, insn: &Instruction) -> Result<(), Fault>
 
 fn rdrand(cpu: &mut Cpu, _: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
     let f = cpu.cpuid.features();
-    let ok = if insn.mnemonic() == Mnemonic::Rdrand { f.rdrand } else { f.rdseed };
+    let rdrand = insn.mnemonic() == Mnemonic::Rdrand;
+    let ok = if rdrand { f.rdrand } else { f.rdseed };
     if !ok {
         return Err(Fault::ud());
+    }
+    if cpu.non_root {
+        // 26.1.3: RDRAND and RDSEED under their exiting controls, with
+        // the destination register and operand size in the instruction
+        // information (28.2.5: bits 6:3 and 12:11).
+        let (ctl, reason) = if rdrand {
+            (ProcCtls2::RDRAND_EXITING, ExitReason::Rdrand)
+        } else {
+            (ProcCtls2::RDSEED_EXITING, ExitReason::Rdseed)
+        };
+        if cpu.vmx_ctls().proc2.contains(ctl) {
+            let r = insn.op0_register();
+            let size = match r.size() {
+                2 => 0u32,
+                4 => 1,
+                _ => 2,
+            };
+            let info = (u32::from(gpr_number(r)) << 3) | (size << 11);
+            return Err(cpu.exit_insn_info(reason, 0, info));
+        }
     }
     // Deterministic: the same run draws the same numbers (xorshift64*).
     let mut x = cpu.rng_state;
@@ -954,9 +1121,130 @@ fn stac_clac(cpu: &mut Cpu, _: &mut Ctx, insn: &Instruction) -> Result<(), Fault
 }
 
 fn rdpmc(cpu: &mut Cpu, _: &mut Ctx, _: &Instruction) -> Result<(), Fault> {
+    // Outside CPL 0 RDPMC needs CR4.PCE; that privilege check comes before
+    // the exit of "RDPMC exiting" (26.1.1, 26.1.3).
+    if cpu.cpl != 0 && cpu.regs.cr4 & Cr4::PCE.bits() == 0 {
+        return Err(Fault::gp0());
+    }
+    if cpu.non_root && cpu.vmx_ctls().proc.contains(ProcCtls::RDPMC_EXITING) {
+        return Err(cpu.exit_insn(ExitReason::Rdpmc, 0));
+    }
     // No performance counters are implemented: every index is invalid.
-    let _ = cpu;
     Err(Fault::gp0())
+}
+
+/// PAUSE: a hint, except under "PAUSE exiting" (26.1.3), at any CPL.
+/// PAUSE-loop exiting (PLE gap and window) is not modelled.
+fn pause(cpu: &mut Cpu, _: &mut Ctx, _: &Instruction) -> Result<(), Fault> {
+    if cpu.non_root && cpu.vmx_ctls().proc.contains(ProcCtls::PAUSE_EXITING) {
+        return Err(cpu.exit_insn(ExitReason::Pause, 0));
+    }
+    Ok(())
+}
+
+/// MONITOR and MWAIT: not implemented (#UD), except that in non-root
+/// operation "MONITOR exiting" and "MWAIT exiting" make them exit
+/// (26.1.3) once the CPL check (#UD outside CPL 0) passed. The MWAIT
+/// qualification's bit 0 (monitoring hardware armed) is 0: there is no
+/// monitor.
+fn monitor_mwait(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
+    if cpu.non_root && cpu.cpl == 0 {
+        let (ctl, reason) = if insn.mnemonic() == Mnemonic::Monitor {
+            (ProcCtls::MONITOR_EXITING, ExitReason::Monitor)
+        } else {
+            (ProcCtls::MWAIT_EXITING, ExitReason::Mwait)
+        };
+        if cpu.vmx_ctls().proc.contains(ctl) {
+            return Err(cpu.exit_insn(reason, 0));
+        }
+    }
+    crate::exec::unimplemented(cpu, ctx, insn)
+}
+
+/// GETSEC: SMX is not implemented. With CR4.SMXE set (#UD otherwise,
+/// which comes first) it exits unconditionally in non-root operation
+/// (26.1.2).
+fn getsec(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
+    if cpu.regs.cr4 & Cr4::SMXE.bits() == 0 {
+        return Err(Fault::ud());
+    }
+    if cpu.non_root {
+        return Err(cpu.exit_insn(ExitReason::Getsec, 0));
+    }
+    crate::exec::unimplemented(cpu, ctx, insn)
+}
+
+/// The VMX instructions (SDM vol. 3C, ch. 31 "VMX Instruction
+/// Reference"). L0 drives the VMX unit through [`Cpu`] methods, never by
+/// executing them, so in root operation (and outside VMX operation) they
+/// stay #UD. In non-root operation they exit unconditionally (26.1.2) —
+/// after the #UD checks of their reference pages (real, virtual-8086 and
+/// compatibility mode; CR4.VMXE for VMXON) and before the CPL check, so
+/// a CPL 3 guest exits too. VMCALL exits even before the mode checks.
+/// Memory-operand forms report the operand in the instruction
+/// information (28.2.5) and the displacement as qualification (28.2.1).
+fn vmx_insn(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault> {
+    let m = insn.mnemonic();
+    if !cpu.non_root {
+        return crate::exec::unimplemented(cpu, ctx, insn);
+    }
+    if m != Mnemonic::Vmcall {
+        if matches!(cpu.mode, Mode::Real | Mode::Vm86 | Mode::Compat) {
+            return Err(Fault::ud());
+        }
+        if m == Mnemonic::Vmxon && cpu.regs.cr4 & Cr4::VMXE.bits() == 0 {
+            return Err(Fault::ud());
+        }
+    }
+    let reason = match m {
+        Mnemonic::Vmcall => ExitReason::Vmcall,
+        Mnemonic::Vmclear => ExitReason::Vmclear,
+        Mnemonic::Vmlaunch => ExitReason::Vmlaunch,
+        Mnemonic::Vmptrld => ExitReason::Vmptrld,
+        Mnemonic::Vmptrst => ExitReason::Vmptrst,
+        Mnemonic::Vmread => ExitReason::Vmread,
+        Mnemonic::Vmresume => ExitReason::Vmresume,
+        Mnemonic::Vmwrite => ExitReason::Vmwrite,
+        Mnemonic::Vmxoff => ExitReason::Vmxoff,
+        Mnemonic::Vmxon => ExitReason::Vmxon,
+        Mnemonic::Invept => ExitReason::Invept,
+        _ => ExitReason::Invvpid,
+    };
+    // Which operand is the register-or-memory one, and which register is
+    // reg2 (VMREAD/VMWRITE field encoding, INVEPT/INVVPID type).
+    let (rm, reg2) = match m {
+        Mnemonic::Vmclear | Mnemonic::Vmptrld | Mnemonic::Vmptrst | Mnemonic::Vmxon => (Some(0), 0),
+        Mnemonic::Vmread => (Some(0), gpr_number(insn.op1_register())),
+        Mnemonic::Vmwrite | Mnemonic::Invept | Mnemonic::Invvpid => (Some(1), gpr_number(insn.op0_register())),
+        _ => (None, 0),
+    };
+    let Some(rm) = rm else {
+        return Err(cpu.exit_insn(reason, 0));
+    };
+    let (operand, disp) = if insn.op_kind(rm) == OpKind::Memory {
+        let (mem, d) = cpu.memory_operand_info(insn);
+        (Operand::Memory(mem), d)
+    } else {
+        (Operand::Register(gpr_number(insn.op_register(rm))), 0)
+    };
+    let info = VmxInstructionInfo { operand, reg2 };
+    Err(cpu.exit_insn_info(reason, disp, info.to_raw()))
+}
+
+/// VMFUNC (SDM ch. 31 "VMFUNC"; 26.5.5 "VM Functions"): #UD outside
+/// non-root operation or without "enable VM functions"; a function not
+/// enabled in the VM-function controls (or EAX above 63) exits with
+/// reason 59, and so does an EPTP switch (function 0) that fails.
+fn vmfunc(cpu: &mut Cpu, ctx: &mut Ctx, _: &Instruction) -> Result<(), Fault> {
+    if !cpu.non_root || !cpu.vmx_ctls().proc2.contains(ProcCtls2::ENABLE_VM_FUNCTIONS) {
+        return Err(Fault::ud());
+    }
+    let function = cpu.regs.gpr[0] as u32;
+    let enabled = cpu.vmread(vmx::VmcsField::VmFunctionControls);
+    if function == 0 && enabled & 1 != 0 && cpu.eptp_switch(ctx.mem) {
+        return Ok(());
+    }
+    Err(cpu.exit_insn(ExitReason::Vmfunc, 0))
 }
 
 impl Cpu {
@@ -1022,6 +1310,22 @@ pub fn select(m: Mnemonic, insn: &Instruction) -> Option<crate::exec::Handler> {
         Mnemonic::Invlpg => invlpg,
         Mnemonic::Invpcid => invpcid,
         Mnemonic::Wbinvd | Mnemonic::Invd | Mnemonic::Wbnoinvd => wbinvd,
+        Mnemonic::Pause => pause,
+        Mnemonic::Monitor | Mnemonic::Mwait => monitor_mwait,
+        Mnemonic::Getsec => getsec,
+        Mnemonic::Vmcall
+        | Mnemonic::Vmclear
+        | Mnemonic::Vmlaunch
+        | Mnemonic::Vmptrld
+        | Mnemonic::Vmptrst
+        | Mnemonic::Vmread
+        | Mnemonic::Vmresume
+        | Mnemonic::Vmwrite
+        | Mnemonic::Vmxoff
+        | Mnemonic::Vmxon
+        | Mnemonic::Invept
+        | Mnemonic::Invvpid => vmx_insn,
+        Mnemonic::Vmfunc => vmfunc,
         Mnemonic::Clflush | Mnemonic::Clflushopt | Mnemonic::Clwb => clflush,
         Mnemonic::Swapgs => swapgs,
         Mnemonic::Rdfsbase | Mnemonic::Rdgsbase | Mnemonic::Wrfsbase | Mnemonic::Wrgsbase => fsgsbase,

@@ -7,11 +7,11 @@
 
 use super::Controls;
 use crate::mem::Memory;
-use crate::state::Segment;
+use crate::state::{Regs, Segment};
 use crate::{events, Activity, Bus, Cpu, Ctx};
 use vmx::check::{check_msr_load_list, EntryFailure};
 use vmx::controls::{EntryCtls, Interruptibility, InterruptionType, PinCtls};
-use vmx::{Check, EntryEnv, EntryError, EntryMemory, LaunchState, MsrEntry, VmInstructionError, VmcsField};
+use vmx::{Check, EntryEnv, EntryError, EntryMemory, LaunchState, MsrEntry, VmInstructionError, Vmcs, VmcsField};
 use x86::seg::ar;
 use x86::{Cr0, Efer};
 
@@ -158,48 +158,9 @@ impl Cpu {
     }
 
     /// 27.3.2 "Loading Guest State".
-    fn load_guest_state(&mut self, ctls: &Controls) {
+    pub(super) fn load_guest_state(&mut self, ctls: &Controls) {
         let Some(v) = self.vmx.current.as_deref() else { return };
-        let r = &mut self.regs;
-        r.cr0 = v.get(F::GuestCr0) | Cr0::ET.bits();
-        r.cr3 = v.get(F::GuestCr3);
-        r.cr4 = v.get(F::GuestCr4);
-        if ctls.entry.contains(EntryCtls::LOAD_DEBUG_CONTROLS) {
-            r.dr[7] = v.get(F::GuestDr7);
-            r.msr.debugctl = v.get(F::GuestIa32Debugctl);
-        }
-        r.msr.sysenter_cs = v.get(F::GuestIa32SysenterCs);
-        r.msr.sysenter_esp = v.get(F::GuestIa32SysenterEsp);
-        r.msr.sysenter_eip = v.get(F::GuestIa32SysenterEip);
-        if ctls.entry.contains(EntryCtls::LOAD_PAT) {
-            r.msr.pat = v.get(F::GuestIa32Pat);
-        }
-        let ia32e = ctls.entry.contains(EntryCtls::IA32E_MODE_GUEST);
-        if ctls.entry.contains(EntryCtls::LOAD_EFER) {
-            r.efer = v.get(F::GuestIa32Efer);
-        } else {
-            let lm = (Efer::LMA | Efer::LME).bits();
-            r.efer = (r.efer & !lm) | if ia32e { lm } else { 0 };
-        }
-        let seg = |f: &[F; 4]| {
-            let mut access = v.get(f[3]) as u32;
-            if access & ar::UNUSABLE != 0 {
-                // An unusable register faults on use: drop P, keep DPL
-                // (SS.DPL is the CPL).
-                access &= !ar::P;
-            }
-            Segment { selector: v.get(f[0]) as u16, base: v.get(f[1]), limit: v.get(f[2]) as u32, ar: access }
-        };
-        for (i, f) in GUEST_SEGS.iter().enumerate() {
-            r.seg[i] = seg(f);
-        }
-        r.ldtr = seg(&GUEST_LDTR);
-        r.tr = seg(&GUEST_TR);
-        r.gdtr = crate::state::DescTable { base: v.get(F::GuestGdtrBase), limit: v.get(F::GuestGdtrLimit) as u16 };
-        r.idtr = crate::state::DescTable { base: v.get(F::GuestIdtrBase), limit: v.get(F::GuestIdtrLimit) as u16 };
-        r.rip = v.get(F::GuestRip);
-        r.gpr[4] = v.get(F::GuestRsp);
-        r.set_rflags(v.get(F::GuestRflags));
+        load_guest_registers(&mut self.regs, v, ctls);
         let intr = Interruptibility::from_bits_retain(v.get(F::GuestInterruptibilityState) as u32);
         let activity = v.get(F::GuestActivityState);
         // Blocking by STI or MOV SS holds interrupts for one instruction.
@@ -303,4 +264,48 @@ impl Cpu {
             }
         }
     }
+}
+
+/// The register part of 27.3.2 "Loading Guest State": control, debug and
+/// segment registers, descriptor tables, MSRs, RIP, RSP, RFLAGS.
+pub(super) fn load_guest_registers(r: &mut Regs, v: &Vmcs, ctls: &Controls) {
+    r.cr0 = v.get(F::GuestCr0) | Cr0::ET.bits();
+    r.cr3 = v.get(F::GuestCr3);
+    r.cr4 = v.get(F::GuestCr4);
+    if ctls.entry.contains(EntryCtls::LOAD_DEBUG_CONTROLS) {
+        r.dr[7] = v.get(F::GuestDr7);
+        r.msr.debugctl = v.get(F::GuestIa32Debugctl);
+    }
+    r.msr.sysenter_cs = v.get(F::GuestIa32SysenterCs);
+    r.msr.sysenter_esp = v.get(F::GuestIa32SysenterEsp);
+    r.msr.sysenter_eip = v.get(F::GuestIa32SysenterEip);
+    if ctls.entry.contains(EntryCtls::LOAD_PAT) {
+        r.msr.pat = v.get(F::GuestIa32Pat);
+    }
+    let ia32e = ctls.entry.contains(EntryCtls::IA32E_MODE_GUEST);
+    if ctls.entry.contains(EntryCtls::LOAD_EFER) {
+        r.efer = v.get(F::GuestIa32Efer);
+    } else {
+        let lm = (Efer::LMA | Efer::LME).bits();
+        r.efer = (r.efer & !lm) | if ia32e { lm } else { 0 };
+    }
+    let seg = |f: &[F; 4]| {
+        let mut access = v.get(f[3]) as u32;
+        if access & ar::UNUSABLE != 0 {
+            // An unusable register faults on use: drop P, keep DPL
+            // (SS.DPL is the CPL).
+            access &= !ar::P;
+        }
+        Segment { selector: v.get(f[0]) as u16, base: v.get(f[1]), limit: v.get(f[2]) as u32, ar: access }
+    };
+    for (i, f) in GUEST_SEGS.iter().enumerate() {
+        r.seg[i] = seg(f);
+    }
+    r.ldtr = seg(&GUEST_LDTR);
+    r.tr = seg(&GUEST_TR);
+    r.gdtr = crate::state::DescTable { base: v.get(F::GuestGdtrBase), limit: v.get(F::GuestGdtrLimit) as u16 };
+    r.idtr = crate::state::DescTable { base: v.get(F::GuestIdtrBase), limit: v.get(F::GuestIdtrLimit) as u16 };
+    r.rip = v.get(F::GuestRip);
+    r.gpr[4] = v.get(F::GuestRsp);
+    r.set_rflags(v.get(F::GuestRflags));
 }

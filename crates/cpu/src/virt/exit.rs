@@ -49,8 +49,18 @@ impl Cpu {
         v.set(F::EntryInterruptionInfo, entry_info & !(1 << 31));
     }
 
+    /// Saves the guest state after L0's instruction emulator ran
+    /// (everything but the preemption timer, which did not run).
+    pub(super) fn save_guest_state_at_emulation(&mut self) {
+        self.save_guest_state_inner(false);
+    }
+
     /// 28.3 "Saving Guest State".
     fn save_guest_state(&mut self) {
+        self.save_guest_state_inner(true);
+    }
+
+    fn save_guest_state_inner(&mut self, timer: bool) {
         let ctls = self.vmx.ctls;
         let rflags = self.regs.rflags();
         let mut intr = Interruptibility::empty();
@@ -70,7 +80,7 @@ impl Cpu {
             Activity::Shutdown => 2,
             Activity::WaitForSipi => 3,
         };
-        let timer_left = if ctls.exit.contains(ExitCtls::SAVE_PREEMPTION_TIMER) {
+        let timer_left = if timer && ctls.exit.contains(ExitCtls::SAVE_PREEMPTION_TIMER) {
             let rate = self.vmx.caps.map_or(0, |c| c.misc().preemption_timer_rate);
             let left_ns = self.vmx.preemption_deadline.saturating_sub(self.icount);
             Some((left_ns * (crate::TSC_KHZ / 1_000_000)) >> rate)
@@ -160,7 +170,6 @@ impl Cpu {
         r.gpr[4] = v.get(F::HostRsp);
         r.set_rflags(0);
         self.activity = Activity::Active;
-        self.shutdown = None;
         self.inhibit_at = u64::MAX;
         self.ss_shadow_at = u64::MAX;
         self.ept = None;

@@ -31,9 +31,11 @@ use vmx::controls::{EntryCtls, ExitCtls, PinCtls, ProcCtls, ProcCtls2};
 use vmx::{ExitReason, Vmcs, VmcsField, VmxCaps};
 
 mod conditions;
+mod emulate;
 mod entry;
 mod exit;
 
+pub use emulate::EmulateError;
 pub use entry::VmEntry;
 pub use exit::write_guest_registers;
 
@@ -304,6 +306,26 @@ impl Cpu {
         }
     }
 
+    /// The guest's registers as the current VMCS holds them, for reports
+    /// and debuggers in root operation (in non-root operation, and without
+    /// a VMCS, the live registers). General-purpose registers other than
+    /// RSP are the live ones either way: VM exits leave them alone.
+    pub fn guest_regs(&self) -> crate::Regs {
+        let mut r = self.regs.clone();
+        if let (false, Some(v)) = (self.non_root, self.vmx.current.as_deref()) {
+            if v.launch_state == vmx::LaunchState::Launched {
+                entry::load_guest_registers(&mut r, v, &Controls::from_vmcs(v));
+            }
+        }
+        r
+    }
+
+    /// Why the processor (or, after a triple-fault exit, its guest) last
+    /// shut down.
+    pub fn shutdown_reason(&self) -> Option<&str> {
+        self.shutdown.as_deref()
+    }
+
     /// Exits committed since power-on, by basic exit reason.
     pub fn exit_counts(&self) -> &[u64; EXIT_REASONS] {
         &self.vmx.exits
@@ -320,6 +342,22 @@ impl Cpu {
     #[cold]
     pub(crate) fn exit_insn(&mut self, reason: ExitReason, qualification: u64) -> Fault {
         self.vmx.pending = Some(PendingExit::instruction(reason, qualification));
+        Fault::vm_exit()
+    }
+
+    /// Turns an EPT marker from the translation of linear address `la`
+    /// into a staged EPT-violation or EPT-misconfiguration exit (SDM vol.
+    /// 3C, 29.3.3 "EPT-Induced VM Exits"; 28.2.1 for the guest-linear
+    /// address, valid when qualification bit 7 is set). Other faults pass
+    /// through.
+    #[cold]
+    pub(crate) fn ept_exit(&mut self, f: Fault, la: u64) -> Fault {
+        let Some((misconfig, qualification, gpa)) = f.ept_info() else { return f };
+        let reason = if misconfig { ExitReason::EptMisconfiguration } else { ExitReason::EptViolation };
+        let mut e = PendingExit::event(reason, qualification);
+        e.guest_physical = Some(gpa);
+        e.guest_linear = (qualification & (1 << 7) != 0).then_some(la);
+        self.vmx.pending = Some(e);
         Fault::vm_exit()
     }
 

@@ -385,3 +385,146 @@ fn vpid_keeps_translations_across_exits() {
     assert_eq!(g.run_to_exit(), ExitReason::Cpuid as u64);
     assert_eq!(g.m.cpu.vmx.tlb_owner, Some((1, 0)));
 }
+
+#[test]
+fn l0_emulator_runs_one_guest_instruction_and_stores_the_state() {
+    // cpuid; cpuid
+    let mut g = Guest::plain(&[0x0f, 0xa2, 0x0f, 0xa2]);
+    g.m.cpu.regs.gpr[0] = 0;
+    assert_eq!(g.run_to_exit(), ExitReason::Cpuid as u64);
+    let Machine { cpu, mem, bus } = &mut g.m;
+    assert_eq!(cpu.emulate_guest_instruction(mem, bus), Ok(()));
+    assert!(!cpu.in_non_root());
+    assert_eq!(cpu.regs.rip, HOST_RIP, "back in the host context");
+    assert_eq!(cpu.vmread(F::GuestRip), CODE + 2);
+    assert_eq!(cpu.regs.gpr[3] as u32, u32::from_le_bytes(*b"Genu"), "CPUID leaf 0 ran");
+    // VMRESUME continues at the next instruction, which exits again.
+    assert_eq!(g.run_to_exit(), ExitReason::Cpuid as u64);
+    assert_eq!(g.get(F::GuestRip), CODE + 2);
+}
+
+/// Adds an identity EPT over the first 4 MiB (the test machine's RAM)
+/// minus the page at `hole`, in private memory, and enables EPT.
+fn with_identity_ept(g: &mut Guest, hole: Option<u64>) {
+    use crate::ept::EptBuilder;
+    use vmx::controls::{EptEntry, MemoryType};
+    let mem = &mut g.m.mem;
+    let mut b = EptBuilder::new(mem, |m: &mut crate::Memory| m.alloc_private_page()).unwrap();
+    b.map(mem, 0, 0, 4 << 20, EptEntry::RWX, MemoryType::WriteBack).unwrap();
+    if let Some(h) = hole {
+        b.unmap(mem, h, 0x1000).unwrap();
+    }
+    let eptp = b.eptp();
+    let proc2 = g.get(F::SecondaryProcControls) | u64::from(ProcCtls2::ENABLE_EPT.bits());
+    let proc = g.get(F::PrimaryProcControls) | u64::from(ProcCtls::ACTIVATE_SECONDARY_CONTROLS.bits());
+    g.set(F::EptPointer, eptp).set(F::SecondaryProcControls, proc2).set(F::PrimaryProcControls, proc);
+}
+
+#[test]
+fn ept_violation_reports_both_addresses_and_the_access() {
+    use crate::testutil::DATA;
+    // mov [DATA + 8], eax
+    let code = [0x89, 0x04, 0x25, 0x08, 0x00, 0x02, 0x00];
+    let mut g = Guest::plain(&code);
+    with_identity_ept(&mut g, Some(DATA));
+    assert_eq!(g.run_to_exit(), ExitReason::EptViolation as u64);
+    assert_eq!(g.get(F::GuestPhysicalAddress), DATA + 8);
+    assert_eq!(g.get(F::GuestLinearAddress), DATA + 8);
+    let q = g.get(F::ExitQualification);
+    // A write (bit 1) to a not-present page (bits 5:3 clear), from a
+    // linear-address translation (bits 7 and 8).
+    assert_eq!(q, (1 << 1) | (1 << 7) | (1 << 8));
+    assert_eq!(g.get(F::GuestRip), CODE, "the access faults: RIP stays");
+}
+
+#[test]
+fn ept_violation_on_a_guest_page_table_is_a_paging_structure_access() {
+    // The test machine's PD lives at 0x3000: unmap it.
+    let mut g = Guest::plain(&[0x90, 0xf4]);
+    with_identity_ept(&mut g, Some(0x3000));
+    assert_eq!(g.run_to_exit(), ExitReason::EptViolation as u64);
+    assert_eq!(g.get(F::GuestPhysicalAddress) & !0xfff, 0x3000);
+    // A read of a paging-structure entry: bit 0 and bit 7, not bit 8.
+    assert_eq!(g.get(F::ExitQualification), 1 | (1 << 7));
+}
+
+#[test]
+fn guest_runs_through_ept_and_unrestricted_guest_runs_real_mode() {
+    // A 64-bit guest under an identity EPT runs normally.
+    let mut g = Guest::new(&[0x0f, 0xa2], PinCtls::empty(), ProcCtls::empty(), ProcCtls2::ENABLE_VPID);
+    g.set(F::VirtualProcessorId, 3);
+    with_identity_ept(&mut g, None);
+    assert_eq!(g.run_to_exit(), ExitReason::Cpuid as u64);
+    // Real mode at 0x1000:0 (CODE) with unrestricted guest: mov ax, 0x1234; cpuid
+    let mut g = Guest::plain(&[0xb8, 0x34, 0x12, 0x0f, 0xa2]);
+    with_identity_ept(&mut g, None);
+    let proc2 = g.get(F::SecondaryProcControls) | u64::from(ProcCtls2::UNRESTRICTED_GUEST.bits());
+    g.set(F::SecondaryProcControls, proc2);
+    let entry = g.get(F::EntryControls) & !u64::from(EntryCtls::IA32E_MODE_GUEST.bits());
+    g.set(F::EntryControls, entry);
+    g.set(F::GuestCr0, (Cr0::ET | Cr0::NE).bits()).set(F::GuestCr4, Cr4::VMXE.bits()).set(F::GuestIa32Efer, 0);
+    let seg = |g: &mut Guest, f: [F; 4], sel: u64, code: bool| {
+        let access = 0x93 | if code { 0x8 } else { 0 };
+        g.set(f[0], sel).set(f[1], sel << 4).set(f[2], 0xffff).set(f[3], access);
+    };
+    for f in super::entry::GUEST_SEGS {
+        seg(&mut g, f, 0, false);
+    }
+    seg(&mut g, super::entry::GUEST_SEGS[1], CODE >> 4, true);
+    g.set(F::GuestTrAccessRights, 0x8b).set(F::GuestTrLimit, 0xffff).set(F::GuestLdtrAccessRights, 0x82);
+    g.set(F::GuestRip, 0).set(F::GuestRsp, 0x7000).set(F::GuestRflags, 2);
+    assert_eq!(g.run_to_exit(), ExitReason::Cpuid as u64, "{:?}", g.m.cpu.vmcs());
+    assert_eq!(g.get(F::GuestRip), 3);
+    assert_eq!(g.m.cpu.regs.gpr[0] & 0xffff, 0x1234);
+}
+
+/// A bus with one interrupt line, raised, and vector 0x30 behind it.
+struct OneIrq(bool);
+
+impl crate::Bus for OneIrq {
+    fn io_in(&mut self, _: u64, _: u16, _: u8) -> u32 {
+        0
+    }
+    fn io_out(&mut self, _: u64, _: u16, _: u8, _: u32) {}
+    fn mmio_read(&mut self, _: u64, _: u64, _: u8) -> u64 {
+        0
+    }
+    fn mmio_write(&mut self, _: u64, _: u64, _: u8, _: u64) {}
+    fn rdmsr(&mut self, _: u64, _: u32) -> Option<u64> {
+        None
+    }
+    fn wrmsr(&mut self, _: u64, _: u32, _: u64) -> bool {
+        false
+    }
+    fn interrupt_pending(&mut self, _: u64) -> bool {
+        self.0
+    }
+    fn ack_interrupt(&mut self, _: u64) -> Option<u8> {
+        self.0 = false;
+        Some(0x30)
+    }
+    fn take_nmi(&mut self) -> bool {
+        false
+    }
+    fn set_tpr(&mut self, _: u8) {}
+    fn tpr(&mut self) -> u8 {
+        0
+    }
+}
+
+#[test]
+fn external_interrupt_exits_whatever_if_says_and_acknowledges_on_exit() {
+    let mut g = Guest::new(&[0x90, 0xf4], PinCtls::EXTERNAL_INTERRUPT_EXITING, ProcCtls::empty(), ProcCtls2::empty());
+    let ack = g.get(F::ExitControls) | u64::from(ExitCtls::ACK_INTERRUPT_ON_EXIT.bits());
+    g.set(F::ExitControls, ack);
+    assert_eq!(g.enter(), VmEntry::Entered);
+    let before = g.m.cpu.icount;
+    let mut bus = OneIrq(true);
+    assert_eq!(g.m.cpu.run(&mut g.m.mem, &mut bus, 100), RunExit::VmExit);
+    assert_eq!(g.get(F::ExitReason), ExitReason::ExternalInterrupt as u64);
+    assert_eq!(g.get(F::ExitInterruptionInfo), 0x8000_0030);
+    assert_eq!(g.get(F::GuestRip), CODE, "no guest instruction ran");
+    assert_eq!(g.m.cpu.icount, before, "and no host one either");
+    assert_eq!(g.m.cpu.stats.exceptions, [0; 32]);
+    assert!(!bus.0, "acknowledged");
+}
