@@ -93,6 +93,24 @@ impl FieldKind {
     }
 }
 
+/// The 14 meaningful bits of an encoding (width 14:13, type 11:10, index
+/// and access type 9:0), packed densely.
+const fn slot_key(encoding: u32) -> usize {
+    ((((encoding >> 13) & 3) << 12) | (((encoding >> 10) & 3) << 10) | (encoding & 0x3ff)) as usize
+}
+
+/// [`VmcsField::slot`] of every encoding, by [`slot_key`]; built at
+/// compile time from [`VmcsField::ALL`].
+static SLOTS: [u16; 1 << 14] = {
+    let mut t = [u16::MAX; 1 << 14];
+    let mut i = 0;
+    while i < VmcsField::ALL.len() {
+        t[slot_key(VmcsField::ALL[i].encoding())] = i as u16;
+        i += 1;
+    }
+    t
+};
+
 /// Bits of a field encoding that must be zero (bit 12 and bits 31:15).
 pub const ENCODING_RESERVED: u32 = 0xffff_9000;
 
@@ -134,13 +152,11 @@ macro_rules! vmcs_fields {
 
             /// The field's position in [`VmcsField::ALL`]: a dense index
             /// for VMCS storage, so a field access is an array index
-            /// rather than a search.
-            pub const fn slot(self) -> usize {
-                #[allow(non_camel_case_types, clippy::enum_variant_names)]
-                enum Slot { $( $( $variant, )* )* }
-                match self {
-                    $( $( VmcsField::$variant => Slot::$variant as usize, )* )*
-                }
+            /// rather than a search. One load from [`SLOTS`], which is
+            /// indexed by the encoding's width, type and index bits.
+            #[inline(always)]
+            pub fn slot(self) -> usize {
+                SLOTS[slot_key(self.encoding())] as usize
             }
 
             /// The field's name in SDM terms, snake_case; stable, for traces

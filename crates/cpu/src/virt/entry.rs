@@ -84,10 +84,17 @@ impl Cpu {
     /// state, the MSR-load list and event injection. On
     /// [`VmEntry::Entered`] the guest runs at the next [`Cpu::run`].
     pub fn vm_enter(&mut self, mem: &mut Memory, bus: &mut dyn Bus, launch: bool) -> VmEntry {
+        // Only root operation enters (in non-root operation VMLAUNCH and
+        // VMRESUME are exits, which is L0's business, not this API's).
+        if self.non_root {
+            return VmEntry::VmFailInvalid;
+        }
         let Some(caps) = self.vmx.caps else { return VmEntry::VmFailInvalid };
-        let Some(vmcs) = self.vmx.current.as_deref() else { return VmEntry::VmFailInvalid };
+        let Some(launch_state) = self.vmx.current.as_deref().map(|v| v.launch_state) else {
+            return VmEntry::VmFailInvalid;
+        };
         // 27.1: launch state.
-        let state_error = match (launch, vmcs.launch_state) {
+        let state_error = match (launch, launch_state) {
             (true, LaunchState::Launched) => Some(VmInstructionError::VmlaunchNonClearVmcs),
             (false, LaunchState::Clear) => Some(VmInstructionError::VmresumeNonLaunchedVmcs),
             _ => None,
@@ -101,10 +108,15 @@ impl Cpu {
             linear_width: if self.cpuid.features().la57 { 57 } else { 48 },
             ia32e_mode: true,
         };
-        if let Err(e) = vmx::check_vm_entry(vmcs, &caps, &env, &PhysMemory(mem)) {
+        // The decoded controls stay valid until a control is written.
+        let controls_changed = self.vmx.dirty & super::dirty::CONTROLS != 0 || !self.vmx.check_cache;
+        if let Err(e) = self.entry_checks(&caps, &env, mem) {
             return self.entry_failed(mem, bus, e);
         }
-        let ctls = Controls::from_vmcs(vmcs);
+        let ctls = match (controls_changed, self.vmx.current.as_deref()) {
+            (true, Some(v)) => Controls::from_vmcs(v),
+            _ => self.vmx.ctls,
+        };
         self.load_guest_state(&ctls);
         let mut ctx = Ctx { mem, bus };
         // 27.4: the MSR-load list, after guest state.
@@ -127,11 +139,44 @@ impl Cpu {
             let ns = (ticks << rate) / (crate::TSC_KHZ / 1_000_000);
             self.vmx.preemption_deadline = self.icount.saturating_add(ns);
         }
-        self.inject_event(&mut ctx);
         // Windows, timers and pending interrupts are looked at before the
-        // first guest instruction.
-        self.events |= events::IRQ | events::STOP;
+        // first guest instruction; an exit from an earlier entry is old
+        // news.
+        self.events = (self.events & !events::VM_EXIT) | events::IRQ | events::STOP;
+        self.inject_event(&mut ctx);
         VmEntry::Entered
+    }
+
+    /// The checks of 27.2-27.4 that the fields written since the last
+    /// successful entry can affect ([`super::dirty`]); all of them after
+    /// a VMPTRLD or a failed entry. The state a VM exit saved is the
+    /// processor's own and is not re-checked, as a processor caching VMCS
+    /// data would not: only what software wrote is.
+    fn entry_checks(&mut self, caps: &vmx::VmxCaps, env: &EntryEnv, mem: &Memory) -> Result<(), EntryError> {
+        use super::dirty;
+        let Some(vmcs) = self.vmx.current.as_deref() else { return Ok(()) };
+        let d = if self.vmx.check_cache { self.vmx.dirty } else { dirty::ALL };
+        let r = if d & dirty::CONTROLS != 0 {
+            vmx::check_vm_entry(vmcs, caps, env, &PhysMemory(mem))
+        } else {
+            let host = if d & dirty::HOST != 0 { vmx::check::check_host_state(vmcs, caps, env) } else { Ok(()) };
+            host.and_then(|()| {
+                if d & dirty::GUEST != 0 {
+                    vmx::check::check_guest_state(vmcs, caps, env, &PhysMemory(mem))
+                } else if d & dirty::RIP != 0 {
+                    vmx::check::check_guest_rip_rflags(vmcs, env).map_err(|check| EntryError {
+                        failure: EntryFailure::GuestState {
+                            qualification: vmx::exit::GuestStateQualification::Default,
+                        },
+                        check,
+                    })
+                } else {
+                    Ok(())
+                }
+            })
+        };
+        self.vmx.dirty = if r.is_ok() { 0 } else { dirty::ALL };
+        r
     }
 
     /// 27.8: a failure after the control and host-state checks is a VM
@@ -151,6 +196,8 @@ impl Cpu {
                 self.vmx.ctls = ctls;
                 let mut ctx = Ctx { mem, bus };
                 self.load_host_state(&mut ctx);
+                // Reported here, not by the next run.
+                self.events &= !events::VM_EXIT;
                 self.vmx.exits[e.failure.exit_reason().map_or(0, |r| r.basic as usize) % super::EXIT_REASONS] += 1;
                 VmEntry::Failed(e)
             }

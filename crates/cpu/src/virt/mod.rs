@@ -189,6 +189,36 @@ impl PendingExit {
 /// Per-exit-reason counters (basic reasons 0-80).
 pub const EXIT_REASONS: usize = 81;
 
+/// Which VM-entry checks a VMWRITE makes necessary again (the rest passed
+/// at the last successful entry and read nothing that changed).
+pub(crate) mod dirty {
+    /// A control field: every check (controls feed all of them).
+    pub const CONTROLS: u8 = 1;
+    /// A host-state field: the host-state checks.
+    pub const HOST: u8 = 2;
+    /// A guest-state field: the guest-state checks.
+    pub const GUEST: u8 = 4;
+    /// Only guest RIP (L0 moving past an instruction): the RIP checks.
+    pub const RIP: u8 = 8;
+    /// Everything.
+    pub const ALL: u8 = CONTROLS | HOST | GUEST | RIP;
+
+    /// What writing `field` makes dirty.
+    pub const fn of(field: vmx::VmcsField) -> u8 {
+        match field {
+            vmx::VmcsField::GuestRip => RIP,
+            // No check reads RSP.
+            vmx::VmcsField::GuestRsp => 0,
+            _ => match field.kind() {
+                vmx::FieldKind::Control => CONTROLS,
+                vmx::FieldKind::HostState => HOST,
+                vmx::FieldKind::GuestState => GUEST,
+                vmx::FieldKind::ReadOnlyData => 0,
+            },
+        }
+    }
+}
+
 /// VMX state of the logical processor.
 #[derive(Clone, Debug)]
 pub struct VmxUnit {
@@ -209,6 +239,11 @@ pub struct VmxUnit {
     pub(crate) preemption_deadline: u64,
     /// Exits committed, by basic reason.
     pub exits: [u64; EXIT_REASONS],
+    /// Check groups invalidated since the last successful entry
+    /// ([`dirty`]).
+    pub(crate) dirty: u8,
+    /// Whether entries re-run only the invalidated checks (on by default).
+    pub(crate) check_cache: bool,
 }
 
 impl Default for VmxUnit {
@@ -222,6 +257,8 @@ impl Default for VmxUnit {
             tlb_owner: None,
             preemption_deadline: u64::MAX,
             exits: [0; EXIT_REASONS],
+            dirty: dirty::ALL,
+            check_cache: true,
         }
     }
 }
@@ -271,12 +308,21 @@ impl Cpu {
     /// one. A VMCS is owned by whoever holds the box, so a VMCS cannot be
     /// current on two processors.
     pub fn vmptrld(&mut self, vmcs: Box<Vmcs>) -> Option<Box<Vmcs>> {
+        self.vmx.dirty = dirty::ALL;
         self.vmx.current.replace(vmcs)
+    }
+
+    /// Whether VM entries re-run only the checks that VMWRITEs since the
+    /// last successful entry can affect (the default), or every check
+    /// every time.
+    pub fn set_entry_check_cache(&mut self, on: bool) {
+        self.vmx.check_cache = on;
     }
 
     /// Takes the current VMCS away (VMCLEAR of the current VMCS makes it
     /// clear and not current).
     pub fn vmclear_current(&mut self) -> Option<Box<Vmcs>> {
+        self.vmx.dirty = dirty::ALL;
         let mut v = self.vmx.current.take()?;
         v.launch_state = vmx::LaunchState::Clear;
         Some(v)
@@ -289,6 +335,7 @@ impl Cpu {
 
     /// The current VMCS, writable (VMWRITE to many fields).
     pub fn vmcs_mut(&mut self) -> Option<&mut Vmcs> {
+        self.vmx.dirty = dirty::ALL;
         self.vmx.current.as_deref_mut()
     }
 
@@ -302,6 +349,7 @@ impl Cpu {
     #[inline]
     pub fn vmwrite(&mut self, field: VmcsField, value: u64) {
         if let Some(v) = self.vmx.current.as_deref_mut() {
+            self.vmx.dirty |= dirty::of(field);
             v.set(field, value);
         }
     }

@@ -528,3 +528,40 @@ fn external_interrupt_exits_whatever_if_says_and_acknowledges_on_exit() {
     assert_eq!(g.m.cpu.stats.exceptions, [0; 32]);
     assert!(!bus.0, "acknowledged");
 }
+
+#[test]
+fn entries_recheck_whatever_software_wrote_since_the_last_one() {
+    // cpuid; cpuid; cpuid
+    let mut g = Guest::plain(&[0x0f, 0xa2, 0x0f, 0xa2, 0x0f, 0xa2]);
+    assert_eq!(g.run_to_exit(), ExitReason::Cpuid as u64);
+    // A host field: the host-state checks run again.
+    g.set(F::HostCsSelector, 0);
+    assert!(matches!(g.enter(), VmEntry::VmFailValid { error: VmInstructionError::EntryInvalidHostState, .. }));
+    g.set(F::HostCsSelector, 8);
+    // Guest RIP alone: its own checks run again (non-canonical even with
+    // 57-bit linear addresses).
+    g.set(F::GuestRip, 1 << 60);
+    match g.enter() {
+        VmEntry::Failed(e) => assert_eq!(e.check.id, "guest.rip.canonical"),
+        other => panic!("{other:?}"),
+    }
+    g.set(F::GuestRip, CODE + 2);
+    // Any other guest field: every guest-state check.
+    g.set(F::GuestTrAccessRights, 0x83);
+    assert!(matches!(g.enter(), VmEntry::Failed(_)));
+    g.set(F::GuestTrAccessRights, 0x8b);
+    // A control: everything, controls first.
+    g.set(F::IoBitmapA, 0x1001);
+    g.set(F::PrimaryProcControls, g.get(F::PrimaryProcControls) | u64::from(ProcCtls::USE_IO_BITMAPS.bits()));
+    assert!(matches!(g.enter(), VmEntry::VmFailValid { error: VmInstructionError::EntryInvalidControls, .. }));
+    g.set(F::IoBitmapA, IO_BITMAP_A);
+    assert_eq!(g.enter(), VmEntry::Entered);
+    assert_eq!(g.enter(), VmEntry::VmFailInvalid, "already in non-root operation");
+    assert_eq!(g.m.run(), RunExit::VmExit);
+    assert_eq!(g.get(F::GuestRip), CODE + 2);
+    // With the cache off every entry runs every check, with the same
+    // outcome.
+    g.m.cpu.set_entry_check_cache(false);
+    g.set(F::GuestRip, CODE + 4);
+    assert_eq!(g.run_to_exit(), ExitReason::Cpuid as u64);
+}
