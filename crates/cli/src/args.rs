@@ -21,7 +21,7 @@ use clap::{Args, Parser, Subcommand};
 pub const QEMU_HELP: &str = "\
 QEMU-compatible invocation (a drop-in for qemu-system-x86_64 -kernel):
   turtles -kernel FILE [-append STR] [-initrd FILE[ ARGS][,FILE2 ...]] [-smp N]
-          [-m SIZE[k|M|G|T]] [-cpu max|host|qemu64[,+feat,-feat,feat=on|off]]
+          [-m SIZE[k|M|G|T]] [-cpu PRESET|FILE.toml[,+feat,-feat,feat=on|off]]
           [-device isa-debug-exit[,iobase=0xf4,iosize=0x4]] [-device pc-testdev]
           [-device pci-testdev] [-device help] [-machine pit=off|accel=..]
           [-serial stdio|none|file:PATH] [-debugcon stdio|none|file:PATH]
@@ -127,8 +127,10 @@ pub struct RunOptions {
     /// Modules: `FILE[ ARGS][,FILE2[ ARGS]...]` (`,,` for a literal comma).
     #[arg(long, value_name = "FILES")]
     pub initrd: Option<String>,
-    /// CPU model and features: max, host or qemu64, then +feat/-feat.
-    #[arg(long, value_name = "MODEL[,+FEAT,-FEAT]")]
+    /// CPU policy: a preset (max, host, qemu64, minimal, server,
+    /// nested-min) or a TOML policy file, then +feat/-feat; `help` lists
+    /// them.
+    #[arg(long, value_name = "PRESET|FILE[,+FEAT,-FEAT]")]
     pub cpu: Option<String>,
     /// A device: isa-debug-exit[,iobase=A,iosize=N], pc-testdev,
     /// pci-testdev, or `help`.
@@ -152,6 +154,10 @@ pub struct RunOptions {
     /// Print statistics to stderr after the run.
     #[arg(long)]
     pub stats: bool,
+    /// Run the guest directly on the CPU instead of as a VM under L0
+    /// (no VMX; for comparison and debugging).
+    #[arg(long)]
+    pub direct: bool,
     /// Trace categories to stderr: exits, sched, irq, io, insns, all.
     #[arg(long, value_name = "LIST")]
     pub trace: Option<String>,
@@ -325,7 +331,9 @@ pub fn preparse(args: &[String]) -> Result<Vec<String>, CliError> {
     match first.as_str() {
         "run" | "demo" => {
             let (kernel, rest) = canonicalize(&args[1..], false)?;
-            v.push(first.clone());
+            // `turtles run --cpu help` lists the CPUs without a kernel.
+            let cpu_help = rest.iter().any(|a| a == "--cpu=help" || a == "--cpu=?");
+            v.push(if kernel.is_none() && cpu_help { "demo".to_string() } else { first.clone() });
             v.extend(kernel);
             v.extend(rest);
         }

@@ -157,8 +157,11 @@ name \"pci-testdev\", bus PCI, desc \"PCI Test Device\"
 
 /// The `-cpu help` text.
 pub fn cpu_help() -> String {
-    let mut s = String::from("Available CPUs:\n");
-    for (name, desc) in vmm::cpu_model::MODELS {
+    let mut s = String::from(
+        "Available CPUs (presets; the default is max without VMX; or FILE.toml, a CPU policy file \
+         in the format of crates/vmm/src/policy.rs):\n",
+    );
+    for (name, desc) in vmm::policy::PRESETS {
         s.push_str(&format!("x86 {name:<10} {desc}\n"));
     }
     s.push_str("\nRecognized CPUID flags (available on Turtles' CPU):\n ");
@@ -270,12 +273,18 @@ pub fn trace_directives(list: &str) -> Result<Vec<&'static str>, CliError> {
     let mut out = Vec::new();
     for cat in list.split(',').map(str::trim).filter(|c| !c.is_empty()) {
         let d: &[&'static str] = match cat {
-            "exits" | "exit" => &["turtles::exit=debug"],
+            "exits" | "exit" => &["turtles::exit=debug", "turtles::vmexit=trace"],
             "sched" | "quantum" => &["turtles::sched=trace"],
             "irq" | "irqs" => &["turtles::irq=trace"],
             "io" => &["turtles::io=trace"],
             "insns" | "insn" => &["turtles::insn=trace"],
-            "all" => &["turtles::exit=debug", "turtles::sched=trace", "turtles::irq=trace", "turtles::io=trace"],
+            "all" => &[
+                "turtles::exit=debug",
+                "turtles::vmexit=trace",
+                "turtles::sched=trace",
+                "turtles::irq=trace",
+                "turtles::io=trace",
+            ],
             _ => {
                 return Err(CliError(format!(
                     "--trace {list}: unknown category '{cat}' (exits, sched, irq, io, insns, all)"
@@ -396,7 +405,7 @@ pub fn prepare(kernel: ImageSource, o: &RunOptions) -> Result<Prepared, CliError
         if matches!(c.as_str(), "help" | "?") {
             return Ok(Prepared::Print(cpu_help()));
         }
-        cfg.cpu_model = vmm::parse_cpu_spec(c).map_err(|e| CliError(e.to_string()))?;
+        cfg.cpu_policy = vmm::CpuPolicy::from_spec(c).map_err(|e| CliError(e.to_string()))?;
     }
     let mut devices = DeviceConfig::default();
     for d in &o.devices {
@@ -420,6 +429,10 @@ pub fn prepare(kernel: ImageSource, o: &RunOptions) -> Result<Prepared, CliError
         cfg.timeout = Some(parse_timeout(t)?);
     }
     cfg.no_reboot = o.no_reboot;
+    if o.direct {
+        cfg.vcpu_mode = vmm::l0::VcpuMode::Direct;
+    }
+    cfg.exit_timing = o.stats;
     if let Some(t) = &o.trace {
         trace_directives(t)?;
     }
@@ -543,7 +556,10 @@ mod tests {
 
     #[test]
     fn trace_categories() {
-        assert_eq!(trace_directives("exits,irq").unwrap(), vec!["turtles::exit=debug", "turtles::irq=trace"]);
+        assert_eq!(
+            trace_directives("exits,irq").unwrap(),
+            vec!["turtles::exit=debug", "turtles::vmexit=trace", "turtles::irq=trace"]
+        );
         assert!(trace_directives("bogus").unwrap_err().0.contains("unknown category 'bogus'"));
     }
 

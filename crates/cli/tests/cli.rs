@@ -245,3 +245,60 @@ fn power_off_and_reset_with_no_reboot_exit_0() {
     let o = turtles(&["-kernel", k.to_str().expect("utf-8 path"), "-no-reboot", "--timeout", "60"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
+
+#[test]
+fn cpu_policy_errors_and_help() {
+    let o = turtles(&["run", "k.elf", "--cpu", "nosuch"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o), "turtles: CPU model 'nosuch' is neither a preset nor a policy file (see --cpu help)\n");
+    assert!(o.stdout.is_empty());
+    let o = turtles(&["run", "k.elf", "--cpu", "minimal,+avx512f"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o), "turtles: CPU feature 'avx512f' is not available on Turtles' CPU\n");
+    for args in [&["run", "--cpu", "help"][..], &["-cpu", "help"][..]] {
+        let o = turtles(args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        let out = stdout(&o);
+        for preset in ["max", "host", "qemu64", "minimal", "server", "nested-min"] {
+            assert!(out.lines().any(|l| l.starts_with(&format!("x86 {preset} "))), "{preset} missing from:\n{out}");
+        }
+    }
+}
+
+#[test]
+fn cpu_policy_minimal_boots_the_demo() {
+    let o = turtles(&["demo", "--cpu", "minimal"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(33), "stdout:\n{out}\nstderr:\n{}", stderr(&o));
+    assert!(out.lines().any(|l| l.starts_with("PASS")), "{out}");
+    assert!(!out.lines().any(|l| l.starts_with("FAIL")), "{out}");
+}
+
+#[test]
+fn cpu_policy_refuses_what_it_does_not_offer() {
+    // rdrand eax; mov al, 0x10; out 0xf4, al; cli; hlt
+    let k = kernel_file("rdrand", &[0x0f, 0xc7, 0xf0, 0xb0, 0x10, 0xe6, 0xf4, 0xfa, 0xf4]);
+    let k = k.to_str().expect("utf-8 path");
+    let o = turtles(&["run", k, "--cpu", "max", "--timeout", "60"]);
+    assert_eq!(o.status.code(), Some(33), "{}", stderr(&o));
+    // Without RDRAND in the policy it is #UD; with no IDT, a triple fault.
+    let o = turtles(&["run", k, "--cpu", "minimal", "--timeout", "60"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // A policy file on top of minimal, with RDRAND added back.
+    let policy = std::env::temp_dir().join(format!("turtles-test-{}-cpu.toml", std::process::id()));
+    std::fs::write(&policy, "base = \"minimal\"\nname = \"small\"\n").expect("write policy");
+    let spec = format!("{},+rdrand", policy.display());
+    let o = turtles(&["run", k, "--cpu", &spec, "--timeout", "60"]);
+    assert_eq!(o.status.code(), Some(33), "{}", stderr(&o));
+    std::fs::write(&policy, "base = \"minimal\"\n[vmx]\npreset = \"turtles\"\n").expect("write policy");
+    let o = turtles(&["run", k, "--cpu", policy.to_str().expect("utf-8 path")]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "turtles: CPU policy '{}': the policy offers VMX capabilities ([vmx]) but CPUID.1:ECX.VMX (bit 5) is clear\n",
+            policy.display()
+        )
+    );
+    let _ = std::fs::remove_file(&policy);
+}

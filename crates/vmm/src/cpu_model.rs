@@ -8,6 +8,10 @@
 //! SYSCALL, NX, LAHF_LM, SVM) intersected with that. Vendor, brand and
 //! leaf layout stay Turtles'.
 //!
+//! `turtles --cpu` goes through [`crate::policy`], which builds its presets
+//! (minimal, server, nested-min besides these) and policy files on the
+//! helpers here and takes the same modifiers.
+//!
 //! Feature names are QEMU's (`pni`/`sse3`, `sse4.1`/`sse4_1`, `lahf-lm`/
 //! `lahf_lm`...). `-feat` clears the CPUID bit (the executor then refuses
 //! the feature too, since it checks the same bits). `+feat` sets it only
@@ -272,18 +276,9 @@ pub fn available_features() -> Vec<&'static str> {
     FEATURES.iter().filter(|f| bit_set(&max, f)).map(|f| f.names[0]).collect()
 }
 
-/// The CPU models `-cpu` accepts, with a description.
-pub const MODELS: &[(&str, &str)] = &[
-    ("max", "everything Turtles' CPU implements"),
-    ("host", "alias of max"),
-    ("qemu64", "QEMU's qemu64 features that Turtles' CPU implements"),
-];
-
 /// QEMU's qemu64 model intersected with Turtles' CPU.
 pub fn qemu64() -> CpuidModel {
-    let max = CpuidModel::turtles_max();
-    let mut m = max.clone();
-    let keep = [
+    const KEEP: &[&str] = &[
         // PPRO_FEATURES | PSE36
         "fpu",
         "de",
@@ -312,12 +307,54 @@ pub fn qemu64() -> CpuidModel {
         "lahf-lm",
         "svm", // CPUID.80000001H:ECX
     ];
+    restrict(&CpuidModel::turtles_max(), KEEP)
+}
+
+/// `base` with every known feature bit cleared except those named in
+/// `keep` (first or alternative QEMU spellings).
+pub(crate) fn restrict(base: &CpuidModel, keep: &[&str]) -> CpuidModel {
+    let mut m = base.clone();
     for f in FEATURES {
         if !f.names.iter().any(|n| keep.contains(n)) {
             set_bit(&mut m, f, false);
         }
     }
     m
+}
+
+/// Sets or clears the feature called `name`; `false` if no feature has
+/// that name.
+pub(crate) fn set_feature(m: &mut CpuidModel, name: &str, on: bool) -> bool {
+    match find_feature(name) {
+        Some(f) => {
+            set_bit(m, f, on);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Whether `m` reports the feature called `name` (false for unknown names).
+pub(crate) fn has_feature(m: &CpuidModel, name: &str) -> bool {
+    find_feature(name).is_some_and(|f| bit_set(m, f))
+}
+
+/// The QEMU name of feature bit `bit` of register `reg` (0 = EAX ... 3 =
+/// EDX) of CPUID leaf `leaf`, subleaf `subleaf`.
+pub(crate) fn feature_name(leaf: u32, subleaf: u32, reg: usize, bit: u32) -> Option<&'static str> {
+    FEATURES
+        .iter()
+        .find(|f| f.leaf == leaf && f.subleaf.unwrap_or(0) == subleaf && f.reg as usize == reg && f.bit == bit)
+        .map(|f| f.names[0])
+}
+
+/// The registers that hold feature bits, as (leaf, subleaf, register).
+pub(crate) fn feature_registers() -> Vec<(u32, u32, usize)> {
+    let mut regs: Vec<(u32, u32, usize)> =
+        FEATURES.iter().map(|f| (f.leaf, f.subleaf.unwrap_or(0), f.reg as usize)).collect();
+    regs.sort_unstable();
+    regs.dedup();
+    regs
 }
 
 /// Builds the CPUID model of a `-cpu` specification: a model name followed
@@ -332,37 +369,59 @@ pub fn parse_cpu_spec(spec: &str) -> Result<CpuidModel, CpuModelError> {
         "qemu64" => qemu64(),
         other => return Err(CpuModelError::UnknownModel(other.to_string())),
     };
+    apply_modifiers(&mut m, parts, &max)?;
+    Ok(m)
+}
+
+/// Applies comma-separated `+feat`, `-feat`, `feat=on|off` or ignored
+/// properties to `m`; `+feat` is refused unless `available` has the bit.
+pub(crate) fn apply_modifiers<'a>(
+    m: &mut CpuidModel,
+    parts: impl IntoIterator<Item = &'a str>,
+    available: &CpuidModel,
+) -> Result<(), CpuModelError> {
     for part in parts {
-        let part = part.trim();
-        if part.is_empty() {
-            continue;
-        }
-        let (name, on) = if let Some(n) = part.strip_prefix('+') {
-            (n, true)
-        } else if let Some(n) = part.strip_prefix('-') {
-            (n, false)
-        } else if let Some((n, v)) = part.split_once('=') {
-            if IGNORED_PROPERTIES.contains(&n) {
-                continue;
-            }
-            let on = match v {
-                "on" | "true" | "yes" | "1" => true,
-                "off" | "false" | "no" | "0" => false,
-                _ => return Err(CpuModelError::BadValue { name: n.to_string(), value: v.to_string() }),
-            };
-            (n, on)
-        } else if IGNORED_PROPERTIES.contains(&part) {
-            continue;
-        } else {
-            (part, true)
-        };
+        let Some((name, on)) = parse_modifier(part)? else { continue };
         let feat = find_feature(name).ok_or_else(|| CpuModelError::UnknownFeature(name.to_string()))?;
-        if on && !bit_set(&max, feat) {
+        if on && !bit_set(available, feat) {
             return Err(CpuModelError::FeatureUnavailable(name.to_string()));
         }
-        set_bit(&mut m, feat, on);
+        set_bit(m, feat, on);
     }
-    Ok(m)
+    Ok(())
+}
+
+/// One `-cpu` modifier as (feature name, on); `None` for empty parts and
+/// ignored properties.
+pub(crate) fn parse_modifier(part: &str) -> Result<Option<(&str, bool)>, CpuModelError> {
+    let part = part.trim();
+    if part.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(if let Some(n) = part.strip_prefix('+') {
+        (n, true)
+    } else if let Some(n) = part.strip_prefix('-') {
+        (n, false)
+    } else if let Some((n, v)) = part.split_once('=') {
+        if IGNORED_PROPERTIES.contains(&n) {
+            return Ok(None);
+        }
+        let on = match v {
+            "on" | "true" | "yes" | "1" => true,
+            "off" | "false" | "no" | "0" => false,
+            _ => return Err(CpuModelError::BadValue { name: n.to_string(), value: v.to_string() }),
+        };
+        (n, on)
+    } else if IGNORED_PROPERTIES.contains(&part) {
+        return Ok(None);
+    } else {
+        (part, true)
+    }))
+}
+
+/// Whether `name` (a modifier's feature name) is the feature `canonical`.
+pub(crate) fn is_feature(name: &str, canonical: &str) -> bool {
+    find_feature(name).is_some_and(|f| f.names[0] == canonical)
 }
 
 /// The CPUID model of vCPU `apic_id` of `ncpus`: `base` with the topology

@@ -10,6 +10,9 @@
 //!   builds the memory map the guest is told about;
 //! * [`cpu_model`] turns QEMU's `-cpu MODEL[,+feat,-feat]` into the CPUID
 //!   answers each vCPU gives;
+//! * [`policy`] is the per-VM CPU policy behind `--cpu`: a preset or a TOML
+//!   file naming the CPUID answers, readable MSR values and VMX
+//!   capabilities a VM is offered;
 //! * [`vm`] is the machine and its run loop; [`report`] what a run tells the
 //!   user afterwards.
 //!
@@ -20,13 +23,16 @@
 
 mod bus;
 pub mod cpu_model;
+pub mod l0;
 pub mod layout;
 pub mod loader;
+pub mod policy;
 pub mod report;
 pub mod vm;
 
 pub use cpu_model::{parse_cpu_spec, CpuModelError};
 pub use loader::{BootState, KernelFormat, LoadError, ModuleImage};
+pub use policy::{CpuPolicy, PolicyError};
 pub use report::{CpuState, ExitKind, RunReport};
 pub use vm::{DeviceConfig, ImageSource, ModuleSpec, SharedWriter, Vm, VmConfig, VmError};
 
@@ -43,4 +49,6 @@ pub mod trace_targets {
     pub const IO: &str = "turtles::io";
     /// Every instruction executed, with its bytes (trace; slow).
     pub const INSN: &str = "turtles::insn";
+    /// Every VM exit L0 handles: reason, qualification, guest RIP (trace).
+    pub const VMEXIT: &str = "turtles::vmexit";
 }

@@ -193,6 +193,8 @@ pub struct RunReport {
     pub resets: u32,
     /// Final state of every CPU.
     pub cpus: Vec<CpuState>,
+    /// VM exits L0 handled, by reason.
+    pub exits: crate::l0::ExitStats,
 }
 
 /// At most this many CPU lines in a failure report.
@@ -275,6 +277,16 @@ impl RunReport {
         if self.lapic_msr > 0 {
             let _ = writeln!(s, "  {:<16} {:>12} {:>12}", "lapic (msr)", self.lapic_msr, 0);
         }
+        let rows = self.exits.rows();
+        if rows.is_empty() {
+            let _ = writeln!(s, "vm exits: none");
+        } else {
+            let _ = writeln!(s, "vm exits: {} (reason, count, host time, host ns per exit):", self.exits.total());
+            for (name, n, ns) in rows {
+                let per = ns.checked_div(n).unwrap_or(0);
+                let _ = writeln!(s, "  {name:<24} {n:>12} {:>10.3} ms {per:>8}", ns as f64 / 1e6);
+            }
+        }
         s
     }
 }
@@ -306,6 +318,7 @@ mod tests {
             lapic_msr: 0,
             unhandled: vec![UnhandledAccess { mmio: false, addr: 0x2f8, size: 1, write: false }],
             resets: 0,
+            exits: Default::default(),
             cpus: vec![CpuState {
                 cpu: 0,
                 mode: Mode::Long,

@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cpu::mmu::{self, Access, AccessCtx};
-use cpu::{Activity, Cpu, CpuidModel, Memory, Mode, RunExit};
+use cpu::{Activity, Cpu, Memory, Mode, Regs, RunExit};
 use devices::{CpuEvent, ExitRequest, Platform, PlatformConfig};
 use thiserror::Error;
 use tracing::{debug, trace};
@@ -46,8 +46,10 @@ use x86::seg::sreg;
 
 use crate::bus::VcpuBus;
 use crate::cpu_model::with_topology;
+use crate::l0::{ExitStats, L0Error, L0Shared, Vcpu, VcpuMode};
 use crate::layout;
 use crate::loader::{self, BootParams, BootState, LoadError, ModuleImage};
+use crate::policy::CpuPolicy;
 use crate::report::{CpuState, DeviceCount, ExitKind, RunReport};
 use crate::trace_targets::{EXIT, INSN, IRQ, SCHED};
 
@@ -213,9 +215,10 @@ pub struct VmConfig {
     pub modules: Vec<ModuleSpec>,
     /// Optional devices.
     pub devices: DeviceConfig,
-    /// CPUID model shared by all vCPUs (topology fields are filled in per
-    /// vCPU).
-    pub cpu_model: CpuidModel,
+    /// The CPU policy: CPUID answers shared by all vCPUs (topology fields
+    /// are filled in per vCPU), readable MSR values and the VMX
+    /// capabilities offered.
+    pub cpu_policy: CpuPolicy,
     /// Wall-clock limit of [`Vm::run`].
     pub timeout: Option<Duration>,
     /// A guest reset ends the run instead of rebooting (`-no-reboot`).
@@ -230,12 +233,17 @@ pub struct VmConfig {
     /// Bytes for COM1's receiver; a disconnected channel means end of
     /// input.
     pub serial_in: Option<Receiver<Vec<u8>>>,
+    /// Run the guest as a VM under L0 (VMX non-root operation, the
+    /// default) or directly on the CPU.
+    pub vcpu_mode: VcpuMode,
+    /// Measure host time per VM exit (for `--stats`).
+    pub exit_timing: bool,
 }
 
 impl VmConfig {
     /// A configuration with QEMU's defaults: 128 MiB, one CPU, the PIT, no
-    /// optional test device, Turtles' full CPU, no timeout, serial output
-    /// dropped.
+    /// optional test device, Turtles' full CPU without VMX
+    /// ([`CpuPolicy::default`]), no timeout, serial output dropped.
     pub fn new(kernel: ImageSource) -> VmConfig {
         VmConfig {
             kernel,
@@ -244,13 +252,15 @@ impl VmConfig {
             append: String::new(),
             modules: Vec::new(),
             devices: DeviceConfig::default(),
-            cpu_model: CpuidModel::turtles_max(),
+            cpu_policy: CpuPolicy::default(),
             timeout: None,
             no_reboot: false,
             quantum: DEFAULT_QUANTUM,
             serial_out: SharedWriter::sink(),
             debugcon: None,
             serial_in: None,
+            vcpu_mode: VcpuMode::L0,
+            exit_timing: false,
         }
     }
 }
@@ -297,6 +307,9 @@ pub enum VmError {
     /// The ACPI tables outgrew their area.
     #[error("ACPI tables take {0} bytes, more than fit at 0xe0000")]
     AcpiTooLarge(usize),
+    /// L0 could not build its structures for the VM.
+    #[error(transparent)]
+    L0(#[from] L0Error),
 }
 
 /// The immutable inputs a machine is (re)built from.
@@ -308,15 +321,17 @@ struct Spec {
     ram_size: u64,
     ncpus: u32,
     devices: DeviceConfig,
-    cpu_model: CpuidModel,
+    cpu_policy: CpuPolicy,
     serial_out: SharedWriter,
+    vcpu_mode: VcpuMode,
+    exit_timing: bool,
 }
 
 /// RAM, platform and CPUs: what a reset rebuilds.
 struct Machine {
     mem: Memory,
     platform: Platform,
-    cpus: Vec<Cpu>,
+    cpus: Vec<Vcpu>,
     boot: BootState,
     /// Set by [`PanicWatch`] on the serial output.
     panic_state: Arc<std::sync::atomic::AtomicU8>,
@@ -333,13 +348,16 @@ struct Carried {
     devices: Vec<DeviceCount>,
     lapic_msr: u64,
     virtual_ns: u64,
+    exits: ExitStats,
 }
 
 impl Carried {
     fn absorb(&mut self, m: &Machine, now_ns: u64) {
         self.insns.resize(m.cpus.len().max(self.insns.len()), 0);
         self.interrupts.resize(256, 0);
-        for (i, c) in m.cpus.iter().enumerate() {
+        for (i, v) in m.cpus.iter().enumerate() {
+            self.exits.add(&v.exits);
+            let c = &v.cpu;
             self.insns[i] += c.icount;
             for (a, b) in self.exceptions.iter_mut().zip(c.stats.exceptions.iter()) {
                 *a += b;
@@ -417,15 +435,24 @@ fn build(spec: &Spec) -> Result<Machine, VmError> {
     )
     .map_err(|source| VmError::Load { kernel: spec.kernel_name.clone(), source })?;
 
+    let shared = match spec.vcpu_mode {
+        VcpuMode::L0 => Some(L0Shared::new(&mut mem, &spec.cpu_policy)?),
+        VcpuMode::Direct => None,
+    };
     let cpus = (0..spec.ncpus)
         .map(|i| {
-            let mut c = Cpu::new(i, with_topology(&spec.cpu_model, i, spec.ncpus));
+            let mut c = Cpu::new(i, with_topology(&spec.cpu_policy.cpuid, i, spec.ncpus));
             if i == 0 {
                 boot.apply(&mut c);
             } else {
                 c.init();
             }
-            c
+            let mut v = match shared {
+                Some(sh) => Vcpu::under_l0(c, sh, &spec.cpu_policy),
+                None => Vcpu::direct(c),
+            };
+            v.timing = spec.exit_timing;
+            v
         })
         .collect();
     debug!(
@@ -486,8 +513,10 @@ impl Vm {
             ram_size: ram,
             ncpus: config.cpus,
             devices: config.devices,
-            cpu_model: config.cpu_model,
+            cpu_policy: config.cpu_policy,
             serial_out: config.serial_out,
+            vcpu_mode: config.vcpu_mode,
+            exit_timing: config.exit_timing,
         };
         let m = build(&spec)?;
         Ok(Vm {
@@ -511,8 +540,13 @@ impl Vm {
         &self.m.boot
     }
 
+    /// The CPU policy the VM was built with.
+    pub fn cpu_policy(&self) -> &CpuPolicy {
+        &self.spec.cpu_policy
+    }
+
     /// The vCPUs.
-    pub fn cpus(&self) -> &[Cpu] {
+    pub fn cpus(&self) -> &[Vcpu] {
         &self.m.cpus
     }
 
@@ -566,7 +600,7 @@ impl Vm {
         if let Some(d) = &mut self.debugcon {
             let _ = d.flush();
         }
-        let now_ns = self.m.cpus.iter().map(Cpu::now_ns).max().unwrap_or(self.now_ns);
+        let now_ns = self.m.cpus.iter().map(|v| v.cpu.now_ns()).max().unwrap_or(self.now_ns);
         debug!(target: EXIT, now_ns, "run ended: {exit}");
         Ok(self.report(exit, start.elapsed()))
     }
@@ -577,9 +611,9 @@ impl Vm {
         let mut retired = 0;
         for i in 0..self.m.cpus.len() {
             self.deliver_cpu_events(i);
-            let before = self.m.cpus[i].icount;
+            let before = self.m.cpus[i].cpu.icount;
             let exit = self.slice(i, trace_insns);
-            let cpu = &self.m.cpus[i];
+            let cpu = &self.m.cpus[i].cpu;
             retired += cpu.icount - before;
             trace!(target: SCHED, cpu = i, now_ns = self.now_ns, insns = cpu.icount - before, rip = cpu.regs.rip, "{exit:?}");
             if let Some(req) = self.m.platform.exit_request() {
@@ -594,27 +628,28 @@ impl Vm {
         self.retired.fetch_add(retired, std::sync::atomic::Ordering::Relaxed);
         self.now_ns += self.quantum;
         self.m.platform.advance(self.now_ns);
-        if retired == 0 && self.m.cpus.iter().all(|c| c.activity != Activity::Active) {
+        if retired == 0 && self.m.cpus.iter().all(|c| c.activity() != Activity::Active) {
             return Ok(self.idle());
         }
         Ok(None)
     }
 
     fn slice(&mut self, i: usize, trace_insns: bool) -> RunExit {
-        let cpu = &mut self.m.cpus[i];
-        cpu.set_clock(self.now_ns);
+        let vcpu = &mut self.m.cpus[i];
+        vcpu.cpu.set_clock(self.now_ns);
         let mut bus = VcpuBus { platform: &mut self.m.platform, cpu: i as u32, debugcon: self.debugcon.as_mut() };
         if !trace_insns {
-            return cpu.run(&mut self.m.mem, &mut bus, self.quantum);
+            return vcpu.run(&mut self.m.mem, &mut bus, self.quantum);
         }
-        let end = cpu.icount + self.quantum;
+        let end = vcpu.cpu.icount + self.quantum;
         loop {
-            if cpu.activity == Activity::Active {
-                let bytes = insn_bytes(cpu, &mut self.m.mem);
-                trace!(target: INSN, cpu = i, "{:04x}:{:x} {}", cpu.regs.seg[sreg::CS].selector, cpu.regs.rip, hex(&bytes));
+            if vcpu.activity() == Activity::Active {
+                let regs = vcpu.cpu.guest_regs();
+                let bytes = insn_bytes(&regs, &mut self.m.mem);
+                trace!(target: INSN, cpu = i, "{:04x}:{:x} {}", regs.seg[sreg::CS].selector, regs.rip, hex(&bytes));
             }
-            let exit = cpu.run(&mut self.m.mem, &mut bus, 1);
-            if exit != RunExit::Budget || cpu.icount >= end {
+            let exit = vcpu.run(&mut self.m.mem, &mut bus, 1);
+            if exit != RunExit::Budget || vcpu.cpu.icount >= end {
                 return exit;
             }
         }
@@ -649,7 +684,8 @@ impl Vm {
     /// Every CPU is halted and none woke during the last round.
     fn idle(&mut self) -> Option<ExitKind> {
         let if_bit = x86::Rflags::IF.bits();
-        let wakeable = self.m.cpus.iter().any(|c| c.activity == Activity::Halted && c.regs.rflags() & if_bit != 0);
+        let _ = if_bit;
+        let wakeable = self.m.cpus.iter().any(|c| c.activity() == Activity::Halted && c.interrupts_enabled());
         if !wakeable {
             return Some(ExitKind::HaltedForever);
         }
@@ -705,22 +741,23 @@ impl Vm {
             .cpus
             .iter()
             .enumerate()
-            .map(|(i, cpu)| CpuState {
+            .map(|(i, vcpu)| (i, vcpu, vcpu.cpu.guest_regs()))
+            .map(|(i, vcpu, regs)| CpuState {
                 cpu: i as u32,
-                mode: cpu.mode(),
-                activity: cpu.activity,
-                cs: cpu.regs.seg[sreg::CS].selector,
-                rip: cpu.regs.rip,
-                rflags: cpu.regs.rflags(),
-                cr0: cpu.regs.cr0,
-                cr3: cpu.regs.cr3,
-                last_exception: cpu.stats.last_exception,
-                recent_blocks: cpu.stats.recent_blocks().collect(),
+                mode: regs.compute_mode(),
+                activity: vcpu.activity(),
+                cs: regs.seg[sreg::CS].selector,
+                rip: regs.rip,
+                rflags: regs.rflags(),
+                cr0: regs.cr0,
+                cr3: regs.cr3,
+                last_exception: vcpu.cpu.stats.last_exception,
+                recent_blocks: vcpu.cpu.stats.recent_blocks().collect(),
                 earlier_exceptions: {
-                    let r = &cpu.stats.recent_exceptions;
+                    let r = &vcpu.cpu.stats.recent_exceptions;
                     r.iter().take(r.len().saturating_sub(1)).copied().collect()
                 },
-                insn_bytes: insn_bytes(cpu, &mut self.m.mem),
+                insn_bytes: insn_bytes(&regs, &mut self.m.mem),
                 insns: c.insns.get(i).copied().unwrap_or(0),
             })
             .collect();
@@ -739,6 +776,7 @@ impl Vm {
             unhandled: self.m.platform.unhandled().to_vec(),
             resets: self.resets,
             cpus,
+            exits: c.exits,
         }
     }
 }
@@ -750,17 +788,23 @@ fn hex(bytes: &[u8]) -> String {
 /// Up to 15 bytes at CS:RIP through the CPU's current translation (with
 /// paging off that is the physical address). Stops at the first byte that
 /// is not mapped or not RAM.
-fn insn_bytes(cpu: &Cpu, mem: &mut Memory) -> Vec<u8> {
-    let cs = cpu.regs.seg[sreg::CS];
-    let mut la = match cpu.mode() {
-        Mode::Long => cpu.regs.rip,
-        Mode::Real | Mode::Vm86 => cs.base.wrapping_add(cpu.regs.rip & 0xffff),
-        _ => cs.base.wrapping_add(cpu.regs.rip) & 0xffff_ffff,
+fn insn_bytes(regs: &Regs, mem: &mut Memory) -> Vec<u8> {
+    let cs = regs.seg[sreg::CS];
+    let mode = regs.compute_mode();
+    let mut la = match mode {
+        Mode::Long => regs.rip,
+        Mode::Real | Mode::Vm86 => cs.base.wrapping_add(regs.rip & 0xffff),
+        _ => cs.base.wrapping_add(regs.rip) & 0xffff_ffff,
     };
-    let ac = AccessCtx { access: Access::Fetch, user: cpu.cpl() == 3, implicit: false };
+    let cpl = match mode {
+        Mode::Real => 0,
+        Mode::Vm86 => 3,
+        _ => cs.selector & 3,
+    };
+    let ac = AccessCtx { access: Access::Fetch, user: cpl == 3, implicit: false };
     let mut out = Vec::with_capacity(15);
     while out.len() < 15 {
-        let Ok(t) = mmu::walk(&cpu.regs, mem, la, ac) else { break };
+        let Ok(t) = mmu::walk(regs, mem, la, ac) else { break };
         let n = (15 - out.len()).min((0x1000 - (la & 0xfff)) as usize);
         let mut buf = vec![0u8; n];
         // Bytes up to the end of RAM, if the page straddles it.

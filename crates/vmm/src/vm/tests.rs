@@ -127,13 +127,14 @@ fn aps_wait_for_sipi_with_their_own_apic_ids() {
     let (mut cfg, _) = config(kernel32(&[0xfa, 0xf4]));
     cfg.cpus = 3;
     let vm = Vm::new(cfg).unwrap();
-    assert_eq!(vm.cpus()[0].activity, Activity::Active);
-    for (i, c) in vm.cpus().iter().enumerate() {
+    assert_eq!(vm.cpus()[0].activity(), Activity::Active);
+    for (i, v) in vm.cpus().iter().enumerate() {
+        let c = &v.cpu;
         assert_eq!(c.apic_id, i as u32);
         assert_eq!(c.cpuid.raw(1, 0)[1] >> 24, i as u32);
         assert_eq!((c.cpuid.raw(1, 0)[1] >> 16) & 0xff, 3);
         if i > 0 {
-            assert_eq!(c.activity, Activity::WaitForSipi);
+            assert_eq!(v.activity(), Activity::WaitForSipi);
         }
     }
 }

@@ -1,0 +1,789 @@
+//! L0: the hypervisor that runs every guest as a VM on Turtles' CPU, the
+//! way KVM runs guests on VT-x (Intel SDM vol. 3C, ch. 24-29).
+//!
+//! Each vCPU is one [`Cpu`] in VMX operation with a VMCS L0 built for it
+//! (vmcs01). L0 talks to the CPU only through its VMX API — `vmxon`,
+//! `vmptrld`, `vmread`/`vmwrite`, `vm_enter`, `run` until a VM exit, the
+//! guest's general-purpose registers, and the instruction emulator (the
+//! counterpart of KVM's `emulate.c`) — so this file would read the same
+//! on hardware.
+//!
+//! What vmcs01 asks for, and why:
+//! - EPT01 maps guest RAM one to one (1 GiB and 2 MiB pages) and nothing
+//!   else: every device page is an EPT violation that L0 emulates against
+//!   the platform. The tables live in private physical memory no guest
+//!   maps. Unrestricted guest lets guests start in real mode; VPIDs keep
+//!   their TLB entries across exits.
+//! - Every port exits (I/O bitmaps all ones): ports are devices.
+//! - MSRs the CPU itself implements pass through the MSR bitmap; the rest
+//!   exit and are answered from the VM's [`CpuPolicy`] or the platform
+//!   (local APIC), or raise #GP.
+//! - CPUID always exits and is answered from the policy.
+//! - HLT exits: L0 puts the vCPU to sleep until an interrupt is pending.
+//! - CR0.NE and CR4.VMXE are host-owned (VMX operation needs them set;
+//!   the guest sees its own values through the read shadows); CR8 accesses
+//!   exit to reach the local APIC's TPR.
+//! - Interrupts are injected at VM entry (27.6 "Event Injection") when the
+//!   guest can take them, else an interrupt window is requested. The CPU's
+//!   own interrupt lines are idle: platform interrupts only change while
+//!   L0 runs (between slices and in exit handlers), so L0 always sees them
+//!   before the next entry.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use cpu::ept::EptBuilder;
+use cpu::virt::{write_guest_registers, VmEntry, EXIT_REASONS};
+use cpu::{Activity, Bus, Cpu, CpuidModel, Memory, RunExit};
+use thiserror::Error;
+use tracing::trace;
+use vmx::caps::ControlWord;
+use vmx::controls::{EntryCtls, EptEntry, ExitCtls, Interruptibility, MemoryType, PinCtls, ProcCtls, ProcCtls2};
+use vmx::exit::{CrAccess, CrAccessType, IoAccess, IoSize};
+use vmx::{ExitReason, Vmcs, VmcsField as F, VmxCaps};
+use x86::{vector, Cr0, Cr4, Efer, Rflags};
+
+use crate::policy::CpuPolicy;
+use crate::trace_targets::VMEXIT;
+
+/// Host-state values of vmcs01: L0's own (64-bit, flat) context. L0 runs
+/// outside the CPU, so these only have to pass the host-state checks.
+const HOST_CR3: u64 = 0x1000;
+const HOST_RIP: u64 = 0xffff_8000_0000_0000;
+
+/// MSRs Turtles' CPU implements itself; guests access them without an
+/// exit unless the policy overrides them.
+const PASSTHROUGH_MSRS: &[u32] = &[
+    0x10,        // IA32_TSC
+    0x17,        // IA32_PLATFORM_ID
+    0x3a,        // IA32_FEATURE_CONTROL
+    0x3b,        // IA32_TSC_ADJUST
+    0x8b,        // IA32_BIOS_SIGN_ID
+    0x198,       // IA32_PERF_STATUS
+    0xda0,       // IA32_XSS
+    0x48,        // IA32_SPEC_CTRL
+    0x174,       // IA32_SYSENTER_CS
+    0x175,       // IA32_SYSENTER_ESP
+    0x176,       // IA32_SYSENTER_EIP
+    0x179,       // IA32_MCG_CAP
+    0x17a,       // IA32_MCG_STATUS
+    0x1a0,       // IA32_MISC_ENABLE
+    0x1d9,       // IA32_DEBUGCTL
+    0x277,       // IA32_PAT
+    0xfe,        // IA32_MTRRCAP
+    0x2ff,       // IA32_MTRR_DEF_TYPE
+    0xc000_0080, // IA32_EFER
+    0xc000_0081, // IA32_STAR
+    0xc000_0082, // IA32_LSTAR
+    0xc000_0083, // IA32_CSTAR
+    0xc000_0084, // IA32_FMASK
+    0xc000_0100, // IA32_FS_BASE
+    0xc000_0101, // IA32_GS_BASE
+    0xc000_0102, // IA32_KERNEL_GS_BASE
+    0xc000_0103, // IA32_TSC_AUX
+];
+
+/// MTRR ranges the CPU implements (variable and fixed).
+const PASSTHROUGH_RANGES: &[(u32, u32)] = &[(0x200, 0x213), (0x250, 0x250), (0x258, 0x259), (0x268, 0x26f)];
+
+/// MSRs a policy may define that software cannot write.
+fn read_only_msr(msr: u32) -> bool {
+    matches!(msr, 0xce | 0x10a | 0x480..=0x493)
+}
+
+/// Why L0 could not set a VM up.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum L0Error {
+    /// Private memory for EPT01 and the bitmaps ran out.
+    #[error("L0 private memory exhausted while building EPT01")]
+    OutOfPrivateMemory,
+}
+
+/// The per-VM structures every vmcs01 points to: EPT01 and the bitmaps,
+/// in private memory.
+#[derive(Clone, Copy, Debug)]
+pub struct L0Shared {
+    eptp: u64,
+    io_bitmaps: [u64; 2],
+    msr_bitmap: u64,
+}
+
+impl L0Shared {
+    /// Builds EPT01 (guest RAM, one to one) and the I/O and MSR bitmaps.
+    pub fn new(mem: &mut Memory, policy: &CpuPolicy) -> Result<L0Shared, L0Error> {
+        let oom = |_| L0Error::OutOfPrivateMemory;
+        let mut ept = EptBuilder::new(mem, |m: &mut Memory| m.alloc_private_page()).map_err(oom)?;
+        let low = mem.low_end();
+        ept.map(mem, 0, 0, low, EptEntry::RWX, MemoryType::WriteBack).map_err(oom)?;
+        if mem.high_end() > cpu::mem::HIGH_RAM_BASE {
+            let base = cpu::mem::HIGH_RAM_BASE;
+            ept.map(mem, base, base, mem.high_end() - base, EptEntry::RWX, MemoryType::WriteBack).map_err(oom)?;
+        }
+        let page = |mem: &mut Memory| mem.alloc_private_page().ok_or(L0Error::OutOfPrivateMemory);
+        let io = [page(mem)?, page(mem)?];
+        for b in io {
+            mem.write(b, &[0xff; 4096]).map_err(|_| L0Error::OutOfPrivateMemory)?;
+        }
+        // MSR bitmap: all exit, then clear the CPU's own MSRs.
+        let msr_bitmap = page(mem)?;
+        mem.write(msr_bitmap, &[0xff; 4096]).map_err(|_| L0Error::OutOfPrivateMemory)?;
+        let ranges = PASSTHROUGH_MSRS.iter().map(|&m| (m, m)).chain(PASSTHROUGH_RANGES.iter().copied());
+        for (first, last) in ranges {
+            for msr in first..=last {
+                if policy.msrs.contains_key(&msr) {
+                    continue;
+                }
+                let (base, bit) = if msr >= 0xc000_0000 { (1024, msr - 0xc000_0000) } else { (0, msr) };
+                for half in [0u64, 2048] {
+                    let byte = msr_bitmap + base + half + u64::from(bit / 8);
+                    let mut b = [0u8];
+                    let _ = mem.read(byte, &mut b);
+                    let _ = mem.write(byte, &[b[0] & !(1 << (bit % 8))]);
+                }
+            }
+        }
+        Ok(L0Shared { eptp: ept.eptp(), io_bitmaps: io, msr_bitmap })
+    }
+}
+
+/// Exits handled, per basic reason: how many and the host time spent in
+/// L0's handler plus the entry (when timing is on).
+#[derive(Clone, Debug)]
+pub struct ExitStats {
+    /// Exits by basic reason.
+    pub count: [u64; EXIT_REASONS],
+    /// Host nanoseconds from the exit to the next entry, by reason.
+    pub host_ns: [u64; EXIT_REASONS],
+}
+
+impl Default for ExitStats {
+    fn default() -> Self {
+        ExitStats { count: [0; EXIT_REASONS], host_ns: [0; EXIT_REASONS] }
+    }
+}
+
+impl ExitStats {
+    /// Adds another vCPU's (or machine's) counts.
+    pub fn add(&mut self, o: &ExitStats) {
+        for i in 0..EXIT_REASONS {
+            self.count[i] += o.count[i];
+            self.host_ns[i] += o.host_ns[i];
+        }
+    }
+
+    /// (name, count, host ns) of every reason seen, most frequent first.
+    pub fn rows(&self) -> Vec<(&'static str, u64, u64)> {
+        let mut v: Vec<_> = (0..EXIT_REASONS)
+            .filter(|&i| self.count[i] > 0)
+            .map(|i| {
+                (ExitReason::from_basic(i as u16).map_or("unknown", ExitReason::name), self.count[i], self.host_ns[i])
+            })
+            .collect();
+        v.sort_by_key(|r| std::cmp::Reverse(r.1));
+        v
+    }
+
+    /// Total exits.
+    pub fn total(&self) -> u64 {
+        self.count.iter().sum()
+    }
+}
+
+/// How a vCPU runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VcpuMode {
+    /// As a VM under L0, in VMX non-root operation.
+    L0,
+    /// Directly on the CPU, without VMX (for comparison and debugging).
+    Direct,
+}
+
+/// What an exit handler decided.
+enum Next {
+    /// Enter the guest again.
+    Resume,
+    /// Return to the scheduler with this.
+    Return(RunExit),
+}
+
+/// One vCPU: the CPU, L0's view of its guest, and exit statistics.
+pub struct Vcpu {
+    /// The CPU.
+    pub cpu: Cpu,
+    /// L0 or direct.
+    pub mode: VcpuMode,
+    /// The answers to CPUID (the policy with this vCPU's topology).
+    cpuid: CpuidModel,
+    /// Policy MSRs, with the writes the guest made to writable ones.
+    msrs: BTreeMap<u32, u64>,
+    vmx_offered: bool,
+    shared: Option<L0Shared>,
+    /// vmcs01 was launched.
+    launched: bool,
+    /// The guest executed HLT: it sleeps until an interrupt (L0's HLT).
+    halted: bool,
+    /// Waiting for a startup IPI.
+    wait_sipi: bool,
+    /// An NMI the guest could not take yet.
+    nmi_pending: bool,
+    /// Measure host time per exit (costs two clock reads per exit).
+    pub timing: bool,
+    /// Exits handled.
+    pub exits: ExitStats,
+}
+
+impl Vcpu {
+    /// A vCPU that runs `cpu` (in its loader or reset state) directly.
+    pub fn direct(cpu: Cpu) -> Vcpu {
+        let cpuid = cpu.cpuid.clone();
+        Vcpu {
+            cpu,
+            mode: VcpuMode::Direct,
+            cpuid,
+            msrs: BTreeMap::new(),
+            vmx_offered: false,
+            shared: None,
+            launched: false,
+            halted: false,
+            wait_sipi: false,
+            nmi_pending: false,
+            timing: false,
+            exits: ExitStats::default(),
+        }
+    }
+
+    /// A vCPU that runs `cpu`'s current state as a VM under L0.
+    pub fn under_l0(cpu: Cpu, shared: L0Shared, policy: &CpuPolicy) -> Vcpu {
+        let mut v = Vcpu::direct(cpu);
+        v.mode = VcpuMode::L0;
+        v.shared = Some(shared);
+        v.msrs = policy.readable_msrs();
+        v.vmx_offered = policy.vmx.is_some();
+        if v.cpu.activity == Activity::WaitForSipi {
+            v.wait_sipi = true;
+        } else {
+            v.build_vmcs01();
+        }
+        v
+    }
+
+    /// L0's view of the guest's activity.
+    pub fn activity(&self) -> Activity {
+        match self.mode {
+            VcpuMode::Direct => self.cpu.activity,
+            VcpuMode::L0 if self.wait_sipi => Activity::WaitForSipi,
+            VcpuMode::L0 if self.halted => Activity::Halted,
+            VcpuMode::L0 if self.cpu.in_non_root() => self.cpu.activity,
+            VcpuMode::L0 => Activity::Active,
+        }
+    }
+
+    /// Whether the guest has RFLAGS.IF set.
+    pub fn interrupts_enabled(&self) -> bool {
+        self.cpu.guest_regs().rflags() & Rflags::IF.bits() != 0
+    }
+
+    /// INIT: the vCPU goes back to its reset state and waits for SIPI.
+    pub fn init(&mut self) {
+        self.cpu.init();
+        self.halted = false;
+        self.nmi_pending = false;
+        if self.mode == VcpuMode::L0 {
+            self.wait_sipi = true;
+            self.launched = false;
+        }
+    }
+
+    /// Startup IPI: starts a vCPU waiting for one in real mode at
+    /// `vector << 12`.
+    pub fn sipi(&mut self, vector: u8) {
+        match self.mode {
+            VcpuMode::Direct => self.cpu.sipi(vector),
+            VcpuMode::L0 if self.wait_sipi => {
+                self.cpu.sipi(vector);
+                self.wait_sipi = false;
+                self.build_vmcs01();
+            }
+            VcpuMode::L0 => {}
+        }
+    }
+
+    /// vmcs01 for the CPU's current register state: VMXON, a fresh VMCS
+    /// with L0's controls, EPT01 and host state, and the registers as the
+    /// guest state (SDM 25.11.3 "Initializing a VMCS").
+    fn build_vmcs01(&mut self) {
+        let Some(shared) = self.shared else { return };
+        let caps = VmxCaps::turtles();
+        self.cpu.vmxon(caps);
+        let mut v = Box::new(Vmcs::new());
+        let adjust = |w: ControlWord, bits: u64| caps.adjust(w, bits);
+        let exit = ExitCtls::HOST_ADDRESS_SPACE_SIZE
+            | ExitCtls::SAVE_EFER
+            | ExitCtls::LOAD_EFER
+            | ExitCtls::SAVE_PAT
+            | ExitCtls::LOAD_PAT
+            | ExitCtls::SAVE_DEBUG_CONTROLS;
+        let exit = ExitCtls::from_bits_retain(adjust(ControlWord::Exit, u64::from(exit.bits())) as u32);
+        let regs = &mut self.cpu.regs;
+        // Host-owned bits: CR0.NE and CR4.VMXE are 1 in VMX operation;
+        // the guest reads its own values from the shadows.
+        let cr0_shadow = regs.cr0;
+        let cr4_shadow = regs.cr4;
+        regs.cr0 |= Cr0::NE.bits();
+        regs.cr4 |= Cr4::VMXE.bits();
+        let rflags = regs.rflags();
+        write_guest_registers(&mut v, regs, rflags, exit);
+        v.set(F::GuestIa32Efer, regs.efer);
+        v.set(F::GuestIa32Pat, regs.msr.pat);
+        v.set(F::GuestDr7, regs.dr[7]);
+        v.set(F::GuestIa32Debugctl, regs.msr.debugctl);
+        v.set(F::VmcsLinkPointer, u64::MAX);
+        v.set(F::GuestActivityState, 0);
+        let pin = PinCtls::EXTERNAL_INTERRUPT_EXITING | PinCtls::NMI_EXITING | PinCtls::VIRTUAL_NMIS;
+        let proc = ProcCtls::HLT_EXITING
+            | ProcCtls::USE_IO_BITMAPS
+            | ProcCtls::USE_MSR_BITMAPS
+            | ProcCtls::CR8_LOAD_EXITING
+            | ProcCtls::CR8_STORE_EXITING
+            | ProcCtls::ACTIVATE_SECONDARY_CONTROLS;
+        let mut proc2 = ProcCtls2::ENABLE_EPT | ProcCtls2::ENABLE_VPID | ProcCtls2::UNRESTRICTED_GUEST;
+        let f = self.cpuid.features();
+        if f.rdtscp || f.rdpid {
+            proc2 |= ProcCtls2::ENABLE_RDTSCP;
+        }
+        if f.invpcid {
+            proc2 |= ProcCtls2::ENABLE_INVPCID;
+        }
+        v.set(F::PinBasedControls, adjust(ControlWord::Pin, u64::from(pin.bits())));
+        v.set(F::PrimaryProcControls, adjust(ControlWord::Proc, u64::from(proc.bits())));
+        v.set(F::SecondaryProcControls, adjust(ControlWord::Proc2, u64::from(proc2.bits())));
+        v.set(F::ExitControls, u64::from(exit.bits()));
+        let entry = EntryCtls::LOAD_EFER | EntryCtls::LOAD_PAT | EntryCtls::LOAD_DEBUG_CONTROLS;
+        v.set(F::EntryControls, adjust(ControlWord::Entry, u64::from(entry.bits())));
+        v.set(F::Cr0GuestHostMask, Cr0::NE.bits());
+        v.set(F::Cr0ReadShadow, cr0_shadow);
+        v.set(F::Cr4GuestHostMask, Cr4::VMXE.bits());
+        v.set(F::Cr4ReadShadow, cr4_shadow);
+        v.set(F::IoBitmapA, shared.io_bitmaps[0]);
+        v.set(F::IoBitmapB, shared.io_bitmaps[1]);
+        v.set(F::MsrBitmap, shared.msr_bitmap);
+        v.set(F::EptPointer, shared.eptp);
+        v.set(F::VirtualProcessorId, u64::from(self.cpu.apic_id) + 1);
+        v.set(F::HostCr0, (Cr0::PE | Cr0::PG | Cr0::NE | Cr0::ET).bits());
+        v.set(F::HostCr3, HOST_CR3);
+        v.set(F::HostCr4, (Cr4::PAE | Cr4::VMXE).bits());
+        v.set(F::HostIa32Efer, (Efer::LME | Efer::LMA).bits());
+        v.set(F::HostIa32Pat, 0x0007_0406_0007_0406);
+        v.set(F::HostCsSelector, 0x08);
+        for f in [F::HostSsSelector, F::HostDsSelector, F::HostEsSelector, F::HostFsSelector, F::HostGsSelector] {
+            v.set(f, 0x10);
+        }
+        v.set(F::HostTrSelector, 0x18);
+        v.set(F::HostRip, HOST_RIP);
+        v.set(F::HostRsp, HOST_RIP + 0x8000);
+        self.cpu.vmptrld(v);
+        self.launched = false;
+    }
+
+    /// Runs the guest for up to `budget` instructions. `bus` is the
+    /// platform as this vCPU sees it.
+    pub fn run(&mut self, mem: &mut Memory, bus: &mut dyn Bus, budget: u64) -> RunExit {
+        if self.mode == VcpuMode::Direct {
+            return self.cpu.run(mem, bus, budget);
+        }
+        if self.wait_sipi {
+            return RunExit::Halted;
+        }
+        let end = self.cpu.icount.saturating_add(budget);
+        // A guest paused in non-root operation at the end of its last
+        // slice cannot see interrupts that became pending since: they
+        // reach the CPU as an external interrupt, which exits (pin-based
+        // "external-interrupt exiting"), and L0 injects at the next entry.
+        let mut lines = HostLines { external: false };
+        if self.cpu.in_non_root() {
+            let now = self.cpu.now_ns();
+            self.nmi_pending |= bus.take_nmi();
+            lines.external = self.nmi_pending || bus.interrupt_pending(now);
+        }
+        loop {
+            if !self.cpu.in_non_root() {
+                if self.halted {
+                    if !self.wakes(bus) {
+                        return RunExit::Halted;
+                    }
+                    self.halted = false;
+                }
+                self.inject_events(bus);
+                self.sync_entry_controls();
+                match self.cpu.vm_enter(mem, bus, !self.launched) {
+                    VmEntry::Entered => self.launched = true,
+                    VmEntry::VmFailInvalid => return RunExit::Shutdown("L0: VM entry failed: no current VMCS".into()),
+                    VmEntry::VmFailValid { error, check } => {
+                        let why = check.map(|c| format!(": {c}")).unwrap_or_default();
+                        return RunExit::Shutdown(format!("L0: VM entry failed with {error}{why}"));
+                    }
+                    VmEntry::Failed(e) => return RunExit::Shutdown(format!("L0: {e}")),
+                }
+            }
+            let left = end.saturating_sub(self.cpu.icount);
+            if left == 0 {
+                return RunExit::Budget;
+            }
+            // The CPU's own interrupt lines carry only that one external
+            // interrupt: everything the guest receives, L0 injects.
+            let exit = self.cpu.run(mem, &mut lines, left);
+            lines.external = false;
+            match exit {
+                RunExit::VmExit => {}
+                other => return other,
+            }
+            let start = self.timing.then(Instant::now);
+            let reason = self.cpu.vmread(F::ExitReason) as u16;
+            let next = self.handle_exit(mem, bus, reason);
+            let i = usize::from(reason) % EXIT_REASONS;
+            self.exits.count[i] += 1;
+            if let Some(t) = start {
+                self.exits.host_ns[i] += t.elapsed().as_nanos() as u64;
+            }
+            if let Next::Return(r) = next {
+                return r;
+            }
+            if bus.stop_requested() {
+                return RunExit::Stopped;
+            }
+        }
+    }
+
+    /// Whether a sleeping guest has something to wake for.
+    fn wakes(&mut self, bus: &mut dyn Bus) -> bool {
+        if self.nmi_pending {
+            return true;
+        }
+        let now = self.cpu.now_ns();
+        self.cpu.vmread(F::GuestRflags) & Rflags::IF.bits() != 0 && bus.interrupt_pending(now)
+    }
+
+    /// The IA-32e-mode-guest entry control follows the guest's EFER.LMA
+    /// (27.3.1.1 requires them equal when EFER is loaded).
+    fn sync_entry_controls(&mut self) {
+        let lma = self.cpu.vmread(F::GuestIa32Efer) & Efer::LMA.bits() != 0;
+        let bit = u64::from(EntryCtls::IA32E_MODE_GUEST.bits());
+        let ctl = self.cpu.vmread(F::EntryControls);
+        let want = if lma { ctl | bit } else { ctl & !bit };
+        if want != ctl {
+            self.cpu.vmwrite(F::EntryControls, want);
+        }
+    }
+
+    /// Event injection before VM entry (SDM 27.6): a pending NMI or the
+    /// platform's highest interrupt when the guest can take it, otherwise
+    /// an NMI or interrupt window to be told when it can.
+    fn inject_events(&mut self, bus: &mut dyn Bus) {
+        if self.cpu.vmread(F::EntryInterruptionInfo) & (1 << 31) != 0 {
+            return; // an event is already on its way in
+        }
+        let now = self.cpu.now_ns();
+        self.nmi_pending |= bus.take_nmi();
+        let intr = Interruptibility::from_bits_retain(self.cpu.vmread(F::GuestInterruptibilityState) as u32);
+        let shadow = intr.intersects(Interruptibility::BLOCKING_BY_STI | Interruptibility::BLOCKING_BY_MOV_SS);
+        let before = self.cpu.vmread(F::PrimaryProcControls);
+        let mut proc = ProcCtls::from_bits_retain(before as u32);
+        proc.remove(ProcCtls::NMI_WINDOW_EXITING | ProcCtls::INTERRUPT_WINDOW_EXITING);
+        if self.nmi_pending {
+            if !shadow && !intr.contains(Interruptibility::BLOCKING_BY_NMI) {
+                self.nmi_pending = false;
+                self.cpu.vmwrite(F::EntryInterruptionInfo, (1 << 31) | (2 << 8) | u64::from(vector::NMI));
+            } else {
+                proc.insert(ProcCtls::NMI_WINDOW_EXITING);
+            }
+        } else if bus.interrupt_pending(now) {
+            let if_set = self.cpu.vmread(F::GuestRflags) & Rflags::IF.bits() != 0;
+            if if_set && !shadow {
+                if let Some(v) = bus.ack_interrupt(now) {
+                    self.cpu.vmwrite(F::EntryInterruptionInfo, (1 << 31) | u64::from(v));
+                }
+            } else {
+                proc.insert(ProcCtls::INTERRUPT_WINDOW_EXITING);
+            }
+        }
+        // A VMWRITE to a control makes the next entry re-run every check:
+        // write only what changed.
+        if u64::from(proc.bits()) != before {
+            self.cpu.vmwrite(F::PrimaryProcControls, u64::from(proc.bits()));
+        }
+    }
+
+    /// Injects hardware exception `vector` (with error code `code`) at the
+    /// next entry.
+    fn inject_exception(&mut self, vector: u8, code: Option<u32>) {
+        let ec = if code.is_some() { 1 << 11 } else { 0 };
+        self.cpu.vmwrite(F::EntryInterruptionInfo, (1 << 31) | ec | (3 << 8) | u64::from(vector));
+        self.cpu.vmwrite(F::EntryExceptionErrorCode, u64::from(code.unwrap_or(0)));
+    }
+
+    /// Moves past the instruction that exited, ending any interrupt shadow
+    /// it was in (as KVM's skip_emulated_instruction does). L0 completed
+    /// the instruction for the guest, so it counts as retired: guest
+    /// instruction counts and virtual time match a run without L0.
+    fn skip_instruction(&mut self) {
+        self.cpu.icount += 1;
+        let rip = self.cpu.vmread(F::GuestRip);
+        let len = self.cpu.vmread(F::ExitInstructionLength);
+        self.cpu.vmwrite(F::GuestRip, rip.wrapping_add(len));
+        let intr = self.cpu.vmread(F::GuestInterruptibilityState);
+        if intr & 3 != 0 {
+            self.cpu.vmwrite(F::GuestInterruptibilityState, intr & !3);
+        }
+    }
+
+    /// L0's exit handler: one arm per exit reason L0 enables.
+    fn handle_exit(&mut self, mem: &mut Memory, bus: &mut dyn Bus, reason: u16) -> Next {
+        let qualification = self.cpu.vmread(F::ExitQualification);
+        trace!(
+            target: VMEXIT,
+            cpu = self.cpu.apic_id,
+            reason = ExitReason::from_basic(reason).map_or("unknown", ExitReason::name),
+            qualification = format_args!("{qualification:#x}"),
+            rip = format_args!("{:#x}", self.cpu.vmread(F::GuestRip)),
+            "vm exit"
+        );
+        // An event whose delivery the exit interrupted goes in again
+        // (28.2.4 "Information for VM Exits During Event Delivery").
+        let vectoring = self.cpu.vmread(F::IdtVectoringInfo);
+        if vectoring & (1 << 31) != 0 {
+            self.cpu.vmwrite(F::EntryInterruptionInfo, vectoring & !(1 << 12));
+            self.cpu.vmwrite(F::EntryExceptionErrorCode, self.cpu.vmread(F::IdtVectoringErrorCode));
+            self.cpu.vmwrite(F::EntryInstructionLength, self.cpu.vmread(F::ExitInstructionLength));
+        }
+        let Some(r) = ExitReason::from_basic(reason) else {
+            return Next::Return(RunExit::Shutdown(format!("L0: exit with unknown reason {reason}")));
+        };
+        match r {
+            ExitReason::Cpuid => {
+                let g = &self.cpu.regs.gpr;
+                let (leaf, sub) = (g[0] as u32, g[1] as u32);
+                let cr4 = self.cpu.vmread(F::GuestCr4);
+                let a = self.cpuid.query(self.cpu.apic_id, cr4, leaf, sub);
+                let g = &mut self.cpu.regs.gpr;
+                (g[0], g[3], g[1], g[2]) = (a[0].into(), a[1].into(), a[2].into(), a[3].into());
+                self.skip_instruction();
+            }
+            ExitReason::Hlt => {
+                self.skip_instruction();
+                self.halted = true;
+            }
+            ExitReason::IoInstruction => return self.io_exit(mem, bus, qualification),
+            ExitReason::Rdmsr => self.rdmsr_exit(bus),
+            ExitReason::Wrmsr => self.wrmsr_exit(bus),
+            ExitReason::ControlRegisterAccess => return self.cr_exit(mem, bus, qualification),
+            ExitReason::EptViolation => {
+                let gpa = self.cpu.vmread(F::GuestPhysicalAddress);
+                if mem.ram_offset(gpa).is_some() {
+                    return Next::Return(RunExit::Shutdown(format!("L0: EPT violation on RAM at {gpa:#x}")));
+                }
+                return self.emulate(mem, bus);
+            }
+            // Windows only ask to be told: the next entry injects.
+            ExitReason::InterruptWindow | ExitReason::NmiWindow | ExitReason::ExternalInterrupt => {}
+            ExitReason::TripleFault => {
+                let why = self.cpu.shutdown_reason().unwrap_or("triple fault").to_string();
+                return Next::Return(RunExit::Shutdown(why));
+            }
+            ExitReason::Xsetbv | ExitReason::TaskSwitch => return self.emulate(mem, bus),
+            ExitReason::Invd | ExitReason::Wbinvd => self.skip_instruction(),
+            // VMX is not offered to the guest (nested VMX is L0's next
+            // step): every VMX instruction is #UD.
+            ExitReason::Vmcall
+            | ExitReason::Vmclear
+            | ExitReason::Vmlaunch
+            | ExitReason::Vmptrld
+            | ExitReason::Vmptrst
+            | ExitReason::Vmread
+            | ExitReason::Vmresume
+            | ExitReason::Vmwrite
+            | ExitReason::Vmxoff
+            | ExitReason::Vmxon
+            | ExitReason::Invept
+            | ExitReason::Invvpid
+            | ExitReason::Vmfunc
+            | ExitReason::Getsec => self.inject_exception(vector::UD, None),
+            other => {
+                return Next::Return(RunExit::Shutdown(format!(
+                    "L0: unexpected VM exit {} (qualification {qualification:#x}) at rip {:#x}",
+                    other.name(),
+                    self.cpu.vmread(F::GuestRip)
+                )))
+            }
+        }
+        let _ = self.vmx_offered;
+        Next::Resume
+    }
+
+    /// Runs the exiting instruction through the emulator (device pages,
+    /// string I/O, task switches, XSETBV).
+    fn emulate(&mut self, mem: &mut Memory, bus: &mut dyn Bus) -> Next {
+        // The instruction runs again from the start: a re-injected event
+        // would be delivered twice.
+        let info = self.cpu.vmread(F::EntryInterruptionInfo);
+        self.cpu.vmwrite(F::EntryInterruptionInfo, info & !(1 << 31));
+        match self.cpu.emulate_guest_instruction(mem, bus) {
+            Ok(()) => Next::Resume,
+            Err(cpu::virt::EmulateError::Shutdown(why)) => Next::Return(RunExit::Shutdown(why)),
+            Err(e) => Next::Return(RunExit::Shutdown(format!("L0: emulation failed: {e:?}"))),
+        }
+    }
+
+    /// Port I/O (reason 30): IN/OUT go to the platform; string forms
+    /// through the emulator.
+    fn io_exit(&mut self, mem: &mut Memory, bus: &mut dyn Bus, qualification: u64) -> Next {
+        let Some(io) = IoAccess::from_raw(qualification) else {
+            return Next::Return(RunExit::Shutdown(format!("L0: bad I/O qualification {qualification:#x}")));
+        };
+        if io.string {
+            return self.emulate(mem, bus);
+        }
+        let size = match io.size {
+            IoSize::Byte => 1,
+            IoSize::Word => 2,
+            IoSize::Dword => 4,
+        };
+        let now = self.cpu.now_ns();
+        let rax = &mut self.cpu.regs.gpr[0];
+        if io.is_in {
+            let v = u64::from(bus.io_in(now, io.port, size));
+            *rax = match size {
+                1 => (*rax & !0xff) | (v & 0xff),
+                2 => (*rax & !0xffff) | (v & 0xffff),
+                _ => v & 0xffff_ffff,
+            };
+        } else {
+            let mask = (1u64 << (size * 8)) - 1;
+            bus.io_out(now, io.port, size, (*rax & mask) as u32);
+        }
+        self.skip_instruction();
+        Next::Resume
+    }
+
+    fn rdmsr_exit(&mut self, bus: &mut dyn Bus) {
+        let msr = self.cpu.regs.gpr[1] as u32;
+        let now = self.cpu.now_ns();
+        // The policy's MSRs (the VMX capabilities among them when VMX is
+        // offered), then the platform's (local APIC).
+        let v = self.msrs.get(&msr).copied().or_else(|| bus.rdmsr(now, msr));
+        match v {
+            Some(v) => {
+                self.cpu.regs.gpr[0] = v & 0xffff_ffff;
+                self.cpu.regs.gpr[2] = v >> 32;
+                self.skip_instruction();
+            }
+            None => self.inject_exception(vector::GP, Some(0)),
+        }
+    }
+
+    fn wrmsr_exit(&mut self, bus: &mut dyn Bus) {
+        let g = &self.cpu.regs.gpr;
+        let msr = g[1] as u32;
+        let v = (g[2] << 32) | (g[0] & 0xffff_ffff);
+        let now = self.cpu.now_ns();
+        let ok = if let Some(slot) = self.msrs.get_mut(&msr) {
+            let locked = msr == 0x3a && *slot & 1 != 0;
+            if read_only_msr(msr) || locked {
+                false
+            } else {
+                *slot = v;
+                true
+            }
+        } else {
+            bus.wrmsr(now, msr, v)
+        };
+        if ok {
+            self.skip_instruction();
+        } else {
+            self.inject_exception(vector::GP, Some(0));
+        }
+    }
+
+    /// Control-register accesses (reason 28): CR8 through the local APIC's
+    /// TPR; CR0/CR4 writes that change a host-owned bit through the
+    /// emulator, after which the read shadow takes the guest's new value
+    /// and the real register keeps the bit set.
+    fn cr_exit(&mut self, mem: &mut Memory, bus: &mut dyn Bus, qualification: u64) -> Next {
+        let q = CrAccess::from_raw(qualification);
+        let gpr = usize::from(q.gpr & 15);
+        match (q.cr, q.access) {
+            (8, CrAccessType::MovToCr) => {
+                let v = self.cpu.regs.gpr[gpr];
+                if v >> 4 != 0 {
+                    self.inject_exception(vector::GP, Some(0));
+                    return Next::Resume;
+                }
+                bus.set_tpr(v as u8);
+                self.skip_instruction();
+            }
+            (8, CrAccessType::MovFromCr) => {
+                self.cpu.regs.gpr[gpr] = u64::from(bus.tpr());
+                self.skip_instruction();
+            }
+            (0 | 4, _) => {
+                let (field, shadow, owned) = if q.cr == 0 {
+                    (F::GuestCr0, F::Cr0ReadShadow, Cr0::NE.bits())
+                } else {
+                    (F::GuestCr4, F::Cr4ReadShadow, Cr4::VMXE.bits())
+                };
+                // The guest's view goes in, the instruction runs with the
+                // usual checks, then the host-owned bit is forced back.
+                let seen = self.cpu.vmread(field);
+                let guest_view = (seen & !owned) | (self.cpu.vmread(shadow) & owned);
+                self.cpu.vmwrite(field, guest_view);
+                let next = self.emulate(mem, bus);
+                let after = self.cpu.vmread(field);
+                self.cpu.vmwrite(shadow, after);
+                self.cpu.vmwrite(field, after | owned);
+                return next;
+            }
+            _ => return self.emulate(mem, bus),
+        }
+        Next::Resume
+    }
+}
+
+/// The physical CPU's view of the outside world while a guest runs: no
+/// devices (every port and device page exits to L0) and one interrupt
+/// line, raised when L0 needs the guest out to inject something.
+struct HostLines {
+    external: bool,
+}
+
+impl Bus for HostLines {
+    fn io_in(&mut self, _: u64, _: u16, size: u8) -> u32 {
+        if size >= 4 {
+            u32::MAX
+        } else {
+            (1 << (size * 8)) - 1
+        }
+    }
+    fn io_out(&mut self, _: u64, _: u16, _: u8, _: u32) {}
+    fn mmio_read(&mut self, _: u64, _: u64, _: u8) -> u64 {
+        u64::MAX
+    }
+    fn mmio_write(&mut self, _: u64, _: u64, _: u8, _: u64) {}
+    fn rdmsr(&mut self, _: u64, _: u32) -> Option<u64> {
+        None
+    }
+    fn wrmsr(&mut self, _: u64, _: u32, _: u64) -> bool {
+        false
+    }
+    fn interrupt_pending(&mut self, _: u64) -> bool {
+        self.external
+    }
+    fn ack_interrupt(&mut self, _: u64) -> Option<u8> {
+        None
+    }
+    fn take_nmi(&mut self) -> bool {
+        false
+    }
+    fn set_tpr(&mut self, _: u8) {}
+    fn tpr(&mut self) -> u8 {
+        0
+    }
+}
