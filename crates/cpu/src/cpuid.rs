@@ -79,6 +79,9 @@ pub struct Features {
 pub struct CpuidModel {
     entries: Vec<CpuidEntry>,
     features: Features,
+    /// Highest basic and extended leaves (EAX of leaves 0 and 80000000H),
+    /// kept so that an answer is one search, not three.
+    max_leaves: (u32, u32),
 }
 
 /// Brand string of Turtles' default CPU (48 bytes, NUL padded).
@@ -87,8 +90,8 @@ pub const BRAND: &[u8; 48] = b"Turtles x86-64 virtual CPU\0\0\0\0\0\0\0\0\0\0\0\
 impl CpuidModel {
     /// A model from explicit entries.
     pub fn from_entries(entries: Vec<CpuidEntry>) -> CpuidModel {
-        let mut m = CpuidModel { entries, features: Features::default() };
-        m.features = m.derive_features();
+        let mut m = CpuidModel { entries, features: Features::default(), max_leaves: (0, 0) };
+        m.refresh();
         m
     }
 
@@ -178,7 +181,7 @@ impl CpuidModel {
             Some(e) => *e = entry,
             None => self.entries.push(entry),
         }
-        self.features = self.derive_features();
+        self.refresh();
     }
 
     /// The features the executor checks.
@@ -199,14 +202,20 @@ impl CpuidModel {
         let find = |leaf: u32| {
             self.entries.iter().find(|e| e.leaf == leaf && e.subleaf.is_none_or(|s| s == subleaf)).map(|e| e.regs)
         };
-        let max_basic = find(0).map_or(0, |r| r[0]);
-        let max_ext = find(0x8000_0000).map_or(0, |r| r[0]);
+        let (max_basic, max_ext) = self.max_leaves;
         let in_range = if leaf >= 0x8000_0000 { leaf <= max_ext } else { leaf <= max_basic };
         if in_range {
             find(leaf).unwrap_or([0; 4])
         } else {
             find(max_basic).unwrap_or([0; 4])
         }
+    }
+
+    /// Recomputes what is derived from the entries.
+    fn refresh(&mut self) {
+        let eax = |leaf: u32| self.entries.iter().find(|e| e.leaf == leaf).map_or(0, |e| e.regs[0]);
+        self.max_leaves = (eax(0), eax(0x8000_0000));
+        self.features = self.derive_features();
     }
 
     fn bit(&self, leaf: u32, subleaf: u32, reg: usize, bit: u32) -> bool {

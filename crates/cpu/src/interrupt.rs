@@ -536,24 +536,25 @@ impl Cpu {
         use crate::virt::PendingExit;
         use vmx::controls::{ExitCtls, InterruptionType, PinCtls, ProcCtls};
         use vmx::ExitReason;
-        let c = *self.vmx_ctls();
+        let c = self.vmx_ctls();
+        let (pin, proc, exit_ctls) = (c.pin, c.proc, c.exit);
         let mut exit = None;
-        if c.pin.contains(PinCtls::NMI_EXITING) && !self.nmi_blocked && ctx.bus.take_nmi() {
+        if pin.contains(PinCtls::NMI_EXITING) && !self.nmi_blocked && ctx.bus.take_nmi() {
             let mut e = PendingExit::event(ExitReason::ExceptionOrNmi, 0);
             let info = u32::from(vector::NMI) | ((InterruptionType::Nmi as u32) << 8) | (1 << 31);
             e.interruption = Some((info, None));
             exit = Some(e);
-        } else if c.pin.contains(PinCtls::EXTERNAL_INTERRUPT_EXITING) && ctx.bus.interrupt_pending(now) {
+        } else if pin.contains(PinCtls::EXTERNAL_INTERRUPT_EXITING) && ctx.bus.interrupt_pending(now) {
             let mut e = PendingExit::event(ExitReason::ExternalInterrupt, 0);
-            if c.exit.contains(ExitCtls::ACK_INTERRUPT_ON_EXIT) {
+            if exit_ctls.contains(ExitCtls::ACK_INTERRUPT_ON_EXIT) {
                 if let Some(v) = ctx.bus.ack_interrupt(now) {
                     e.interruption = Some((u32::from(v) | (1 << 31), None));
                 }
             }
             exit = Some(e);
-        } else if c.proc.contains(ProcCtls::NMI_WINDOW_EXITING) && !self.nmi_blocked {
+        } else if proc.contains(ProcCtls::NMI_WINDOW_EXITING) && !self.nmi_blocked {
             exit = Some(PendingExit::event(ExitReason::NmiWindow, 0));
-        } else if c.proc.contains(ProcCtls::INTERRUPT_WINDOW_EXITING) && self.regs.flag(Rflags::IF) {
+        } else if proc.contains(ProcCtls::INTERRUPT_WINDOW_EXITING) && self.regs.flag(Rflags::IF) {
             exit = Some(PendingExit::event(ExitReason::InterruptWindow, 0));
         }
         match exit {

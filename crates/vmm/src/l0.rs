@@ -226,6 +226,9 @@ pub struct Vcpu {
     wait_sipi: bool,
     /// An NMI the guest could not take yet.
     nmi_pending: bool,
+    /// The platform's interrupt state may have changed since L0 last
+    /// looked (a new slice, a device access): look before the next entry.
+    poll_irq: bool,
     /// Measure host time per exit (costs two clock reads per exit).
     pub timing: bool,
     /// Exits handled.
@@ -247,6 +250,7 @@ impl Vcpu {
             halted: false,
             wait_sipi: false,
             nmi_pending: false,
+            poll_irq: true,
             timing: false,
             exits: ExitStats::default(),
         }
@@ -395,6 +399,7 @@ impl Vcpu {
             return RunExit::Halted;
         }
         let end = self.cpu.icount.saturating_add(budget);
+        self.poll_irq = true;
         // A guest paused in non-root operation at the end of its last
         // slice cannot see interrupts that became pending since: they
         // reach the CPU as an external interrupt, which exits (pin-based
@@ -479,9 +484,10 @@ impl Vcpu {
     /// platform's highest interrupt when the guest can take it, otherwise
     /// an NMI or interrupt window to be told when it can.
     fn inject_events(&mut self, bus: &mut dyn Bus) {
-        if self.cpu.vmread(F::EntryInterruptionInfo) & (1 << 31) != 0 {
-            return; // an event is already on its way in
+        if !self.poll_irq || self.cpu.vmread(F::EntryInterruptionInfo) & (1 << 31) != 0 {
+            return; // nothing new, or an event is already on its way in
         }
+        self.poll_irq = false;
         let now = self.cpu.now_ns();
         self.nmi_pending |= bus.take_nmi();
         let intr = Interruptibility::from_bits_retain(self.cpu.vmread(F::GuestInterruptibilityState) as u32);
@@ -555,6 +561,9 @@ impl Vcpu {
             self.cpu.vmwrite(F::EntryExceptionErrorCode, self.cpu.vmread(F::IdtVectoringErrorCode));
             self.cpu.vmwrite(F::EntryInstructionLength, self.cpu.vmread(F::ExitInstructionLength));
         }
+        // Exits that cannot have touched a device leave the platform's
+        // interrupt state as L0 last saw it (the CPUID loop's fast path).
+        self.poll_irq |= !matches!(ExitReason::from_basic(reason), Some(ExitReason::Cpuid | ExitReason::Xsetbv));
         let Some(r) = ExitReason::from_basic(reason) else {
             return Next::Return(RunExit::Shutdown(format!("L0: exit with unknown reason {reason}")));
         };

@@ -100,8 +100,11 @@ const fn slot_key(encoding: u32) -> usize {
 }
 
 /// [`VmcsField::slot`] of every encoding, by [`slot_key`]; built at
-/// compile time from [`VmcsField::ALL`].
-static SLOTS: [u16; 1 << 14] = {
+/// compile time from [`VmcsField::ALL`]. A `const` so that
+/// [`VmcsField::slot_const`] works in constant expressions; run-time
+/// lookups read the [`SLOTS`] copy.
+#[allow(clippy::large_const_arrays)]
+const SLOT_TABLE: [u16; 1 << 14] = {
     let mut t = [u16::MAX; 1 << 14];
     let mut i = 0;
     while i < VmcsField::ALL.len() {
@@ -110,6 +113,9 @@ static SLOTS: [u16; 1 << 14] = {
     }
     t
 };
+
+/// Run-time copy of [`SLOT_TABLE`].
+static SLOTS: [u16; 1 << 14] = SLOT_TABLE;
 
 /// Bits of a field encoding that must be zero (bit 12 and bits 31:15).
 pub const ENCODING_RESERVED: u32 = 0xffff_9000;
@@ -157,6 +163,12 @@ macro_rules! vmcs_fields {
             #[inline(always)]
             pub fn slot(self) -> usize {
                 SLOTS[slot_key(self.encoding())] as usize
+            }
+
+            /// [`VmcsField::slot`] for constant expressions (compile-time
+            /// slot numbers for code that moves many fields at once).
+            pub const fn slot_const(self) -> usize {
+                SLOT_TABLE[slot_key(self.encoding())] as usize
             }
 
             /// The field's name in SDM terms, snake_case; stable, for traces

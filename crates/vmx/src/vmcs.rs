@@ -86,6 +86,20 @@ impl Vmcs {
         }
     }
 
+    /// All fields by slot ([`VmcsField::slot`]), for code that moves many
+    /// fields at once (VM entry and exit). Bypasses the width truncation
+    /// of [`Vmcs::set`]: callers store values that fit their fields.
+    #[inline(always)]
+    pub fn slots(&self) -> &[u64; VmcsField::COUNT] {
+        &self.values
+    }
+
+    /// All fields by slot, writable; see [`Vmcs::slots`].
+    #[inline(always)]
+    pub fn slots_mut(&mut self) -> &mut [u64; VmcsField::COUNT] {
+        &mut self.values
+    }
+
     /// Every field set to zero, launch state clear.
     pub fn reset(&mut self) {
         *self = Vmcs::new();
@@ -107,6 +121,7 @@ mod tests {
     fn slots_are_dense_and_distinct() {
         for (i, &f) in VmcsField::ALL.iter().enumerate() {
             assert_eq!(f.slot(), i, "{f}");
+            assert_eq!(f.slot_const(), i, "{f}");
         }
     }
 

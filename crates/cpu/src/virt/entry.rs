@@ -316,43 +316,46 @@ impl Cpu {
 /// The register part of 27.3.2 "Loading Guest State": control, debug and
 /// segment registers, descriptor tables, MSRs, RIP, RSP, RFLAGS.
 pub(super) fn load_guest_registers(r: &mut Regs, v: &Vmcs, ctls: &Controls) {
-    r.cr0 = v.get(F::GuestCr0) | Cr0::ET.bits();
-    r.cr3 = v.get(F::GuestCr3);
-    r.cr4 = v.get(F::GuestCr4);
+    use super::slots as S;
+    // Slot-indexed: this runs on every entry.
+    let a = v.slots();
+    r.cr0 = a[S::GUEST_CR0] | Cr0::ET.bits();
+    r.cr3 = a[S::GUEST_CR3];
+    r.cr4 = a[S::GUEST_CR4];
     if ctls.entry.contains(EntryCtls::LOAD_DEBUG_CONTROLS) {
-        r.dr[7] = v.get(F::GuestDr7);
-        r.msr.debugctl = v.get(F::GuestIa32Debugctl);
+        r.dr[7] = a[S::GUEST_DR7];
+        r.msr.debugctl = a[S::GUEST_DEBUGCTL];
     }
-    r.msr.sysenter_cs = v.get(F::GuestIa32SysenterCs);
-    r.msr.sysenter_esp = v.get(F::GuestIa32SysenterEsp);
-    r.msr.sysenter_eip = v.get(F::GuestIa32SysenterEip);
+    r.msr.sysenter_cs = a[S::GUEST_SYSENTER_CS];
+    r.msr.sysenter_esp = a[S::GUEST_SYSENTER_ESP];
+    r.msr.sysenter_eip = a[S::GUEST_SYSENTER_EIP];
     if ctls.entry.contains(EntryCtls::LOAD_PAT) {
-        r.msr.pat = v.get(F::GuestIa32Pat);
+        r.msr.pat = a[S::GUEST_PAT];
     }
     let ia32e = ctls.entry.contains(EntryCtls::IA32E_MODE_GUEST);
     if ctls.entry.contains(EntryCtls::LOAD_EFER) {
-        r.efer = v.get(F::GuestIa32Efer);
+        r.efer = a[S::GUEST_EFER];
     } else {
         let lm = (Efer::LMA | Efer::LME).bits();
         r.efer = (r.efer & !lm) | if ia32e { lm } else { 0 };
     }
-    let seg = |f: &[F; 4]| {
-        let mut access = v.get(f[3]) as u32;
+    let seg = |f: &[usize; 4]| {
+        let mut access = a[f[3]] as u32;
         if access & ar::UNUSABLE != 0 {
             // An unusable register faults on use: drop P, keep DPL
             // (SS.DPL is the CPL).
             access &= !ar::P;
         }
-        Segment { selector: v.get(f[0]) as u16, base: v.get(f[1]), limit: v.get(f[2]) as u32, ar: access }
+        Segment { selector: a[f[0]] as u16, base: a[f[1]], limit: a[f[2]] as u32, ar: access }
     };
-    for (i, f) in GUEST_SEGS.iter().enumerate() {
-        r.seg[i] = seg(f);
+    for i in 0..6 {
+        r.seg[i] = seg(&S::GUEST_SEGS[i]);
     }
-    r.ldtr = seg(&GUEST_LDTR);
-    r.tr = seg(&GUEST_TR);
-    r.gdtr = crate::state::DescTable { base: v.get(F::GuestGdtrBase), limit: v.get(F::GuestGdtrLimit) as u16 };
-    r.idtr = crate::state::DescTable { base: v.get(F::GuestIdtrBase), limit: v.get(F::GuestIdtrLimit) as u16 };
-    r.rip = v.get(F::GuestRip);
-    r.gpr[4] = v.get(F::GuestRsp);
-    r.set_rflags(v.get(F::GuestRflags));
+    r.ldtr = seg(&S::GUEST_SEGS[6]);
+    r.tr = seg(&S::GUEST_SEGS[7]);
+    r.gdtr = crate::state::DescTable { base: a[S::GUEST_GDTR_BASE], limit: a[S::GUEST_GDTR_LIMIT] as u16 };
+    r.idtr = crate::state::DescTable { base: a[S::GUEST_IDTR_BASE], limit: a[S::GUEST_IDTR_LIMIT] as u16 };
+    r.rip = a[S::GUEST_RIP];
+    r.gpr[4] = a[S::GUEST_RSP];
+    r.set_rflags(a[S::GUEST_RFLAGS]);
 }

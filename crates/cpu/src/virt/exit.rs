@@ -3,7 +3,8 @@
 //! State", 28.4 "Saving MSRs", 28.5 "Loading Host State", 28.6 "Loading
 //! MSRs".
 
-use super::entry::{msr_entry, GUEST_LDTR, GUEST_SEGS, GUEST_TR};
+use super::entry::msr_entry;
+use super::field;
 use super::{PendingExit, EXIT_REASONS};
 use crate::state::{DescTable, Regs, Segment};
 use crate::{events, Activity, Cpu, Ctx};
@@ -61,7 +62,7 @@ impl Cpu {
     }
 
     fn save_guest_state_inner(&mut self, timer: bool) {
-        let ctls = self.vmx.ctls;
+        let exit = self.vmx.ctls.exit;
         let rflags = self.regs.rflags();
         let mut intr = Interruptibility::empty();
         if self.inhibit_at == self.icount {
@@ -80,7 +81,7 @@ impl Cpu {
             Activity::Shutdown => 2,
             Activity::WaitForSipi => 3,
         };
-        let timer_left = if timer && ctls.exit.contains(ExitCtls::SAVE_PREEMPTION_TIMER) {
+        let timer_left = if timer && exit.contains(ExitCtls::SAVE_PREEMPTION_TIMER) {
             let rate = self.vmx.caps.map_or(0, |c| c.misc().preemption_timer_rate);
             let left_ns = self.vmx.preemption_deadline.saturating_sub(self.icount);
             Some((left_ns * (crate::TSC_KHZ / 1_000_000)) >> rate)
@@ -88,7 +89,7 @@ impl Cpu {
             None
         };
         let Some(v) = self.vmx.current.as_deref_mut() else { return };
-        write_guest_registers(v, &self.regs, rflags, ctls.exit);
+        write_guest_registers(v, &self.regs, rflags, exit);
         v.set(F::GuestInterruptibilityState, u64::from(intr.bits()));
         v.set(F::GuestActivityState, activity);
         v.set(F::GuestPendingDebugExceptions, 0);
@@ -114,68 +115,28 @@ impl Cpu {
     /// 28.5 "Loading Host State" and 28.6 "Loading MSRs". Afterwards the
     /// processor is in root operation, running L0's host context.
     pub(crate) fn load_host_state(&mut self, ctx: &mut Ctx) {
-        let ctls = self.vmx.ctls;
+        let vpid = self.vmx.ctls.vpid;
         self.non_root = false;
         self.vmx.preemption_deadline = u64::MAX;
-        let Some(v) = self.vmx.current.as_deref() else { return };
-        let host64 = ctls.exit.contains(ExitCtls::HOST_ADDRESS_SPACE_SIZE);
-        let r = &mut self.regs;
-        // CR0.PE, PG (set by the checks), and the bits the SDM says are
-        // kept, come from the host field as a whole here.
-        r.cr0 = v.get(F::HostCr0) | Cr0::ET.bits();
-        r.cr3 = v.get(F::HostCr3);
-        r.cr4 = v.get(F::HostCr4) | if host64 { Cr4::PAE.bits() } else { 0 };
-        r.dr[7] = 0x400;
-        r.msr.debugctl = 0;
-        r.msr.sysenter_cs = v.get(F::HostIa32SysenterCs);
-        r.msr.sysenter_esp = v.get(F::HostIa32SysenterEsp);
-        r.msr.sysenter_eip = v.get(F::HostIa32SysenterEip);
-        if ctls.exit.contains(ExitCtls::LOAD_PAT) {
-            r.msr.pat = v.get(F::HostIa32Pat);
-        }
-        let lm = (Efer::LMA | Efer::LME).bits();
-        if ctls.exit.contains(ExitCtls::LOAD_EFER) {
-            r.efer = v.get(F::HostIa32Efer);
-        } else {
-            r.efer = (r.efer & !lm) | if host64 { lm } else { 0 };
-        }
-        let flat = ar::P | ar::S | ar::G | ar::ACCESSED;
-        let data = |sel: F, base: u64| {
-            let selector = v.get(sel) as u16;
-            // A null selector leaves the register unusable (28.5.2).
-            let access = if selector == 0 { ar::UNUSABLE } else { flat | ar::RW | ar::DB };
-            Segment { selector, base, limit: 0xffff_ffff, ar: access }
+        // The host context depends only on host-state and control fields:
+        // it is computed once and reused until one of them is written.
+        let host = match self.vmx.host_context {
+            Some(h) => h,
+            None => {
+                let Some(v) = self.vmx.current.as_deref() else { return };
+                let h = HostContext::from_vmcs(v, self.vmx.ctls.exit);
+                self.vmx.host_context = Some(h);
+                h
+            }
         };
-        r.seg[sreg::CS] = Segment {
-            selector: v.get(F::HostCsSelector) as u16,
-            base: 0,
-            limit: 0xffff_ffff,
-            ar: flat | ar::CODE | ar::RW | if host64 { ar::L } else { ar::DB },
-        };
-        r.seg[sreg::SS] = data(F::HostSsSelector, 0);
-        r.seg[sreg::DS] = data(F::HostDsSelector, 0);
-        r.seg[sreg::ES] = data(F::HostEsSelector, 0);
-        r.seg[sreg::FS] = data(F::HostFsSelector, v.get(F::HostFsBase));
-        r.seg[sreg::GS] = data(F::HostGsSelector, v.get(F::HostGsBase));
-        r.tr = Segment {
-            selector: v.get(F::HostTrSelector) as u16,
-            base: v.get(F::HostTrBase),
-            limit: 0x67,
-            ar: ar::P | x86::seg::sys::TSS_BUSY,
-        };
-        r.ldtr = Segment { selector: 0, base: 0, limit: 0, ar: ar::UNUSABLE };
-        r.gdtr = DescTable { base: v.get(F::HostGdtrBase), limit: 0xffff };
-        r.idtr = DescTable { base: v.get(F::HostIdtrBase), limit: 0xffff };
-        r.rip = v.get(F::HostRip);
-        r.gpr[4] = v.get(F::HostRsp);
-        r.set_rflags(0);
+        host.apply(&mut self.regs);
         self.activity = Activity::Active;
         self.inhibit_at = u64::MAX;
         self.ss_shadow_at = u64::MAX;
         self.ept = None;
         self.vmx_tsc_offset = 0;
         // Without a VPID the guest's translations are not tagged and go.
-        if ctls.vpid == 0 {
+        if vpid == 0 {
             self.state_changed();
         } else {
             self.state_changed_light();
@@ -200,41 +161,132 @@ impl Cpu {
 /// a new VMCS from a vCPU's reset or loader state; `rflags` is RFLAGS with
 /// the status flags materialized ([`crate::Regs::rflags`]).
 pub fn write_guest_registers(v: &mut Vmcs, r: &Regs, rflags: u64, exit: ExitCtls) {
-    v.set(F::GuestCr0, r.cr0);
-    v.set(F::GuestCr3, r.cr3);
-    v.set(F::GuestCr4, r.cr4);
+    use super::slots as S;
+    // Slot-indexed: this runs on every exit. Every value fits its field.
+    let a = v.slots_mut();
+    a[S::GUEST_CR0] = r.cr0;
+    a[S::GUEST_CR3] = r.cr3;
+    a[S::GUEST_CR4] = r.cr4;
     if exit.contains(ExitCtls::SAVE_DEBUG_CONTROLS) {
-        v.set(F::GuestDr7, r.dr[7]);
-        v.set(F::GuestIa32Debugctl, r.msr.debugctl);
+        a[S::GUEST_DR7] = r.dr[7];
+        a[S::GUEST_DEBUGCTL] = r.msr.debugctl;
     }
-    v.set(F::GuestIa32SysenterCs, r.msr.sysenter_cs);
-    v.set(F::GuestIa32SysenterEsp, r.msr.sysenter_esp);
-    v.set(F::GuestIa32SysenterEip, r.msr.sysenter_eip);
+    a[S::GUEST_SYSENTER_CS] = r.msr.sysenter_cs & 0xffff_ffff;
+    a[S::GUEST_SYSENTER_ESP] = r.msr.sysenter_esp;
+    a[S::GUEST_SYSENTER_EIP] = r.msr.sysenter_eip;
     if exit.contains(ExitCtls::SAVE_PAT) {
-        v.set(F::GuestIa32Pat, r.msr.pat);
+        a[S::GUEST_PAT] = r.msr.pat;
     }
     if exit.contains(ExitCtls::SAVE_EFER) {
-        v.set(F::GuestIa32Efer, r.efer);
+        a[S::GUEST_EFER] = r.efer;
     }
-    let save = |v: &mut Vmcs, f: &[F; 4], s: &Segment| {
-        v.set(f[0], u64::from(s.selector));
-        v.set(f[1], s.base);
-        v.set(f[2], u64::from(s.limit));
-        v.set(f[3], u64::from(s.ar & 0x1_f0ff));
-    };
-    for (i, f) in GUEST_SEGS.iter().enumerate() {
-        save(v, f, &r.seg[i]);
+    let segs = [&r.seg[0], &r.seg[1], &r.seg[2], &r.seg[3], &r.seg[4], &r.seg[5], &r.ldtr, &r.tr];
+    for (f, s) in S::GUEST_SEGS.iter().zip(segs) {
+        a[f[0]] = u64::from(s.selector);
+        a[f[1]] = s.base;
+        a[f[2]] = u64::from(s.limit);
+        a[f[3]] = u64::from(s.ar & 0x1_f0ff);
     }
-    save(v, &GUEST_LDTR, &r.ldtr);
-    save(v, &GUEST_TR, &r.tr);
-    v.set(F::GuestGdtrBase, r.gdtr.base);
-    v.set(F::GuestGdtrLimit, u64::from(r.gdtr.limit));
-    v.set(F::GuestIdtrBase, r.idtr.base);
-    v.set(F::GuestIdtrLimit, u64::from(r.idtr.limit));
-    // Faults and instruction exits leave RIP at the instruction;
-    // traps (and events between instructions) at the next one, which
-    // is where `regs.rip` already points.
-    v.set(F::GuestRip, r.rip);
-    v.set(F::GuestRsp, r.gpr[4]);
-    v.set(F::GuestRflags, rflags);
+    a[S::GUEST_GDTR_BASE] = r.gdtr.base;
+    a[S::GUEST_GDTR_LIMIT] = u64::from(r.gdtr.limit);
+    a[S::GUEST_IDTR_BASE] = r.idtr.base;
+    a[S::GUEST_IDTR_LIMIT] = u64::from(r.idtr.limit);
+    // Faults and instruction exits leave RIP at the instruction; traps
+    // (and events between instructions) at the next one, which is where
+    // `regs.rip` already points.
+    a[S::GUEST_RIP] = r.rip;
+    a[S::GUEST_RSP] = r.gpr[4];
+    a[S::GUEST_RFLAGS] = rflags;
+}
+
+/// The register state a VM exit loads (28.5 "Loading Host State"), as
+/// computed from the host-state area and the exit controls.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HostContext {
+    cr0: u64,
+    cr3: u64,
+    cr4: u64,
+    sysenter: [u64; 3],
+    pat: Option<u64>,
+    efer: Option<u64>,
+    host64: bool,
+    seg: [Segment; 6],
+    tr: Segment,
+    gdtr: DescTable,
+    idtr: DescTable,
+    rip: u64,
+    rsp: u64,
+}
+
+impl HostContext {
+    fn from_vmcs(v: &Vmcs, exit: ExitCtls) -> HostContext {
+        let a = v.slots();
+        let host64 = exit.contains(ExitCtls::HOST_ADDRESS_SPACE_SIZE);
+        let flat = ar::P | ar::S | ar::G | ar::ACCESSED;
+        let data = |selector: u64, base: u64| {
+            let selector = selector as u16;
+            // A null selector leaves the register unusable (28.5.2).
+            let access = if selector == 0 { ar::UNUSABLE } else { flat | ar::RW | ar::DB };
+            Segment { selector, base, limit: 0xffff_ffff, ar: access }
+        };
+        let mut seg = [Segment::default(); 6];
+        seg[sreg::CS] = Segment {
+            selector: field!(a, HostCsSelector) as u16,
+            base: 0,
+            limit: 0xffff_ffff,
+            ar: flat | ar::CODE | ar::RW | if host64 { ar::L } else { ar::DB },
+        };
+        seg[sreg::SS] = data(field!(a, HostSsSelector), 0);
+        seg[sreg::DS] = data(field!(a, HostDsSelector), 0);
+        seg[sreg::ES] = data(field!(a, HostEsSelector), 0);
+        seg[sreg::FS] = data(field!(a, HostFsSelector), field!(a, HostFsBase));
+        seg[sreg::GS] = data(field!(a, HostGsSelector), field!(a, HostGsBase));
+        HostContext {
+            // CR0.PE and PG (set by the checks), and the bits the SDM says
+            // are kept, come from the host field as a whole here.
+            cr0: field!(a, HostCr0) | Cr0::ET.bits(),
+            cr3: field!(a, HostCr3),
+            cr4: field!(a, HostCr4) | if host64 { Cr4::PAE.bits() } else { 0 },
+            sysenter: [field!(a, HostIa32SysenterCs), field!(a, HostIa32SysenterEsp), field!(a, HostIa32SysenterEip)],
+            pat: exit.contains(ExitCtls::LOAD_PAT).then(|| field!(a, HostIa32Pat)),
+            efer: exit.contains(ExitCtls::LOAD_EFER).then(|| field!(a, HostIa32Efer)),
+            host64,
+            seg,
+            tr: Segment {
+                selector: field!(a, HostTrSelector) as u16,
+                base: field!(a, HostTrBase),
+                limit: 0x67,
+                ar: ar::P | x86::seg::sys::TSS_BUSY,
+            },
+            gdtr: DescTable { base: field!(a, HostGdtrBase), limit: 0xffff },
+            idtr: DescTable { base: field!(a, HostIdtrBase), limit: 0xffff },
+            rip: field!(a, HostRip),
+            rsp: field!(a, HostRsp),
+        }
+    }
+
+    fn apply(&self, r: &mut Regs) {
+        r.cr0 = self.cr0;
+        r.cr3 = self.cr3;
+        r.cr4 = self.cr4;
+        r.dr[7] = 0x400;
+        r.msr.debugctl = 0;
+        [r.msr.sysenter_cs, r.msr.sysenter_esp, r.msr.sysenter_eip] = self.sysenter;
+        if let Some(pat) = self.pat {
+            r.msr.pat = pat;
+        }
+        let lm = (Efer::LMA | Efer::LME).bits();
+        r.efer = match self.efer {
+            Some(efer) => efer,
+            None => (r.efer & !lm) | if self.host64 { lm } else { 0 },
+        };
+        r.seg = self.seg;
+        r.tr = self.tr;
+        r.ldtr = Segment { selector: 0, base: 0, limit: 0, ar: ar::UNUSABLE };
+        r.gdtr = self.gdtr;
+        r.idtr = self.idtr;
+        r.rip = self.rip;
+        r.gpr[4] = self.rsp;
+        r.set_rflags(0);
+    }
 }

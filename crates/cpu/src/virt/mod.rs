@@ -35,6 +35,67 @@ mod emulate;
 mod entry;
 mod exit;
 
+/// `field!(slots, Name)`: the slot of `VmcsField::Name` in a VMCS slot
+/// array, with the slot number fixed at compile time.
+macro_rules! field {
+    ($a:expr, $f:ident) => {
+        $a[{
+            const SLOT: usize = vmx::VmcsField::$f.slot_const();
+            SLOT
+        }]
+    };
+}
+pub(crate) use field;
+
+/// Slot numbers ([`VmcsField::slot_const`]) of the fields VM entry and
+/// exit move, fixed at compile time.
+pub(crate) mod slots {
+    use vmx::VmcsField as F;
+
+    macro_rules! slots {
+        ($($name:ident = $field:ident;)*) => { $( pub const $name: usize = F::$field.slot_const(); )* };
+    }
+
+    slots! {
+        GUEST_CR0 = GuestCr0;
+        GUEST_CR3 = GuestCr3;
+        GUEST_CR4 = GuestCr4;
+        GUEST_DR7 = GuestDr7;
+        GUEST_DEBUGCTL = GuestIa32Debugctl;
+        GUEST_SYSENTER_CS = GuestIa32SysenterCs;
+        GUEST_SYSENTER_ESP = GuestIa32SysenterEsp;
+        GUEST_SYSENTER_EIP = GuestIa32SysenterEip;
+        GUEST_PAT = GuestIa32Pat;
+        GUEST_EFER = GuestIa32Efer;
+        GUEST_GDTR_BASE = GuestGdtrBase;
+        GUEST_GDTR_LIMIT = GuestGdtrLimit;
+        GUEST_IDTR_BASE = GuestIdtrBase;
+        GUEST_IDTR_LIMIT = GuestIdtrLimit;
+        GUEST_RIP = GuestRip;
+        GUEST_RSP = GuestRsp;
+        GUEST_RFLAGS = GuestRflags;
+    }
+
+    /// Selector, base, limit, access rights of ES, CS, SS, DS, FS, GS,
+    /// LDTR, TR.
+    pub const GUEST_SEGS: [[usize; 4]; 8] = {
+        const fn seg(f: [F; 4]) -> [usize; 4] {
+            [f[0].slot_const(), f[1].slot_const(), f[2].slot_const(), f[3].slot_const()]
+        }
+        let g = super::entry::GUEST_SEGS;
+        [
+            seg(g[0]),
+            seg(g[1]),
+            seg(g[2]),
+            seg(g[3]),
+            seg(g[4]),
+            seg(g[5]),
+            seg(super::entry::GUEST_LDTR),
+            seg(super::entry::GUEST_TR),
+        ]
+    };
+}
+
 pub use emulate::EmulateError;
 pub use entry::VmEntry;
 pub use exit::write_guest_registers;
@@ -244,6 +305,8 @@ pub struct VmxUnit {
     pub(crate) dirty: u8,
     /// Whether entries re-run only the invalidated checks (on by default).
     pub(crate) check_cache: bool,
+    /// What a VM exit loads, until a host-state or control field changes.
+    pub(crate) host_context: Option<exit::HostContext>,
 }
 
 impl Default for VmxUnit {
@@ -259,6 +322,7 @@ impl Default for VmxUnit {
             exits: [0; EXIT_REASONS],
             dirty: dirty::ALL,
             check_cache: true,
+            host_context: None,
         }
     }
 }
@@ -309,6 +373,7 @@ impl Cpu {
     /// current on two processors.
     pub fn vmptrld(&mut self, vmcs: Box<Vmcs>) -> Option<Box<Vmcs>> {
         self.vmx.dirty = dirty::ALL;
+        self.vmx.host_context = None;
         self.vmx.current.replace(vmcs)
     }
 
@@ -323,6 +388,7 @@ impl Cpu {
     /// clear and not current).
     pub fn vmclear_current(&mut self) -> Option<Box<Vmcs>> {
         self.vmx.dirty = dirty::ALL;
+        self.vmx.host_context = None;
         let mut v = self.vmx.current.take()?;
         v.launch_state = vmx::LaunchState::Clear;
         Some(v)
@@ -336,6 +402,7 @@ impl Cpu {
     /// The current VMCS, writable (VMWRITE to many fields).
     pub fn vmcs_mut(&mut self) -> Option<&mut Vmcs> {
         self.vmx.dirty = dirty::ALL;
+        self.vmx.host_context = None;
         self.vmx.current.as_deref_mut()
     }
 
@@ -349,7 +416,11 @@ impl Cpu {
     #[inline]
     pub fn vmwrite(&mut self, field: VmcsField, value: u64) {
         if let Some(v) = self.vmx.current.as_deref_mut() {
-            self.vmx.dirty |= dirty::of(field);
+            let d = dirty::of(field);
+            self.vmx.dirty |= d;
+            if d & (dirty::HOST | dirty::CONTROLS) != 0 {
+                self.vmx.host_context = None;
+            }
             v.set(field, value);
         }
     }
