@@ -17,6 +17,8 @@
 //!   a closure and turns an exception inside it into an `Err(Fault)`;
 //! * [`test`]: `check!`-style assertions printing `ok`/`FAIL`/`skip` lines and
 //!   a final `PASS n` / `FAIL f/n` line followed by the exit;
+//! * [`vmx`]: VMX instructions, VMCS encodings, capability MSRs and the
+//!   VM-exit trampoline for the guest-hypervisor kernels;
 //! * [`arch`], [`apic`], [`fwcfg`], [`multiboot`], [`smp`]: hardware helpers.
 //!
 //! Exit protocol: [`exit`] writes a byte to the isa-debug-exit port 0xf4;
@@ -44,6 +46,7 @@ pub mod serial;
 pub mod smp;
 pub mod sync;
 pub mod test;
+pub mod vmx;
 
 /// isa-debug-exit value for success (QEMU exit status 33).
 pub const EXIT_SUCCESS: u8 = 0x10;
