@@ -36,6 +36,11 @@
 //! - An entry read from an address that is not RAM reads as all ones, as a
 //!   read of unbacked memory does on a PC. All ones has bits 51:MAXPHYADDR
 //!   set, so the walk reports a misconfiguration; it never touches MMIO.
+//! - Where the tables may live is the caller's choice ([`Tables`]): the
+//!   processor's walk ([`translate`]) reads RAM and L0's private memory,
+//!   where L0 keeps EPT01 and EPT02; L0's software walk of a guest
+//!   hypervisor's EPT12 ([`translate_in`] with [`Tables::Ram`]) reads RAM
+//!   only, so a table address in private memory reads as all ones there.
 //! - Accessed and dirty flags are written only when the translation
 //!   succeeds, so a walk that ends in a violation or misconfiguration has
 //!   no side effect ([`crate::mmu`] does the same for guest paging).
@@ -246,6 +251,7 @@ impl EptError {
 /// of the permissions. On success with EPT A/D enabled, sets the accessed
 /// flag of every entry used and, for writes, the dirty flag of the leaf.
 /// Never panics and never allocates, whatever the tables hold.
+#[inline]
 pub fn translate(
     mem: &mut Memory,
     eptp: u64,
@@ -253,6 +259,75 @@ pub fn translate(
     req: EptRequest,
     cfg: EptConfig,
 ) -> Result<EptTranslation, EptError> {
+    translate_in(mem, Tables::Any, eptp, gpa, req, cfg, None)
+}
+
+/// Where the paging structures of a walk may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tables {
+    /// RAM or L0's private memory: the processor walking tables L0 built
+    /// (EPT01, EPT02).
+    Any,
+    /// RAM only: L0 walking tables a guest built (EPT12). An entry address
+    /// outside RAM, private memory included, reads as all ones.
+    Ram,
+}
+
+impl Tables {
+    fn read(self, mem: &Memory, pa: u64) -> Option<u64> {
+        match self {
+            Tables::Any => mem.read_phys_u64(pa).ok(),
+            Tables::Ram => mem.read_u64(pa).ok(),
+        }
+    }
+
+    fn write(self, mem: &mut Memory, pa: u64, v: u64) {
+        // A failed write is dropped, as on an unbacked bus; the entry was
+        // just read from the same place, so it does not fail in practice.
+        let _ = match self {
+            Tables::Any => mem.write_phys_u64(pa, v),
+            Tables::Ram => mem.write_u64(pa, v),
+        };
+    }
+}
+
+/// The table pages one walk read entries from, root first (at most five).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EptPath {
+    pages: [u64; 5],
+    len: usize,
+}
+
+impl EptPath {
+    /// Physical addresses of the table pages, root first, the table of the
+    /// entry that ended the walk included.
+    pub fn pages(&self) -> &[u64] {
+        &self.pages[..self.len]
+    }
+
+    fn push(&mut self, table: u64) {
+        if self.len < self.pages.len() {
+            self.pages[self.len] = table;
+            self.len += 1;
+        }
+    }
+}
+
+/// [`translate`] with the tables confined to `tables`; when `path` is
+/// given, it receives the table pages the walk read (for a shadow of these
+/// tables that must notice writes to them).
+pub fn translate_in(
+    mem: &mut Memory,
+    tables: Tables,
+    eptp: u64,
+    gpa: u64,
+    req: EptRequest,
+    cfg: EptConfig,
+    mut path: Option<&mut EptPath>,
+) -> Result<EptTranslation, EptError> {
+    if let Some(p) = path.as_deref_mut() {
+        *p = EptPath::default();
+    }
     let eptp = EptPointer(eptp);
     let ad = eptp.ad_enabled();
     let paging_write = ad && req.source == EptSource::GuestPagingStructure;
@@ -290,7 +365,10 @@ pub fn translate(
     let (leaf, leaf_addr, shift) = loop {
         let shift = 12 + 9 * u32::from(level - 1);
         let entry_addr = table + ((gpa >> shift) & 0x1ff) * 8;
-        let e = mem.read_u64(entry_addr).unwrap_or(u64::MAX);
+        if let Some(p) = path.as_deref_mut() {
+            p.push(table);
+        }
+        let e = tables.read(mem, entry_addr).unwrap_or(u64::MAX);
         let rwx = e & RWX;
         perms &= rwx;
         if rwx == 0 {
@@ -342,9 +420,9 @@ pub fn translate(
 
     if ad {
         for &addr in &used[..nused] {
-            set_flags(mem, addr, ACCESSED);
+            set_flags(mem, tables, addr, ACCESSED);
         }
-        set_flags(mem, leaf_addr, if write { ACCESSED | DIRTY } else { ACCESSED });
+        set_flags(mem, tables, leaf_addr, if write { ACCESSED | DIRTY } else { ACCESSED });
     }
 
     let page_size = 1u64 << shift;
@@ -361,10 +439,10 @@ pub fn translate(
 
 /// Sets `bits` in the entry at `addr`, re-reading it first: with
 /// self-referencing tables one entry can be used at several levels.
-fn set_flags(mem: &mut Memory, addr: u64, bits: u64) {
-    if let Ok(v) = mem.read_u64(addr) {
+fn set_flags(mem: &mut Memory, tables: Tables, addr: u64, bits: u64) {
+    if let Some(v) = tables.read(mem, addr) {
         if v & bits != bits {
-            let _ = mem.write_u64(addr, v | bits);
+            tables.write(mem, addr, v | bits);
         }
     }
 }
@@ -376,7 +454,7 @@ pub enum EptBuildError {
     #[error("the EPT table allocator is out of pages")]
     OutOfTables,
     /// The table allocator returned an unusable page.
-    #[error("the EPT table allocator returned {0:#x}, not a 4 KiB-aligned page of RAM")]
+    #[error("the EPT table allocator returned {0:#x}, not a 4 KiB-aligned page of RAM or private memory")]
     BadTablePage(u64),
     /// A range is not 4 KiB aligned, is empty, or does not fit the
     /// guest-physical (48-bit) or host-physical (MAXPHYADDR) space.
@@ -394,14 +472,15 @@ pub enum EptBuildError {
     /// "ignore PAT".
     #[error("bad EPT permissions {0:#x}")]
     BadPermissions(u64),
-    /// A table the builder follows is not in RAM (the tables were changed
-    /// behind its back).
+    /// A table the builder follows is not in RAM or private memory (the
+    /// tables were changed behind its back).
     #[error("EPT table access failed: {0}")]
     Memory(#[from] MemError),
 }
 
 /// Builds 4-level EPT paging structures in [`Memory`], for L0 to give its
-/// guests identity or arbitrary maps.
+/// guests identity or arbitrary maps. The tables may be in RAM or in
+/// private memory ([`Memory::alloc_private_page`]), where L0 keeps them.
 ///
 /// Table pages come from a caller-supplied allocator, called with the
 /// memory and returning the address of a free 4 KiB page (or `None` when
@@ -423,6 +502,13 @@ impl<F: FnMut(&mut Memory) -> Option<u64>> EptBuilder<F> {
         let mut b = EptBuilder { alloc, root: 0, allow_1g: true, accessed_dirty: false };
         b.root = b.alloc_table(mem)?;
         Ok(b)
+    }
+
+    /// Goes on building the tables rooted at `root`, a PML4 table made by
+    /// an earlier builder (which the caller keeps alive by keeping its
+    /// table pages). Allocates nothing.
+    pub fn with_root(root: u64, alloc: F) -> Self {
+        EptBuilder { alloc, root: root & PHYS_MASK, allow_1g: true, accessed_dirty: false }
     }
 
     /// Whether [`map`](Self::map) may use 1 GiB pages (for processors
@@ -484,7 +570,7 @@ impl<F: FnMut(&mut Memory) -> Option<u64>> EptBuilder<F> {
             };
             let entry_addr = self.entry_for(mem, g, level)?;
             let large = if level > 1 { LARGE } else { 0 };
-            mem.write_u64(entry_addr, h | attrs | large)?;
+            mem.write_phys_u64(entry_addr, h | attrs | large)?;
             off += size;
         }
         Ok(())
@@ -505,14 +591,14 @@ impl<F: FnMut(&mut Memory) -> Option<u64>> EptBuilder<F> {
             loop {
                 let size = level_size(level);
                 let entry_addr = table + index(a, level) * 8;
-                let e = mem.read_u64(entry_addr)?;
+                let e = mem.read_phys_u64(entry_addr)?;
                 if e & RWX == 0 {
                     // Nothing mapped up to the end of this entry's span.
                     a = (a | (size - 1)) + 1;
                     break;
                 }
                 if a & (size - 1) == 0 && end - a >= size {
-                    mem.write_u64(entry_addr, 0)?;
+                    mem.write_phys_u64(entry_addr, 0)?;
                     a += size;
                     break;
                 }
@@ -520,7 +606,7 @@ impl<F: FnMut(&mut Memory) -> Option<u64>> EptBuilder<F> {
                 // covers the PTE, so `level > 1` here.
                 table = if is_large(e, level) {
                     let t = self.split(mem, e, level)?;
-                    mem.write_u64(entry_addr, t | RWX)?;
+                    mem.write_phys_u64(entry_addr, t | RWX)?;
                     t
                 } else {
                     e & PHYS_MASK
@@ -541,14 +627,14 @@ impl<F: FnMut(&mut Memory) -> Option<u64>> EptBuilder<F> {
             if level == target {
                 return Ok(entry_addr);
             }
-            let e = mem.read_u64(entry_addr)?;
+            let e = mem.read_phys_u64(entry_addr)?;
             table = if e & RWX == 0 {
                 let t = self.alloc_table(mem)?;
-                mem.write_u64(entry_addr, t | RWX)?;
+                mem.write_phys_u64(entry_addr, t | RWX)?;
                 t
             } else if is_large(e, level) {
                 let t = self.split(mem, e, level)?;
-                mem.write_u64(entry_addr, t | RWX)?;
+                mem.write_phys_u64(entry_addr, t | RWX)?;
                 t
             } else {
                 e & PHYS_MASK
@@ -569,13 +655,13 @@ impl<F: FnMut(&mut Memory) -> Option<u64>> EptBuilder<F> {
         for (i, slot) in page.chunks_exact_mut(8).enumerate() {
             slot.copy_from_slice(&(attrs | (base + i as u64 * child)).to_le_bytes());
         }
-        mem.write(t, &page)?;
+        mem.write_phys(t, &page)?;
         Ok(t)
     }
 
     fn alloc_table(&mut self, mem: &mut Memory) -> Result<u64, EptBuildError> {
         let t = (self.alloc)(mem).ok_or(EptBuildError::OutOfTables)?;
-        if t & 0xfff != 0 || t & !PHYS_MASK != 0 || mem.write(t, &[0; PAGE_SIZE as usize]).is_err() {
+        if t & 0xfff != 0 || t & !PHYS_MASK != 0 || mem.write_phys(t, &[0; PAGE_SIZE as usize]).is_err() {
             return Err(EptBuildError::BadTablePage(t));
         }
         Ok(t)
@@ -1077,6 +1163,62 @@ mod tests {
         assert_eq!(b.eptp(), 0x10_0000 | 6 | 3 << 3);
         let b = b.accessed_dirty(true);
         assert_eq!(b.eptp(), 0x10_0000 | 6 | 3 << 3 | 1 << 6);
+    }
+
+    #[test]
+    fn the_processor_walks_private_tables() {
+        let mut m = Memory::new(MEM).unwrap();
+        let mut b = EptBuilder::new(&mut m, |m: &mut Memory| m.alloc_private_page()).unwrap();
+        assert!(m.is_private(b.root()));
+        b.map(&mut m, 0x5000, 0x9000, PAGE_4K, EptEntry::RWX, MemoryType::WriteBack).unwrap();
+        let eptp = b.accessed_dirty(true).eptp();
+        let r = translate(&mut m, eptp, 0x5123, EptRequest::linear(Access::Write), EptConfig::ALL).unwrap();
+        assert_eq!(r.hpa, 0x9123);
+        // The A/D flags went to the private tables.
+        let root = eptp & PHYS_MASK;
+        assert_ne!(m.read_phys_u64(root).unwrap() & ACCESSED, 0);
+        let mut path = EptPath::default();
+        let r = translate_in(
+            &mut m,
+            Tables::Any,
+            eptp,
+            0x5000,
+            EptRequest::linear(Access::Read),
+            EptConfig::ALL,
+            Some(&mut path),
+        );
+        assert_eq!(r.unwrap().hpa, 0x9000);
+        assert_eq!(path.pages().len(), 4);
+        assert_eq!(path.pages()[0], root);
+        assert!(path.pages().iter().all(|&p| m.is_private(p)));
+    }
+
+    #[test]
+    fn a_ram_only_walk_refuses_private_tables() {
+        let mut m = Memory::new(MEM).unwrap();
+        let mut b = EptBuilder::new(&mut m, |m: &mut Memory| m.alloc_private_page()).unwrap();
+        b.map(&mut m, 0, 0, PAGE_2M, EptEntry::RWX, MemoryType::WriteBack).unwrap();
+        let private_eptp = b.eptp();
+        let req = EptRequest::linear(Access::Read);
+        let mut path = EptPath::default();
+        let r = translate_in(&mut m, Tables::Ram, private_eptp, 0x10, req, EptConfig::ALL, Some(&mut path));
+        assert_eq!(r, Err(EptError::Misconfig { gpa: 0x10, level: 4, entry: u64::MAX }));
+        assert_eq!(path.pages(), &[private_eptp & PHYS_MASK]);
+        // A RAM root whose entry leads into private memory stops there.
+        let private_pdpt = m.read_phys_u64(private_eptp & PHYS_MASK).unwrap() & PHYS_MASK;
+        let mut m2 = chain(RWX | WB);
+        let pdpt = m2.alloc_private_page().unwrap();
+        m2.write_phys_u64(pdpt, PD | RWX).unwrap();
+        m2.write_u64(PML4, pdpt | RWX).unwrap();
+        let r = translate_in(&mut m2, Tables::Ram, eptp(false), 0x10, req, EptConfig::ALL, None);
+        assert_eq!(r, Err(EptError::Misconfig { gpa: 0x10, level: 3, entry: u64::MAX }));
+        assert!(m.is_private(private_pdpt));
+        // The processor's walk of the same tables goes through.
+        assert_eq!(translate(&mut m2, eptp(false), 0x10, req, EptConfig::ALL).unwrap().hpa, 0x7010);
+        // Accessed flags of a RAM-only walk never land in private memory.
+        let ad = EptPointer::new(Gpa(PML4), MemoryType::WriteBack, 4, true).0;
+        assert!(translate_in(&mut m2, Tables::Ram, ad, 0x10, req, EptConfig::ALL, None).is_err());
+        assert_eq!(m2.read_phys_u64(pdpt).unwrap(), PD | RWX);
     }
 
     /// Entries for the hostile-table property: any value at all, and

@@ -176,29 +176,18 @@ impl Memory {
         (off.checked_add(len)? <= self.private.len() as u64).then_some(off as usize)
     }
 
-    /// Host-side read of physical memory (loaders, devices, tests, the
-    /// EPT walk): guest RAM or private memory.
+    /// Host-side read of guest RAM (loaders, devices, tests, software walks
+    /// of guest-owned structures). Private memory is not RAM: reading it
+    /// this way fails like any other address outside RAM.
     pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemError> {
-        if gpa >= PRIVATE_BASE {
-            if let Some(off) = self.private_range(gpa, buf.len() as u64) {
-                buf.copy_from_slice(&self.private[off..off + buf.len()]);
-                return Ok(());
-            }
-        }
         let off = self.range(gpa, buf.len() as u64)?;
         buf.copy_from_slice(&self.ram[off..off + buf.len()]);
         Ok(())
     }
 
-    /// Host-side write of guest-physical memory; keeps decoded code
-    /// coherent.
+    /// Host-side write of guest RAM; keeps decoded code coherent. Private
+    /// memory is not reachable this way.
     pub fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemError> {
-        if gpa >= PRIVATE_BASE {
-            if let Some(off) = self.private_range(gpa, data.len() as u64) {
-                self.private[off..off + data.len()].copy_from_slice(data);
-                return Ok(());
-            }
-        }
         let off = self.range(gpa, data.len() as u64)?;
         let mut p = off & !0xfff;
         while p < off + data.len() {
@@ -209,28 +198,79 @@ impl Memory {
         Ok(())
     }
 
-    /// Reads a little-endian u64.
+    /// Reads a little-endian u64 of guest RAM.
     pub fn read_u64(&self, gpa: u64) -> Result<u64, MemError> {
         let mut b = [0; 8];
         self.read(gpa, &mut b)?;
         Ok(u64::from_le_bytes(b))
     }
 
-    /// Reads a little-endian u32.
+    /// Reads a little-endian u32 of guest RAM.
     pub fn read_u32(&self, gpa: u64) -> Result<u32, MemError> {
         let mut b = [0; 4];
         self.read(gpa, &mut b)?;
         Ok(u32::from_le_bytes(b))
     }
 
-    /// Writes a little-endian u64.
+    /// Writes a little-endian u64 to guest RAM.
     pub fn write_u64(&mut self, gpa: u64, v: u64) -> Result<(), MemError> {
         self.write(gpa, &v.to_le_bytes())
     }
 
-    /// Writes a little-endian u32.
+    /// Writes a little-endian u32 to guest RAM.
     pub fn write_u32(&mut self, gpa: u64, v: u32) -> Result<(), MemError> {
         self.write(gpa, &v.to_le_bytes())
+    }
+
+    /// Read of physical memory, RAM or allocated private memory: for the
+    /// processor's own accesses to structures L0 placed (its EPT walk,
+    /// the bitmaps and lists a VMCS of L0 names) and for L0 building them.
+    /// Never use it at an address a guest chose.
+    pub fn read_phys(&self, pa: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        if let Some(off) = self.private_range(pa, buf.len() as u64) {
+            buf.copy_from_slice(&self.private[off..off + buf.len()]);
+            return Ok(());
+        }
+        self.read(pa, buf)
+    }
+
+    /// Write of physical memory, RAM or allocated private memory; see
+    /// [`read_phys`](Self::read_phys).
+    pub fn write_phys(&mut self, pa: u64, data: &[u8]) -> Result<(), MemError> {
+        if let Some(off) = self.private_range(pa, data.len() as u64) {
+            self.private[off..off + data.len()].copy_from_slice(data);
+            return Ok(());
+        }
+        self.write(pa, data)
+    }
+
+    /// Reads a little-endian u64 of RAM or private memory.
+    pub fn read_phys_u64(&self, pa: u64) -> Result<u64, MemError> {
+        let mut b = [0; 8];
+        self.read_phys(pa, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// Reads a little-endian u32 of RAM or private memory.
+    pub fn read_phys_u32(&self, pa: u64) -> Result<u32, MemError> {
+        let mut b = [0; 4];
+        self.read_phys(pa, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    /// Writes a little-endian u64 to RAM or private memory.
+    pub fn write_phys_u64(&mut self, pa: u64, v: u64) -> Result<(), MemError> {
+        self.write_phys(pa, &v.to_le_bytes())
+    }
+
+    /// Writes a little-endian u32 to RAM or private memory.
+    pub fn write_phys_u32(&mut self, pa: u64, v: u32) -> Result<(), MemError> {
+        self.write_phys(pa, &v.to_le_bytes())
+    }
+
+    /// Whether `pa` lies in allocated private memory.
+    pub fn is_private(&self, pa: u64) -> bool {
+        self.private_range(pa, 1).is_some()
     }
 
     /// Offset of a range that lies entirely in one RAM region.
@@ -255,11 +295,31 @@ mod tests {
         let a = m.alloc_private_page().unwrap();
         let b = m.alloc_private_page().unwrap();
         assert_eq!((a, b), (PRIVATE_BASE, PRIVATE_BASE + PAGE_SIZE));
-        m.write_u64(b + 8, 0x1234).unwrap();
-        assert_eq!(m.read_u64(b + 8).unwrap(), 0x1234);
+        m.write_phys_u64(b + 8, 0x1234).unwrap();
+        assert_eq!(m.read_phys_u64(b + 8).unwrap(), 0x1234);
+        m.write_phys_u32(b + 16, 0x5678).unwrap();
+        assert_eq!(m.read_phys_u32(b + 16).unwrap(), 0x5678);
+        assert!(m.is_private(b + 8) && !m.is_private(0x1000) && !m.is_private(b + PAGE_SIZE));
         assert_eq!(m.ram_offset(a), None, "no guest access path reaches it");
-        assert!(m.read_u64(b + PAGE_SIZE).is_err(), "past the last page");
-        assert!(m.read_u64(b + PAGE_SIZE - 4).is_err(), "straddling the end");
+        assert!(m.read_phys_u64(b + PAGE_SIZE).is_err(), "past the last page");
+        assert!(m.read_phys_u64(b + PAGE_SIZE - 4).is_err(), "straddling the end");
+        // The phys accessors reach RAM too.
+        m.write_phys_u64(0x1000, 7).unwrap();
+        assert_eq!(m.read_u64(0x1000).unwrap(), 7);
+    }
+
+    #[test]
+    fn ram_accessors_never_reach_private_memory() {
+        let mut m = Memory::new(1 << 20).unwrap();
+        let a = m.alloc_private_page().unwrap();
+        m.write_phys_u64(a, 0x1234).unwrap();
+        assert_eq!(m.read_u64(a), Err(MemError::NotRam { addr: a, len: 8 }));
+        assert!(m.read_u32(a).is_err());
+        assert!(m.read(a, &mut [0]).is_err());
+        assert!(m.write_u64(a, 0).is_err());
+        assert!(m.write_u32(a, 0).is_err());
+        assert!(m.write(a, &[0]).is_err());
+        assert_eq!(m.read_phys_u64(a).unwrap(), 0x1234, "the failed writes left it alone");
     }
 
     #[test]

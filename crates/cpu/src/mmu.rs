@@ -232,7 +232,9 @@ pub fn walk_ept(regs: &Regs, mem: &mut Memory, la: u64, ac: AccessCtx, ept: Opti
         let addr = ept_translate(mem, ept, addr, EptRequest::paging_structure(Access::Read))?;
         // A paging structure outside RAM reads as all ones, which is not
         // present on real hardware only for unimplemented addresses; we
-        // report it as a reserved-bit fault rather than touch MMIO.
+        // report it as a reserved-bit fault rather than touch MMIO. L0's
+        // private memory is outside RAM: the guest chose this address, so
+        // the read is RAM-only and never returns L0's tables.
         let r = if wide { mem.read_u64(addr) } else { mem.read_u32(addr).map(u64::from) };
         r.map(|e| (e, addr)).map_err(|_| Fault::pf(ec | pf::RSVD | pf::P, la))
     };
@@ -407,4 +409,68 @@ pub(crate) fn translate_fill(
         }
     }
     Ok(t.pa)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ept::EptBuilder;
+    use crate::mem::PRIVATE_BASE;
+    use vmx::controls::{EptEntry, MemoryType};
+
+    /// 4-level paging with the PML4 at 0x1000, PDPT at 0x2000, and a PD at
+    /// 0x3000 whose entry 0 points at `pt`, a page table the test chooses.
+    fn long_mode(mem: &mut Memory, pt: u64) -> Regs {
+        mem.write_u64(0x1000, 0x2000 | 7).unwrap();
+        mem.write_u64(0x2000, 0x3000 | 7).unwrap();
+        mem.write_u64(0x3000, pt | 7).unwrap();
+        let mut regs = Regs::reset();
+        regs.cr0 = (Cr0::PE | Cr0::PG).bits();
+        regs.cr4 = Cr4::PAE.bits();
+        regs.efer = (Efer::LME | Efer::LMA).bits();
+        regs.cr3 = 0x1000;
+        regs
+    }
+
+    const READ: AccessCtx = AccessCtx { access: Access::Read, user: false, implicit: false };
+
+    #[test]
+    fn guest_page_tables_in_private_memory_read_as_all_ones() {
+        let mut mem = Memory::new(1 << 20).unwrap();
+        // A private page that looks like a page table mapping everything.
+        let private = mem.alloc_private_page().unwrap();
+        assert_eq!(private, PRIVATE_BASE);
+        for i in 0..512 {
+            mem.write_phys_u64(private + i * 8, 0x5000 | 7).unwrap();
+        }
+        let regs = long_mode(&mut mem, private);
+        let r = walk(&regs, &mut mem, 0x123, READ);
+        assert_eq!(r, Err(Fault::pf(pf::RSVD | pf::P, 0x123)), "reserved, never the private data");
+        // The same table in RAM translates: only its place made the fault.
+        mem.write_u64(0x4000, 0x5000 | 7).unwrap();
+        let regs = long_mode(&mut mem, 0x4000);
+        assert_eq!(walk(&regs, &mut mem, 0x123, READ).unwrap().pa, 0x5123);
+        // A leaf pointing into private memory translates (the address is
+        // the guest's business) but no RAM access path follows it.
+        mem.write_u64(0x4000, private | 7).unwrap();
+        let t = walk(&regs, &mut mem, 0x123, READ).unwrap();
+        assert_eq!(mem.ram_offset(t.pa), None);
+        assert!(mem.read_u64(t.pa).is_err());
+    }
+
+    #[test]
+    fn the_ept_walk_reads_private_tables_but_guest_tables_stay_in_ram() {
+        let mut mem = Memory::new(1 << 20).unwrap();
+        let mut b = EptBuilder::new(&mut mem, |m: &mut Memory| m.alloc_private_page()).unwrap();
+        b.map(&mut mem, 0, 0, 1 << 20, EptEntry::RWX, MemoryType::WriteBack).unwrap();
+        let eptp = b.eptp();
+        mem.write_u64(0x4000, 0x5000 | 7).unwrap();
+        let regs = long_mode(&mut mem, 0x4000);
+        assert_eq!(walk_ept(&regs, &mut mem, 0x123, READ, Some(eptp)).unwrap().pa, 0x5123);
+        // A guest-physical address outside EPT's map is a violation, even
+        // when it names private memory.
+        mem.write_u64(0x3000, PRIVATE_BASE | 7).unwrap();
+        let (misconfig, _, gpa) = walk_ept(&regs, &mut mem, 0x123, READ, Some(eptp)).unwrap_err().ept_info().unwrap();
+        assert_eq!((misconfig, gpa), (false, PRIVATE_BASE));
+    }
 }
