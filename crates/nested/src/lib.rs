@@ -22,11 +22,13 @@
 //! - [`operand`]: the instructions' operands from the VM-exit instruction
 //!   information (SDM 28.2.5 "Information for VM Exits Due to Instruction
 //!   Execution"), with segmentation;
-//! - [`memory`]: L1's memory as those instructions reach it.
+//! - [`memory`]: L1's memory as those instructions reach it;
+//! - [`ept`]: shadow EPT02, EPT12 composed with EPT01 on demand (SDM 29.3
+//!   "The Extended Page Table Mechanism (EPT)").
 //!
 //! Still to come, in their own files: `merge` (vmcs02 from vmcs01 and
 //! vmcs12), `sync` (vmcs02 back into vmcs12 on exit), `reflect` (which
-//! exits of L2 go to L1) and `ept` (shadow EPT02).
+//! exits of L2 go to L1).
 //!
 //! Everything here is a function of its inputs: L1's registers, memory and
 //! a few MSR values come in, an [`Outcome`] goes out, and L0 applies it to
@@ -34,9 +36,13 @@
 //! controls can make these functions panic.
 #![forbid(unsafe_code)]
 
+pub mod ept;
 pub mod instructions;
 pub mod memory;
+pub mod merge;
 pub mod operand;
+pub mod reflect;
+pub mod sync;
 pub mod vmcs12;
 
 pub use instructions::{eptp_valid, ExitInfo, NestedVmx, Outcome, L1};
