@@ -110,6 +110,10 @@ pub struct BenchArgs {
     /// Per-workload wall-clock limit in seconds.
     #[arg(long, value_name = "SECS", default_value = "600")]
     pub timeout: String,
+    /// Run the workloads directly on the CPU rather than as VMs under L0
+    /// (the comparison for the cost of VMX: the ALU loop should not care).
+    #[arg(long)]
+    pub direct: bool,
 }
 
 /// Options of `run` and `demo` (and of QEMU-style invocations).

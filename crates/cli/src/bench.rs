@@ -96,6 +96,9 @@ fn run_one(args: &BenchArgs, wl: &str) -> Result<Outcome, CliError> {
     cfg.append = append;
     cfg.devices.debug_exit = Some(DEFAULT_DEBUG_EXIT);
     cfg.timeout = Some(parse_timeout(&args.timeout)?);
+    if args.direct {
+        cfg.vcpu_mode = vmm::l0::VcpuMode::Direct;
+    }
     let (out, buf) = SharedWriter::buffer();
     cfg.serial_out = out;
     let start = Instant::now();
@@ -135,6 +138,8 @@ pub fn bench(args: &BenchArgs) -> Result<i32, CliError> {
         eprintln!("turtles: bench: the boot workload failed ({}):\n{}", boot.exit, boot.output);
         status = 1;
     }
+    let mode = if args.direct { "directly on the CPU (--direct)" } else { "as VMs under L0 (VMX non-root)" };
+    println!("workloads run {mode}");
     println!("{:<8} {:>14} {:>9} {:>9} {:>9}  {:<22} sum", "workload", "guest insns", "wall s", "MIPS", "ns/op", "op");
     let dash = "-";
     println!(

@@ -143,6 +143,9 @@ fn run_turtles(args: &BenchArgs, kernel: &Path, initrd: Option<&Path>, append: &
         .collect();
     cfg.no_reboot = true;
     cfg.timeout = Some(parse_timeout(&args.timeout)?);
+    if args.direct {
+        cfg.vcpu_mode = vmm::l0::VcpuMode::Direct;
+    }
     let counter = Arc::new(OnceLock::new());
     let mark = Arc::new(Mutex::new(None));
     let output = Arc::new(Mutex::new(Vec::new()));

@@ -55,10 +55,35 @@ fn stat(err: &str, label: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The count `--stats` reports for VM exit reason `name` (e.g. "cpuid")
+/// in its `vm exits:` table.
+fn exits(err: &str, name: &str) -> u64 {
+    err.lines()
+        .skip_while(|l| !l.starts_with("vm exits:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next()? == name).then(|| w.next()?.parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
 #[test]
 fn demo() {
-    let (out, _) = passes("demo", &["--append", "hello"]);
+    let (out, err) = passes("demo", &["--append", "hello"]);
     assert!(out.contains("cmdline:") && out.contains("hello"), "{out}");
+    // It ran as a VM under L0: its port I/O and CPUID exited.
+    assert!(exits(&err, "io_instruction") > 0, "{err}");
+    assert!(exits(&err, "cpuid") > 0, "{err}");
+}
+
+#[test]
+fn direct_and_under_l0_runs_print_the_same() {
+    let (l0, _) = passes("interrupts", &[]);
+    let (direct, err) = passes("interrupts", &["--direct"]);
+    assert_eq!(l0, direct);
+    assert!(err.contains("vm exits: none"), "{err}");
 }
 
 #[test]
@@ -141,4 +166,30 @@ fn runs_are_deterministic() {
     let b = boot("smp", &["-smp", "4"]);
     assert_eq!(a.stdout, b.stdout);
     assert_eq!(a.status.code(), Some(33));
+}
+
+#[test]
+fn guest_hypervisor_runs_its_own_guest() {
+    // L0 -> L1 (hyper) -> L2: L1 uses VMX as on hardware, with EPT; L2's
+    // exits reach L1 through L0.
+    let (out, err) = passes("hyper", &["--cpu", "max"]);
+    assert!(out.contains("L2> hello from L2"), "{out}");
+    assert!(out.contains("L1 exits: cpuid 1, io 14, ept_violation 1, hlt 1"), "{out}");
+    for reason in ["vmxon", "vmlaunch", "vmresume", "vmwrite", "vmread", "ept_violation"] {
+        assert!(exits(&err, reason) > 0, "{reason} exits:\n{err}");
+    }
+}
+
+#[test]
+fn vmx_instructions_and_entry_checks_conform() {
+    let (_, err) = passes("vmx", &["--cpu", "max"]);
+    assert!(exits(&err, "vmlaunch") > 0, "{err}");
+}
+
+#[test]
+fn without_vmx_in_the_policy_vmx_instructions_are_ud() {
+    let o = boot("vmx", &[]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("FAIL CPUID.1:ECX.VMX is set") || out.contains("#UD"), "{out}");
+    assert_ne!(o.status.code(), Some(33));
 }

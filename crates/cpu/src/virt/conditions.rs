@@ -62,7 +62,7 @@ impl Cpu {
             let bitmap = c.io_bitmaps[(p >> 15) as usize];
             let byte = bitmap + u64::from((p & 0x7fff) / 8);
             // A bitmap outside memory reads as all ones: exit.
-            mem.read_u32(byte & !3).map_or(true, |w| (w >> ((byte & 3) * 8 + u64::from(p % 8))) & 1 != 0)
+            mem.read_phys_u32(byte & !3).map_or(true, |w| (w >> ((byte & 3) * 8 + u64::from(p % 8))) & 1 != 0)
         })
     }
 
@@ -81,7 +81,7 @@ impl Cpu {
             _ => return true,
         };
         let byte = c.msr_bitmap + half + if write { 2048 } else { 0 } + u64::from(bit / 8);
-        mem.read_u32(byte & !3).map_or(true, |w| (w >> ((byte & 3) * 8 + u64::from(bit % 8))) & 1 != 0)
+        mem.read_phys_u32(byte & !3).map_or(true, |w| (w >> ((byte & 3) * 8 + u64::from(bit % 8))) & 1 != 0)
     }
 
     /// Whether MOV to CR3 of `value` exits (26.1.3: CR3-load exiting,
@@ -246,7 +246,7 @@ impl Cpu {
     /// (30.1.1 "Virtualized APIC Registers"); a page outside RAM reads 0.
     pub(crate) fn vtpr(&self, mem: &Memory) -> u32 {
         let page = self.vmread(VmcsField::VirtualApicAddress);
-        mem.read_u32(page + 0x80).unwrap_or(0)
+        mem.read_phys_u32(page + 0x80).unwrap_or(0)
     }
 
     /// MOV to CR8 with "use TPR shadow" (30.3 "Virtualizing CR8-Based TPR
@@ -277,7 +277,7 @@ impl Cpu {
             return false;
         }
         let list = self.vmread(VmcsField::EptpListAddress);
-        let Ok(raw) = mem.read_u64(list + 8 * u64::from(index)) else { return false };
+        let Ok(raw) = mem.read_phys_u64(list + 8 * u64::from(index)) else { return false };
         let Some(caps) = self.vmx.caps else { return false };
         let cap = caps.ept_vpid();
         let e = EptPointer(raw);

@@ -73,8 +73,8 @@ pub(super) const GUEST_TR: [F; 4] = [F::GuestTrSelector, F::GuestTrBase, F::Gues
 /// MSRs": 16 bytes, index in bits 31:0, reserved 63:32, data 127:64).
 pub(super) fn msr_entry(mem: &Memory, base: u64, i: u32) -> Option<MsrEntry> {
     let a = base.checked_add(u64::from(i) * 16)?;
-    let lo = mem.read_u64(a).ok()?;
-    let data = mem.read_u64(a.checked_add(8)?).ok()?;
+    let lo = mem.read_phys_u64(a).ok()?;
+    let data = mem.read_phys_u64(a.checked_add(8)?).ok()?;
     Some(MsrEntry { index: lo as u32, reserved: (lo >> 32) as u32, value: data })
 }
 

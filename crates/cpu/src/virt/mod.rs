@@ -445,6 +445,20 @@ impl Cpu {
         self.shutdown.as_deref()
     }
 
+    /// RDMSR on the processor's MSRs in root operation (what L0 software
+    /// executing RDMSR would read): `None` where RDMSR would fault.
+    pub fn msr_read(&mut self, mem: &mut crate::Memory, bus: &mut dyn crate::Bus, msr: u32) -> Option<u64> {
+        let mut ctx = crate::Ctx { mem, bus };
+        self.rdmsr(&mut ctx, msr).ok()
+    }
+
+    /// WRMSR on the processor's MSRs in root operation; `false` where it
+    /// would fault.
+    pub fn msr_write(&mut self, mem: &mut crate::Memory, bus: &mut dyn crate::Bus, msr: u32, value: u64) -> bool {
+        let mut ctx = crate::Ctx { mem, bus };
+        self.wrmsr(&mut ctx, msr, value).is_ok()
+    }
+
     /// Exits committed since power-on, by basic exit reason.
     pub fn exit_counts(&self) -> &[u64; EXIT_REASONS] {
         &self.vmx.exits

@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use cpu::ept::EptBuilder;
-use cpu::virt::{write_guest_registers, VmEntry, EXIT_REASONS};
+use cpu::virt::{write_guest_registers, EXIT_REASONS};
 use cpu::{Activity, Bus, Cpu, CpuidModel, Memory, RunExit};
 use thiserror::Error;
 use tracing::trace;
@@ -45,6 +45,8 @@ use x86::{vector, Cr0, Cr4, Efer, Rflags};
 
 use crate::policy::CpuPolicy;
 use crate::trace_targets::VMEXIT;
+
+mod nested;
 
 /// Host-state values of vmcs01: L0's own (64-bit, flat) context. L0 runs
 /// outside the CPU, so these only have to pass the host-state checks.
@@ -106,6 +108,8 @@ pub struct L0Shared {
     eptp: u64,
     io_bitmaps: [u64; 2],
     msr_bitmap: u64,
+    /// The merged MSR bitmap of vmcs02 (nested VMX).
+    msr_bitmap02: u64,
 }
 
 impl L0Shared {
@@ -122,11 +126,11 @@ impl L0Shared {
         let page = |mem: &mut Memory| mem.alloc_private_page().ok_or(L0Error::OutOfPrivateMemory);
         let io = [page(mem)?, page(mem)?];
         for b in io {
-            mem.write(b, &[0xff; 4096]).map_err(|_| L0Error::OutOfPrivateMemory)?;
+            mem.write_phys(b, &[0xff; 4096]).map_err(|_| L0Error::OutOfPrivateMemory)?;
         }
         // MSR bitmap: all exit, then clear the CPU's own MSRs.
         let msr_bitmap = page(mem)?;
-        mem.write(msr_bitmap, &[0xff; 4096]).map_err(|_| L0Error::OutOfPrivateMemory)?;
+        mem.write_phys(msr_bitmap, &[0xff; 4096]).map_err(|_| L0Error::OutOfPrivateMemory)?;
         let ranges = PASSTHROUGH_MSRS.iter().map(|&m| (m, m)).chain(PASSTHROUGH_RANGES.iter().copied());
         for (first, last) in ranges {
             for msr in first..=last {
@@ -137,12 +141,13 @@ impl L0Shared {
                 for half in [0u64, 2048] {
                     let byte = msr_bitmap + base + half + u64::from(bit / 8);
                     let mut b = [0u8];
-                    let _ = mem.read(byte, &mut b);
-                    let _ = mem.write(byte, &[b[0] & !(1 << (bit % 8))]);
+                    let _ = mem.read_phys(byte, &mut b);
+                    let _ = mem.write_phys(byte, &[b[0] & !(1 << (bit % 8))]);
                 }
             }
         }
-        Ok(L0Shared { eptp: ept.eptp(), io_bitmaps: io, msr_bitmap })
+        let msr_bitmap02 = page(mem)?;
+        Ok(L0Shared { eptp: ept.eptp(), io_bitmaps: io, msr_bitmap, msr_bitmap02 })
     }
 }
 
@@ -218,8 +223,6 @@ pub struct Vcpu {
     msrs: BTreeMap<u32, u64>,
     vmx_offered: bool,
     shared: Option<L0Shared>,
-    /// vmcs01 was launched.
-    launched: bool,
     /// The guest executed HLT: it sleeps until an interrupt (L0's HLT).
     halted: bool,
     /// Waiting for a startup IPI.
@@ -229,6 +232,8 @@ pub struct Vcpu {
     /// The platform's interrupt state may have changed since L0 last
     /// looked (a new slice, a device access): look before the next entry.
     poll_irq: bool,
+    /// Nested VMX, when the policy offers VMX to the guest.
+    nested: Option<nested::NestedState>,
     /// Measure host time per exit (costs two clock reads per exit).
     pub timing: bool,
     /// Exits handled.
@@ -246,11 +251,11 @@ impl Vcpu {
             msrs: BTreeMap::new(),
             vmx_offered: false,
             shared: None,
-            launched: false,
             halted: false,
             wait_sipi: false,
             nmi_pending: false,
             poll_irq: true,
+            nested: None,
             timing: false,
             exits: ExitStats::default(),
         }
@@ -263,6 +268,22 @@ impl Vcpu {
         v.shared = Some(shared);
         v.msrs = policy.readable_msrs();
         v.vmx_offered = policy.vmx.is_some();
+        v.nested = policy.vmx.map(|caps| nested::NestedState {
+            vmx: ::nested::NestedVmx::new(caps),
+            vmcs01: None,
+            vmcs02: None,
+            l2_active: false,
+            shadow: None,
+            res: ::nested::merge::Vmcs02Resources {
+                io_bitmaps: shared.io_bitmaps,
+                msr_bitmap: shared.msr_bitmap02,
+                eptp02: None,
+                vpid02: 0x8000 | (v.cpu.apic_id as u16 + 1),
+            },
+            entries: 0,
+            reflected: 0,
+            last_failure: None,
+        });
         if v.cpu.activity == Activity::WaitForSipi {
             v.wait_sipi = true;
         } else {
@@ -290,11 +311,15 @@ impl Vcpu {
     /// INIT: the vCPU goes back to its reset state and waits for SIPI.
     pub fn init(&mut self) {
         self.cpu.init();
+        if let Some(n) = self.nested.as_mut() {
+            n.vmx = ::nested::NestedVmx::new(*n.vmx.caps());
+            n.vmcs01 = None;
+            n.l2_active = false;
+        }
         self.halted = false;
         self.nmi_pending = false;
         if self.mode == VcpuMode::L0 {
             self.wait_sipi = true;
-            self.launched = false;
         }
     }
 
@@ -386,7 +411,6 @@ impl Vcpu {
         v.set(F::HostRip, HOST_RIP);
         v.set(F::HostRsp, HOST_RIP + 0x8000);
         self.cpu.vmptrld(v);
-        self.launched = false;
     }
 
     /// Runs the guest for up to `budget` instructions. `bus` is the
@@ -418,16 +442,14 @@ impl Vcpu {
                     }
                     self.halted = false;
                 }
+                if self.poll_irq && self.l2_interrupt_exit(mem, bus) {
+                    continue;
+                }
                 self.inject_events(bus);
                 self.sync_entry_controls();
-                match self.cpu.vm_enter(mem, bus, !self.launched) {
-                    VmEntry::Entered => self.launched = true,
-                    VmEntry::VmFailInvalid => return RunExit::Shutdown("L0: VM entry failed: no current VMCS".into()),
-                    VmEntry::VmFailValid { error, check } => {
-                        let why = check.map(|c| format!(": {c}")).unwrap_or_default();
-                        return RunExit::Shutdown(format!("L0: VM entry failed with {error}{why}"));
-                    }
-                    VmEntry::Failed(e) => return RunExit::Shutdown(format!("L0: {e}")),
+                let launch = !self.current_launched();
+                if let Some(stop) = nested::entry_shutdown(self.cpu.vm_enter(mem, bus, launch)) {
+                    return stop;
                 }
             }
             let left = end.saturating_sub(self.cpu.icount);
@@ -444,7 +466,11 @@ impl Vcpu {
             }
             let start = self.timing.then(Instant::now);
             let reason = self.cpu.vmread(F::ExitReason) as u16;
-            let next = self.handle_exit(mem, bus, reason);
+            let next = if self.nested.as_ref().is_some_and(|n| n.l2_active) {
+                self.l2_exit(mem, bus, reason)
+            } else {
+                self.handle_exit(mem, bus, reason)
+            };
             let i = usize::from(reason) % EXIT_REASONS;
             self.exits.count[i] += 1;
             if let Some(t) = start {
@@ -527,6 +553,32 @@ impl Vcpu {
         self.cpu.vmwrite(F::EntryExceptionErrorCode, u64::from(code.unwrap_or(0)));
     }
 
+    /// The CR0/CR4 bits L0 intercepts: always CR0.NE and CR4.VMXE (which
+    /// VMX operation needs set under the guest); while L1 is itself in VMX
+    /// operation, every bit IA32_VMX_CR0/CR4_FIXED0 fixes to 1, so that
+    /// clearing one can be refused.
+    pub(crate) fn vmx_cr_masks(&mut self, l1_in_vmx_operation: bool) {
+        let (mut m0, mut m4) = (Cr0::NE.bits(), Cr4::VMXE.bits());
+        if let (true, Some(n)) = (l1_in_vmx_operation, self.nested.as_ref()) {
+            m0 |= n.vmx.caps().cr0_fixed().must_be_one;
+            m4 |= n.vmx.caps().cr4_fixed().must_be_one;
+        }
+        // Bits newly intercepted read as they are now.
+        for (mask_f, shadow_f, value_f, m) in [
+            (F::Cr0GuestHostMask, F::Cr0ReadShadow, F::GuestCr0, m0),
+            (F::Cr4GuestHostMask, F::Cr4ReadShadow, F::GuestCr4, m4),
+        ] {
+            let old = self.cpu.vmread(mask_f);
+            if old != m {
+                let shadow = self.cpu.vmread(shadow_f);
+                let value = self.cpu.vmread(value_f);
+                let added = m & !old;
+                self.cpu.vmwrite(shadow_f, (shadow & !added) | (value & added));
+                self.cpu.vmwrite(mask_f, m);
+            }
+        }
+    }
+
     /// Moves past the instruction that exited, ending any interrupt shadow
     /// it was in (as KVM's skip_emulated_instruction does). L0 completed
     /// the instruction for the guest, so it counts as retired: guest
@@ -600,8 +652,24 @@ impl Vcpu {
             }
             ExitReason::Xsetbv | ExitReason::TaskSwitch => return self.emulate(mem, bus),
             ExitReason::Invd | ExitReason::Wbinvd => self.skip_instruction(),
-            // VMX is not offered to the guest (nested VMX is L0's next
-            // step): every VMX instruction is #UD.
+            // L1's VMX instructions, emulated when VMX is offered.
+            ExitReason::Vmclear
+            | ExitReason::Vmlaunch
+            | ExitReason::Vmptrld
+            | ExitReason::Vmptrst
+            | ExitReason::Vmread
+            | ExitReason::Vmresume
+            | ExitReason::Vmwrite
+            | ExitReason::Vmxoff
+            | ExitReason::Vmxon
+            | ExitReason::Invept
+            | ExitReason::Invvpid
+                if self.nested.is_some() =>
+            {
+                return self.vmx_instruction(mem, bus, r)
+            }
+            // VMX not offered: every VMX instruction is #UD; VMCALL and
+            // VMFUNC have no L0 service behind them.
             ExitReason::Vmcall
             | ExitReason::Vmclear
             | ExitReason::Vmlaunch
@@ -733,16 +801,33 @@ impl Vcpu {
                 self.cpu.regs.gpr[gpr] = u64::from(bus.tpr());
                 self.skip_instruction();
             }
-            (0 | 4, _) => {
-                let (field, shadow, owned) = if q.cr == 0 {
-                    (F::GuestCr0, F::Cr0ReadShadow, Cr0::NE.bits())
+            (0 | 4, access) => {
+                let (field, shadow, mask_field, owned) = if q.cr == 0 {
+                    (F::GuestCr0, F::Cr0ReadShadow, F::Cr0GuestHostMask, Cr0::NE.bits())
                 } else {
-                    (F::GuestCr4, F::Cr4ReadShadow, Cr4::VMXE.bits())
+                    (F::GuestCr4, F::Cr4ReadShadow, F::Cr4GuestHostMask, Cr4::VMXE.bits())
                 };
+                // In VMX operation the fixed bits of IA32_VMX_CR0/CR4_FIXED0/1
+                // hold: clearing one is #GP(0) (SDM 24.8 "Restrictions on VMX
+                // Operation"). L0 intercepts them while L1 is in VMX
+                // operation (see `vmx_cr_masks`).
+                if access == CrAccessType::MovToCr {
+                    let v = if gpr == 4 { self.cpu.vmread(F::GuestRsp) } else { self.cpu.regs.gpr[gpr] };
+                    if let Some(n) = self.nested.as_ref().filter(|n| n.vmx.in_vmx_operation()) {
+                        let caps = n.vmx.caps();
+                        let bad =
+                            if q.cr == 0 { caps.check_cr0(v, false).is_err() } else { caps.check_cr4(v).is_err() };
+                        if bad {
+                            self.inject_exception(vector::GP, Some(0));
+                            return Next::Resume;
+                        }
+                    }
+                }
                 // The guest's view goes in, the instruction runs with the
                 // usual checks, then the host-owned bit is forced back.
+                let mask = self.cpu.vmread(mask_field);
                 let seen = self.cpu.vmread(field);
-                let guest_view = (seen & !owned) | (self.cpu.vmread(shadow) & owned);
+                let guest_view = (seen & !mask) | (self.cpu.vmread(shadow) & mask);
                 self.cpu.vmwrite(field, guest_view);
                 let next = self.emulate(mem, bus);
                 let after = self.cpu.vmread(field);

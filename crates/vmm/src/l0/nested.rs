@@ -1,0 +1,395 @@
+//! Nested VMX in L0: L1's VMX instructions, the virtual VM entry that
+//! runs L2 on vmcs02, and the routing of L2's exits (the Turtles design,
+//! as KVM's `nested.c` does it; Intel SDM vol. 3C ch. 26-28 and 31).
+//!
+//! The pieces that are pure functions of VMCS contents live in the
+//! `nested` crate (instructions, merge, sync, reflect, shadow EPT); this
+//! file drives them with the CPU: which VMCS is current, entries, and
+//! applying outcomes to L1.
+
+use cpu::mmu::Access;
+use cpu::virt::VmEntry;
+use cpu::{Bus, Memory, RunExit};
+use nested::ept::{Fill, ShadowEpt};
+use nested::merge::{prepare_vmcs02, Vmcs02Resources};
+use nested::reflect::{l0_wants_exit, l1_wants_exit, ExitFacts};
+use nested::{ExitInfo, Outcome, L1};
+use tracing::debug;
+use vmx::check::EntryFailure;
+use vmx::controls::{PinCtls, ProcCtls2};
+use vmx::{EntryEnv, EntryMemory, ExitReason, LaunchState, Vmcs, VmcsField as F};
+use x86::{vector, Cr0, Cr4, Efer};
+
+use super::{Next, Vcpu};
+use crate::trace_targets::VMEXIT;
+
+/// L1's memory as the guest-state checks of a virtual entry read it
+/// (RAM only: L1 never reaches L0's private memory).
+struct L1Memory<'a>(&'a Memory);
+
+impl EntryMemory for L1Memory<'_> {
+    fn pdptes(&self, cr3: x86::Gpa) -> [u64; 4] {
+        let base = cr3.0 & 0xffff_ffe0;
+        core::array::from_fn(|i| self.0.read_u64(base + 8 * i as u64).unwrap_or(u64::MAX))
+    }
+    fn vmcs_header(&self, addr: x86::Gpa) -> u32 {
+        self.0.read_u32(addr.0).unwrap_or(u32::MAX)
+    }
+}
+
+/// L0's nested-VMX state for one vCPU.
+pub(super) struct NestedState {
+    /// L1's VMX operation and its current vmcs12.
+    pub vmx: nested::NestedVmx,
+    /// vmcs01 while L2 runs (vmcs02 is current then).
+    pub vmcs01: Option<Box<Vmcs>>,
+    /// vmcs02 while L1 runs.
+    pub vmcs02: Option<Box<Vmcs>>,
+    /// L2 runs (vmcs02 is current).
+    pub l2_active: bool,
+    /// EPT02 when vmcs12 enables EPT.
+    pub shadow: Option<ShadowEpt>,
+    /// Bitmaps and identifiers of vmcs02.
+    pub res: Vmcs02Resources,
+    /// Virtual VM entries and L2 exits reflected to L1.
+    pub entries: u64,
+    /// L2 exits reflected to L1.
+    pub reflected: u64,
+    /// The check a virtual VM entry failed last, for reports.
+    pub last_failure: Option<String>,
+}
+
+impl Vcpu {
+    /// L1's registers as L1 sees them: CR0/CR4 through vmcs01's read
+    /// shadows where L0 owns bits.
+    fn l1_view(&self) -> cpu::Regs {
+        let mut r = self.cpu.guest_regs();
+        let m0 = self.cpu.vmread(F::Cr0GuestHostMask);
+        let m4 = self.cpu.vmread(F::Cr4GuestHostMask);
+        r.cr0 = (r.cr0 & !m0) | (self.cpu.vmread(F::Cr0ReadShadow) & m0);
+        r.cr4 = (r.cr4 & !m4) | (self.cpu.vmread(F::Cr4ReadShadow) & m4);
+        r
+    }
+
+    /// A VMX instruction of L1 (SDM 31.3): emulated by the nested crate,
+    /// its outcome applied to L1.
+    pub(super) fn vmx_instruction(&mut self, mem: &mut Memory, bus: &mut dyn Bus, reason: ExitReason) -> Next {
+        let regs = self.l1_view();
+        let feature_control = self.msrs.get(&0x3a).copied().unwrap_or(0);
+        let blocking_by_mov_ss = self.cpu.vmread(F::GuestInterruptibilityState) & 2 != 0;
+        let exit = ExitInfo {
+            info: self.cpu.vmread(F::ExitInstructionInfo) as u32,
+            qualification: self.cpu.vmread(F::ExitQualification),
+        };
+        let Some(n) = self.nested.as_mut() else {
+            self.inject_exception(vector::UD, None);
+            return Next::Resume;
+        };
+        let mut l1 = L1 { regs: &regs, mem, feature_control, blocking_by_mov_ss };
+        let Some(outcome) = n.vmx.emulate(reason, &mut l1, exit) else {
+            self.inject_exception(vector::UD, None);
+            return Next::Resume;
+        };
+        debug!(target: VMEXIT, ?reason, ?outcome, "L1 VMX instruction");
+        match outcome {
+            Outcome::Fault { vector, error_code, cr2 } => {
+                if let Some(a) = cr2 {
+                    self.cpu.regs.cr2 = a;
+                }
+                self.inject_exception(vector, error_code);
+                return Next::Resume;
+            }
+            Outcome::Enter { launch } => return self.virtual_entry(mem, bus, launch),
+            Outcome::Read { reg, value } => {
+                if reg == 4 {
+                    self.cpu.vmwrite(F::GuestRsp, value);
+                } else {
+                    self.cpu.regs.gpr[usize::from(reg & 15)] = value;
+                }
+            }
+            Outcome::InvalidateEpt { .. } => {
+                if let Some(s) = n.shadow.as_mut() {
+                    s.invalidate(mem);
+                }
+            }
+            Outcome::InvalidateVpid { .. } | Outcome::Vmxoff => {}
+            Outcome::Succeed | Outcome::FailInvalid | Outcome::FailValid(_) => {}
+        }
+        match (reason, outcome) {
+            (ExitReason::Vmxon, Outcome::Succeed) => self.vmx_cr_masks(true),
+            (_, Outcome::Vmxoff) => self.vmx_cr_masks(false),
+            _ => {}
+        }
+        let rflags = self.cpu.vmread(F::GuestRflags);
+        self.cpu.vmwrite(F::GuestRflags, outcome.rflags(rflags));
+        if outcome.skips_instruction() {
+            self.skip_instruction();
+        }
+        Next::Resume
+    }
+
+    /// VMLAUNCH/VMRESUME of L1 that passed the instruction's own checks:
+    /// the VM-entry checks on vmcs12 (SDM 27.2-27.4, in order), then vmcs02
+    /// is prepared and made current (27.3 for L2).
+    fn virtual_entry(&mut self, mem: &mut Memory, bus: &mut dyn Bus, launch: bool) -> Next {
+        let l1_lma = self.cpu.vmread(F::GuestIa32Efer) & Efer::LMA.bits() != 0;
+        let Some(n) = self.nested.as_mut() else { return Next::Resume };
+        let caps = *n.vmx.caps();
+        let Some(v12) = n.vmx.current() else { return Next::Resume };
+        let env = EntryEnv {
+            maxphyaddr: caps.phys_addr_width(),
+            linear_width: if self.cpuid.features().la57 { 57 } else { 48 },
+            ia32e_mode: l1_lma,
+        };
+        if let Err(e) = vmx::check_vm_entry(v12.vmcs(), &caps, &env, &L1Memory(mem)) {
+            n.last_failure = Some(e.check.to_string());
+            debug!(target: VMEXIT, "virtual VM entry failed: {e}");
+            match e.failure {
+                EntryFailure::VmFailValid(err) => {
+                    let o = n.vmx.vmfail(err);
+                    let rflags = self.cpu.vmread(F::GuestRflags);
+                    self.cpu.vmwrite(F::GuestRflags, o.rflags(rflags));
+                    self.skip_instruction();
+                }
+                _ => {
+                    let reason = e.failure.exit_reason().map_or(0, |r| r.to_raw());
+                    let qualification = e.failure.exit_qualification().unwrap_or(0);
+                    let (Some(v12), Some(v01)) = (n.vmx.current_mut(), self.cpu.vmcs_mut()) else {
+                        return Next::Resume;
+                    };
+                    nested::sync::entry_failure(v01, v12.vmcs_mut(), reason, qualification);
+                }
+            }
+            return Next::Resume;
+        }
+        // EPT02 shadows EPT12 when L1 uses EPT; otherwise L2's
+        // guest-physical addresses are L1's and EPT01 serves.
+        let v12 = v12.vmcs();
+        let proc2 = if v12.get(F::PrimaryProcControls) & (1 << 31) != 0 {
+            ProcCtls2::from_bits_retain(v12.get(F::SecondaryProcControls) as u32)
+        } else {
+            ProcCtls2::empty()
+        };
+        n.res.eptp02 = None;
+        if proc2.contains(ProcCtls2::ENABLE_EPT) {
+            let eptp12 = v12.get(F::EptPointer);
+            let reuse = n.shadow.as_ref().is_some_and(|s| s.eptp12() == eptp12);
+            if !reuse {
+                if let Some(mut old) = n.shadow.take() {
+                    old.invalidate(mem);
+                }
+                match ShadowEpt::new(mem, eptp12) {
+                    Ok(s) => n.shadow = Some(s),
+                    Err(e) => return Next::Return(RunExit::Shutdown(format!("L0: cannot build EPT02: {e}"))),
+                }
+            }
+            n.res.eptp02 = n.shadow.as_ref().map(ShadowEpt::eptp);
+        }
+        let mut v02 = n.vmcs02.take().unwrap_or_else(|| Box::new(Vmcs::new()));
+        let Some(v01) = self.cpu.vmcs() else { return Next::Resume };
+        prepare_vmcs02(&mut v02, v01, v12, &n.res, mem);
+        if launch {
+            if let Some(c) = n.vmx.current_mut() {
+                c.vmcs_mut().launch_state = LaunchState::Launched;
+            }
+        }
+        // The entry clears the event-injection valid bit of vmcs12 once it
+        // is in vmcs02.
+        if let Some(c) = n.vmx.current_mut() {
+            let info = c.vmcs().get(F::EntryInterruptionInfo);
+            c.vmcs_mut().set(F::EntryInterruptionInfo, info & !(1 << 31));
+        }
+        n.vmcs01 = self.cpu.vmptrld(v02);
+        n.l2_active = true;
+        n.entries += 1;
+        let _ = bus;
+        Next::Resume
+    }
+
+    /// An exit of L2: L0's own business, L1's (reflected), or L0 acting
+    /// for L2 where L1 did not ask (SDM 26.1-26.2 read on vmcs12).
+    pub(super) fn l2_exit(&mut self, mem: &mut Memory, bus: &mut dyn Bus, reason: u16) -> Next {
+        let Some(r) = ExitReason::from_basic(reason) else {
+            return Next::Return(RunExit::Shutdown(format!("L0: L2 exit with unknown reason {reason}")));
+        };
+        let facts = ExitFacts {
+            reason: r,
+            qualification: self.cpu.vmread(F::ExitQualification),
+            interruption_info: self.cpu.vmread(F::ExitInterruptionInfo) as u32,
+            error_code: self.cpu.vmread(F::ExitInterruptionErrorCode) as u32,
+            rcx: self.cpu.regs.gpr[1],
+            cr_source: {
+                let gpr = (self.cpu.vmread(F::ExitQualification) >> 8) & 15;
+                if gpr == 4 {
+                    self.cpu.vmread(F::GuestRsp)
+                } else {
+                    self.cpu.regs.gpr[gpr as usize]
+                }
+            },
+        };
+        let Some(n) = self.nested.as_mut() else { return Next::Resume };
+        let Some(v12) = n.vmx.current() else {
+            return Next::Return(RunExit::Shutdown("L0: L2 ran without a current vmcs12".into()));
+        };
+        if l0_wants_exit(&facts, v12.vmcs()) {
+            return self.l0_handles_l2_exit(mem, bus, &facts);
+        }
+        if l1_wants_exit(&facts, v12.vmcs(), mem) {
+            self.reflect(mem, bus);
+            return Next::Resume;
+        }
+        // L1 did not ask: L0 carries the exit out for L2 as for any guest.
+        self.handle_exit(mem, bus, reason)
+    }
+
+    /// Exits L0 takes first while L2 runs: EPT02 faults (filled from EPT12
+    /// or reflected as L1's EPT violation), interrupts.
+    fn l0_handles_l2_exit(&mut self, mem: &mut Memory, bus: &mut dyn Bus, f: &ExitFacts) -> Next {
+        match f.reason {
+            ExitReason::EptViolation | ExitReason::EptMisconfiguration => {
+                let gpa2 = self.cpu.vmread(F::GuestPhysicalAddress);
+                let access = if f.qualification & 4 != 0 {
+                    Access::Fetch
+                } else if f.qualification & 2 != 0 {
+                    Access::Write
+                } else {
+                    Access::Read
+                };
+                let Some(n) = self.nested.as_mut() else { return Next::Resume };
+                let caps = *n.vmx.caps();
+                let Some(shadow) = n.shadow.as_mut() else {
+                    // No EPT12: L2's physical addresses are L1's; a device
+                    // page is emulated like L1's own.
+                    return self.handle_exit(mem, bus, f.reason as u16);
+                };
+                match shadow.fill(mem, gpa2, access, &caps) {
+                    Fill::Filled => Next::Resume,
+                    Fill::Violation { qualification } => {
+                        // What L1 sees: EPT12's permissions, the access, and
+                        // the linear-address bits and NMI unblocking of the
+                        // real exit.
+                        let q = qualification | (f.qualification & 0x1180);
+                        self.cpu.vmwrite(F::ExitReason, ExitReason::EptViolation as u64);
+                        self.cpu.vmwrite(F::ExitQualification, q);
+                        self.reflect(mem, bus);
+                        Next::Resume
+                    }
+                    Fill::Misconfig => {
+                        self.cpu.vmwrite(F::ExitReason, ExitReason::EptMisconfiguration as u64);
+                        self.cpu.vmwrite(F::ExitQualification, 0);
+                        self.reflect(mem, bus);
+                        Next::Resume
+                    }
+                    Fill::Device { gpa1 } => Next::Return(RunExit::Shutdown(format!(
+                        "L0: L2 accessed device memory at L1 address {:#x} through EPT12 (not supported yet)",
+                        gpa1.0
+                    ))),
+                    Fill::Emulate { gpa1 } => Next::Return(RunExit::Shutdown(format!(
+                        "L0: L2 access to L1 address {:#x} needs emulation (EPT12 table page; not supported yet)",
+                        gpa1.0
+                    ))),
+                }
+            }
+            // Interrupts and windows: the next entry decides where the
+            // event goes (L1 through a reflected exit, or L2).
+            _ => Next::Resume,
+        }
+    }
+
+    /// A platform interrupt while L2 runs goes to L1 as an
+    /// external-interrupt exit when vmcs12 asks for those (SDM 26.2);
+    /// otherwise it is injected into L2 like any guest's. Returns whether
+    /// it reflected.
+    pub(super) fn l2_interrupt_exit(&mut self, mem: &mut Memory, bus: &mut dyn Bus) -> bool {
+        let Some(n) = self.nested.as_ref() else { return false };
+        if !n.l2_active {
+            return false;
+        }
+        let Some(v12) = n.vmx.current() else { return false };
+        let v12 = v12.vmcs();
+        let pin = PinCtls::from_bits_retain(v12.get(F::PinBasedControls) as u32);
+        if !pin.contains(PinCtls::EXTERNAL_INTERRUPT_EXITING) {
+            return false;
+        }
+        let ack = v12.get(F::ExitControls) & u64::from(vmx::ExitCtls::ACK_INTERRUPT_ON_EXIT.bits()) != 0;
+        let now = self.cpu.now_ns();
+        if !bus.interrupt_pending(now) {
+            return false;
+        }
+        let info = if ack { bus.ack_interrupt(now).map_or(0, |v| (1 << 31) | u64::from(v)) } else { 0 };
+        self.cpu.vmwrite(F::ExitReason, ExitReason::ExternalInterrupt as u64);
+        self.cpu.vmwrite(F::ExitQualification, 0);
+        self.cpu.vmwrite(F::ExitInterruptionInfo, info);
+        self.cpu.vmwrite(F::IdtVectoringInfo, 0);
+        self.cpu.vmwrite(F::ExitInstructionLength, 0);
+        self.reflect(mem, bus);
+        true
+    }
+
+    /// The virtual VM exit (SDM 28 for L1): vmcs02's guest state and exit
+    /// information into vmcs12, vmcs12's exit MSR lists, vmcs12's host
+    /// state into vmcs01, and L1 runs again.
+    pub(super) fn reflect(&mut self, mem: &mut Memory, bus: &mut dyn Bus) {
+        let Some(n) = self.nested.as_mut() else { return };
+        let Some(v01) = n.vmcs01.take() else { return };
+        let Some(v02) = self.cpu.vmptrld(v01) else { return };
+        n.l2_active = false;
+        n.reflected += 1;
+        let Some(v12) = n.vmx.current_mut() else {
+            n.vmcs02 = Some(v02);
+            return;
+        };
+        if let Some(v01) = self.cpu.vmcs() {
+            nested::sync::sync_vmcs12(v12.vmcs_mut(), &v02, v01);
+        }
+        let v12 = v12.vmcs().clone();
+        n.vmcs02 = Some(v02);
+        // 28.4: store L2's MSRs into vmcs12's exit MSR-store list.
+        let store = (v12.get(F::ExitMsrStoreAddress), v12.get(F::ExitMsrStoreCount) as u32);
+        for i in 0..store.1.min(512) {
+            let at = store.0 + u64::from(i) * 16;
+            let Ok(index) = mem.read_u32(at) else { break };
+            if let Some(value) = self.cpu.msr_read(mem, bus, index) {
+                let _ = mem.write_u64(at + 8, value);
+            }
+        }
+        if let Some(v01) = self.cpu.vmcs_mut() {
+            nested::sync::load_l1_host_state(v01, &v12);
+        }
+        // 28.6: load L1's MSRs from vmcs12's exit MSR-load list.
+        let load = (v12.get(F::ExitMsrLoadAddress), v12.get(F::ExitMsrLoadCount) as u32);
+        for i in 0..load.1.min(512) {
+            let at = load.0 + u64::from(i) * 16;
+            let (Ok(index), Ok(value)) = (mem.read_u32(at), mem.read_u64(at + 8)) else { break };
+            let _ = self.cpu.msr_write(mem, bus, index, value);
+        }
+        // L1's view of the bits L0 owns follows its new host CR0/CR4.
+        let cr0 = v12.get(F::HostCr0);
+        let cr4 = v12.get(F::HostCr4);
+        self.cpu.vmwrite(F::Cr0ReadShadow, cr0);
+        self.cpu.vmwrite(F::Cr4ReadShadow, cr4);
+        let g0 = self.cpu.vmread(F::GuestCr0);
+        let g4 = self.cpu.vmread(F::GuestCr4);
+        self.cpu.vmwrite(F::GuestCr0, g0 | Cr0::NE.bits());
+        self.cpu.vmwrite(F::GuestCr4, g4 | Cr4::VMXE.bits());
+        self.poll_irq = true;
+    }
+
+    /// The VMCS a fresh entry uses is clear until its first VMLAUNCH.
+    pub(super) fn current_launched(&self) -> bool {
+        self.cpu.vmcs().is_some_and(|v| v.launch_state == LaunchState::Launched)
+    }
+}
+
+/// What `VmEntry` results mean for L0's own entries (not L1's).
+pub(super) fn entry_shutdown(e: VmEntry) -> Option<RunExit> {
+    match e {
+        VmEntry::Entered => None,
+        VmEntry::VmFailInvalid => Some(RunExit::Shutdown("L0: VM entry failed: no current VMCS".into())),
+        VmEntry::VmFailValid { error, check } => {
+            let why = check.map(|c| format!(": {c}")).unwrap_or_default();
+            Some(RunExit::Shutdown(format!("L0: VM entry failed with {error}{why}")))
+        }
+        VmEntry::Failed(e) => Some(RunExit::Shutdown(format!("L0: {e}"))),
+    }
+}
