@@ -16,10 +16,10 @@ use std::process::{exit, Command};
 
 const TARGET: &str = "x86_64-unknown-none";
 
-/// Embedded kernels: the demo, and every binary whose name starts with
-/// `bench`.
+/// Embedded kernels: the demo kernels (`hyper` is the nested demo's guest
+/// hypervisor), and every binary whose name starts with `bench`.
 fn wanted(name: &str) -> bool {
-    name == "demo" || name.starts_with("bench")
+    name == "demo" || name == "hyper" || name.starts_with("bench")
 }
 
 fn fail(msg: &str) -> ! {

@@ -440,7 +440,12 @@ pub fn prepare(kernel: ImageSource, o: &RunOptions) -> Result<Prepared, CliError
 }
 
 /// Runs a prepared VM and returns the process exit status.
-pub fn execute(mut cfg: VmConfig, stats: bool, trace: Option<&str>) -> Result<i32, CliError> {
+pub fn execute(cfg: VmConfig, stats: bool, trace: Option<&str>) -> Result<i32, CliError> {
+    run_vm(cfg, stats, trace, false)
+}
+
+/// [`execute`], optionally followed by the VM exits of each level.
+fn run_vm(mut cfg: VmConfig, stats: bool, trace: Option<&str>, levels: bool) -> Result<i32, CliError> {
     init_tracing(trace)?;
     cfg.serial_in = stdin_channel();
     let mut vm = Vm::new(cfg).map_err(|e| CliError(e.to_string()))?;
@@ -454,6 +459,8 @@ pub fn execute(mut cfg: VmConfig, stats: bool, trace: Option<&str>) -> Result<i3
     }
     if stats {
         eprint!("{}", report.stats_summary());
+    } else if levels {
+        eprint!("{}", report.exits.levels_summary());
     }
     Ok(report.exit.exit_status())
 }
@@ -469,16 +476,23 @@ pub fn run_kernel(kernel: PathBuf, o: &RunOptions) -> Result<i32, CliError> {
     }
 }
 
-/// `turtles` and `turtles demo`: the embedded demo kernel.
+/// `turtles` and `turtles demo`: the nested demo. L0 runs the embedded
+/// guest hypervisor `hyper` (L1) on a CPU policy that offers VMX; it runs
+/// its own guest (L2). The exits of each level are printed at the end.
 pub fn run_demo(o: &RunOptions) -> Result<i32, CliError> {
-    let data = crate::embedded::find("demo").ok_or_else(|| CliError("this build has no demo kernel".into()))?;
+    let data = crate::embedded::find("hyper").ok_or_else(|| CliError("this build has no demo kernel".into()))?;
     let src = ImageSource::Bytes { name: "demo".into(), data: Cow::Borrowed(data) };
     match prepare(src, o)? {
         Prepared::Print(t) => {
             print!("{t}");
             Ok(0)
         }
-        Prepared::Run(cfg, stats) => execute(*cfg, stats, o.trace.as_deref()),
+        Prepared::Run(mut cfg, stats) => {
+            if o.cpu.is_none() {
+                cfg.cpu_policy = vmm::CpuPolicy::max();
+            }
+            run_vm(*cfg, stats, o.trace.as_deref(), true)
+        }
     }
 }
 

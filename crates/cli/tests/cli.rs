@@ -69,9 +69,16 @@ fn no_argument_runs_the_demo() {
     let o = turtles(&[]);
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(33), "stdout:\n{out}\nstderr:\n{}", stderr(&o));
-    assert!(out.contains("TURTLES-TEST demo"), "{out}");
+    // The nested demo: L0 runs the guest hypervisor `hyper` (L1), which
+    // runs its own guest (L2); the exits of each level follow.
+    assert!(out.contains("TURTLES-TEST hyper"), "{out}");
+    assert!(out.contains("L2> hello from L2"), "{out}");
     assert!(out.lines().any(|l| l.starts_with("PASS")), "{out}");
     assert!(!out.lines().any(|l| l.starts_with("FAIL")), "{out}");
+    let err = stderr(&o);
+    for level in ["L0 exits from L1:", "L0 exits from L2:", "L2 exits reflected to L1:"] {
+        assert!(err.contains(level), "{level} missing:\n{err}");
+    }
 }
 
 #[test]
@@ -266,12 +273,21 @@ fn cpu_policy_errors_and_help() {
 }
 
 #[test]
-fn cpu_policy_minimal_boots_the_demo() {
-    let o = turtles(&["demo", "--cpu", "minimal"]);
+fn cpu_policy_minimal_boots_a_kernel_and_withholds_vmx() {
+    let demo = PathBuf::from(env!("TURTLES_GUEST_DIR")).join("demo");
+    let o = turtles(&["run", demo.to_str().expect("utf-8 path"), "--cpu", "minimal"]);
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(33), "stdout:\n{out}\nstderr:\n{}", stderr(&o));
     assert!(out.lines().any(|l| l.starts_with("PASS")), "{out}");
     assert!(!out.lines().any(|l| l.starts_with("FAIL")), "{out}");
+    // The guest hypervisor is told what the policy offers: no VMX at all,
+    // or VMX without EPT, and it refuses to start.
+    let o = turtles(&["demo", "--cpu", "minimal"]);
+    assert!(stdout(&o).contains("FAIL CPUID.1:ECX.VMX is set"), "{}", stdout(&o));
+    assert_ne!(o.status.code(), Some(33));
+    let o = turtles(&["demo", "--cpu", "nested-min"]);
+    assert!(stdout(&o).contains("FAIL VMX offers HLT/I/O exiting, EPT"), "{}", stdout(&o));
+    assert_ne!(o.status.code(), Some(33));
 }
 
 #[test]

@@ -277,6 +277,9 @@ impl RunReport {
         if self.lapic_msr > 0 {
             let _ = writeln!(s, "  {:<16} {:>12} {:>12}", "lapic (msr)", self.lapic_msr, 0);
         }
+        if self.exits.l2_entries > 0 {
+            s.push_str(&self.exits.levels_summary());
+        }
         let rows = self.exits.rows();
         if rows.is_empty() {
             let _ = writeln!(s, "vm exits: none");

@@ -159,11 +159,23 @@ pub struct ExitStats {
     pub count: [u64; EXIT_REASONS],
     /// Host nanoseconds from the exit to the next entry, by reason.
     pub host_ns: [u64; EXIT_REASONS],
+    /// Of `count`, the exits of an L2 (a guest of a guest hypervisor).
+    pub from_l2: [u64; EXIT_REASONS],
+    /// L2 exits L0 reflected to L1 (virtual VM exits).
+    pub reflected: u64,
+    /// Virtual VM entries into L2 (VMLAUNCH/VMRESUME of L1 that entered).
+    pub l2_entries: u64,
 }
 
 impl Default for ExitStats {
     fn default() -> Self {
-        ExitStats { count: [0; EXIT_REASONS], host_ns: [0; EXIT_REASONS] }
+        ExitStats {
+            count: [0; EXIT_REASONS],
+            host_ns: [0; EXIT_REASONS],
+            from_l2: [0; EXIT_REASONS],
+            reflected: 0,
+            l2_entries: 0,
+        }
     }
 }
 
@@ -173,7 +185,10 @@ impl ExitStats {
         for i in 0..EXIT_REASONS {
             self.count[i] += o.count[i];
             self.host_ns[i] += o.host_ns[i];
+            self.from_l2[i] += o.from_l2[i];
         }
+        self.reflected += o.reflected;
+        self.l2_entries += o.l2_entries;
     }
 
     /// (name, count, host ns) of every reason seen, most frequent first.
@@ -191,6 +206,38 @@ impl ExitStats {
     /// Total exits.
     pub fn total(&self) -> u64 {
         self.count.iter().sum()
+    }
+
+    /// Exits of L2s.
+    pub fn total_from_l2(&self) -> u64 {
+        self.from_l2.iter().sum()
+    }
+
+    /// One line per level: what L0 saw from L1 and from L2, and what it
+    /// passed on to L1.
+    pub fn levels_summary(&self) -> String {
+        let l2 = self.total_from_l2();
+        let top = |counts: &[u64; EXIT_REASONS]| {
+            let mut v: Vec<(usize, u64)> = counts.iter().copied().enumerate().filter(|c| c.1 > 0).collect();
+            v.sort_by_key(|c| std::cmp::Reverse(c.1));
+            v.iter()
+                .take(6)
+                .map(|&(i, n)| format!("{} {n}", ExitReason::from_basic(i as u16).map_or("unknown", ExitReason::name)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut l1 = self.count;
+        for (a, b) in l1.iter_mut().zip(self.from_l2.iter()) {
+            *a -= b;
+        }
+        format!(
+            "L0 exits from L1: {} ({})\nL0 exits from L2: {l2} ({})\nL2 exits reflected to L1: {}, L2 entries: {}\n",
+            self.total() - l2,
+            top(&l1),
+            top(&self.from_l2),
+            self.reflected,
+            self.l2_entries
+        )
     }
 }
 
@@ -466,11 +513,11 @@ impl Vcpu {
             }
             let start = self.timing.then(Instant::now);
             let reason = self.cpu.vmread(F::ExitReason) as u16;
-            let next = if self.nested.as_ref().is_some_and(|n| n.l2_active) {
-                self.l2_exit(mem, bus, reason)
-            } else {
-                self.handle_exit(mem, bus, reason)
-            };
+            let from_l2 = self.nested.as_ref().is_some_and(|n| n.l2_active);
+            if from_l2 {
+                self.exits.from_l2[usize::from(reason) % EXIT_REASONS] += 1;
+            }
+            let next = if from_l2 { self.l2_exit(mem, bus, reason) } else { self.handle_exit(mem, bus, reason) };
             let i = usize::from(reason) % EXIT_REASONS;
             self.exits.count[i] += 1;
             if let Some(t) = start {

@@ -173,15 +173,15 @@ impl Vcpu {
         n.res.eptp02 = None;
         if proc2.contains(ProcCtls2::ENABLE_EPT) {
             let eptp12 = v12.get(F::EptPointer);
-            let reuse = n.shadow.as_ref().is_some_and(|s| s.eptp12() == eptp12);
-            if !reuse {
-                if let Some(mut old) = n.shadow.take() {
-                    old.invalidate(mem);
-                }
-                match ShadowEpt::new(mem, eptp12) {
+            // One EPT02 per vCPU, retargeted when L1 switches EPTP (its
+            // pages are recycled; private memory never shrinks).
+            match n.shadow.as_mut() {
+                Some(s) if s.eptp12() != eptp12 => s.retarget(mem, eptp12),
+                Some(_) => {}
+                None => match ShadowEpt::new(mem, eptp12) {
                     Ok(s) => n.shadow = Some(s),
                     Err(e) => return Next::Return(RunExit::Shutdown(format!("L0: cannot build EPT02: {e}"))),
-                }
+                },
             }
             n.res.eptp02 = n.shadow.as_ref().map(ShadowEpt::eptp);
         }
@@ -202,6 +202,7 @@ impl Vcpu {
         n.vmcs01 = self.cpu.vmptrld(v02);
         n.l2_active = true;
         n.entries += 1;
+        self.exits.l2_entries += 1;
         let _ = bus;
         Next::Resume
     }
@@ -335,6 +336,7 @@ impl Vcpu {
         let Some(v02) = self.cpu.vmptrld(v01) else { return };
         n.l2_active = false;
         n.reflected += 1;
+        self.exits.reflected += 1;
         let Some(v12) = n.vmx.current_mut() else {
             n.vmcs02 = Some(v02);
             return;
