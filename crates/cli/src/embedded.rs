@@ -1,6 +1,7 @@
 //! Guest kernels built from `guests/` by the build script and embedded in
-//! the binary: the demo (what `turtles` runs without arguments) and the
-//! benchmark kernels.
+//! the binary: the guest hypervisor of the nested demo (what `turtles`
+//! runs without arguments), the first demo kernel and the benchmark
+//! kernels.
 
 include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 
@@ -12,9 +13,11 @@ pub fn find(name: &str) -> Option<&'static [u8]> {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_demo_is_embedded_and_is_an_elf() {
-        let demo = super::find("demo").expect("demo kernel embedded");
-        assert!(demo.starts_with(b"\x7fELF"));
-        assert!(super::KERNELS.iter().all(|(n, _)| *n == "demo" || n.starts_with("bench")));
+    fn the_demos_are_embedded_and_are_elfs() {
+        for name in ["demo", "hyper", "bench-l2"] {
+            let k = super::find(name).unwrap_or_else(|| panic!("{name} embedded"));
+            assert!(k.starts_with(b"\x7fELF"), "{name}");
+        }
+        assert!(super::KERNELS.iter().all(|(n, _)| *n == "demo" || *n == "hyper" || n.starts_with("bench")));
     }
 }

@@ -301,6 +301,12 @@ impl Cpu {
     /// decoder bitness) and flushes the TLB. Call after changing `regs`
     /// from outside.
     pub fn state_changed(&mut self) {
+        self.refresh_derived(true);
+    }
+
+    /// [`Cpu::state_changed`], optionally keeping the TLB (a VM entry or
+    /// exit whose translations are tagged: VPID).
+    pub(crate) fn refresh_derived(&mut self, flush_tlb: bool) {
         self.mode = self.regs.compute_mode();
         let cs = self.regs.seg[x86::seg::sreg::CS];
         self.bitness = match self.mode {
@@ -320,7 +326,9 @@ impl Cpu {
             _ => (cs.selector & 3) as u8,
         };
         self.va_shift = if self.regs.cr4 & x86::Cr4::LA57.bits() != 0 { 7 } else { 16 };
-        self.tlb.flush_all();
+        if flush_tlb {
+            self.tlb.flush_all();
+        }
         self.tlb.disabled = self.data_breakpoints_armed();
         self.events |= events::IRQ | events::STOP;
     }

@@ -75,6 +75,12 @@ pub struct Tlb {
     pub(crate) disabled: bool,
 }
 
+impl core::fmt::Debug for Tlb {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Tlb").field("epoch", &self.epoch).field("large", &self.large).finish_non_exhaustive()
+    }
+}
+
 impl Default for Tlb {
     fn default() -> Self {
         Tlb { sets: core::array::from_fn(|_| TlbSet::new()), epoch: 1, large: false, code_epoch: 0, disabled: false }

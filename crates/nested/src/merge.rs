@@ -313,9 +313,11 @@ pub fn load_guest_state(vmcs02: &mut Vmcs, vmcs01: &Vmcs, vmcs12: &Vmcs, mem: &M
         vmcs02.set(F::GuestDr7, vmcs01.get(F::GuestDr7));
         vmcs02.set(F::GuestIa32Debugctl, vmcs01.get(F::GuestIa32Debugctl));
     }
-    // L0-owned CR bits are those VMX operation fixes to 1.
-    vmcs02.set(F::GuestCr0, vmcs12.get(F::GuestCr0) | vmcs01.get(F::Cr0GuestHostMask));
-    vmcs02.set(F::GuestCr4, vmcs12.get(F::GuestCr4) | vmcs01.get(F::Cr4GuestHostMask));
+    // The bits the processor needs set under any guest (L0 owns them in
+    // vmcs01's masks, which may also hold bits L0 watches for L1 only).
+    let _ = vmcs01;
+    vmcs02.set(F::GuestCr0, vmcs12.get(F::GuestCr0) | Cr0::NE.bits());
+    vmcs02.set(F::GuestCr4, vmcs12.get(F::GuestCr4) | Cr4::VMXE.bits());
 
     // With EPT on, the CPU takes PAE PDPTEs from the VMCS (27.3.2.4
     // "Loading Page-Directory-Pointer-Table Entries"). vmcs12's fields

@@ -573,6 +573,38 @@ pub fn check_vm_entry<V: VmcsRead + ?Sized, M: EntryMemory + ?Sized>(
     check_msr_load_count(v, caps)
 }
 
+/// [`check_vm_entry`] limited to the check groups
+/// ([`crate::vmcs::check_group`]) whose fields were written since every
+/// check last passed: a control re-runs everything; otherwise the
+/// host-state checks for host fields, the guest-state checks for guest
+/// fields, and only the RIP checks when guest RIP alone changed. Gives the
+/// same answer as [`check_vm_entry`] whenever the fields outside `groups`
+/// still hold what passed.
+pub fn check_vm_entry_groups<V: VmcsRead + ?Sized, M: EntryMemory + ?Sized>(
+    v: &V,
+    caps: &VmxCaps,
+    env: &EntryEnv,
+    memory: &M,
+    groups: u8,
+) -> Result<(), EntryError> {
+    use crate::vmcs::check_group as g;
+    if groups & g::CONTROLS != 0 {
+        return check_vm_entry(v, caps, env, memory);
+    }
+    if groups & g::HOST != 0 {
+        check_host_state(v, caps, env)?;
+    }
+    if groups & g::GUEST != 0 {
+        check_guest_state(v, caps, env, memory)?;
+    } else if groups & g::RIP != 0 {
+        check_guest_rip_rflags(v, env).map_err(|check| EntryError {
+            failure: EntryFailure::GuestState { qualification: GuestStateQualification::Default },
+            check,
+        })?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};

@@ -30,12 +30,53 @@ pub enum LaunchState {
     Launched,
 }
 
+/// Which group of VM-entry checks a field feeds, so that a processor can
+/// re-run only the checks whose fields were written since they last
+/// passed (hardware keeps such implementation state in the VMCS region
+/// too, SDM 25.2 "Format of the VMCS Region").
+pub mod check_group {
+    use crate::field::{FieldKind, VmcsField};
+
+    /// Control fields: they feed every check.
+    pub const CONTROLS: u8 = 1;
+    /// Host-state fields: the host-state checks.
+    pub const HOST: u8 = 2;
+    /// Guest-state fields: the guest-state checks.
+    pub const GUEST: u8 = 4;
+    /// Guest RIP alone (a hypervisor moving past an instruction): the RIP
+    /// checks.
+    pub const RIP: u8 = 8;
+    /// Every group.
+    pub const ALL: u8 = CONTROLS | HOST | GUEST | RIP;
+
+    /// The groups writing `field` invalidates.
+    pub const fn of(field: VmcsField) -> u8 {
+        match field {
+            VmcsField::GuestRip => RIP,
+            // No check reads RSP.
+            VmcsField::GuestRsp => 0,
+            _ => match field.kind() {
+                FieldKind::Control => CONTROLS,
+                FieldKind::HostState => HOST,
+                FieldKind::GuestState => GUEST,
+                FieldKind::ReadOnlyData => 0,
+            },
+        }
+    }
+}
+
+/// CF, PF, AF, ZF, SF, OF.
+const ARITHMETIC_FLAGS: u64 = 0x8d5;
+
 /// The fields of one VMCS and its launch state.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Vmcs {
     values: [u64; VmcsField::COUNT],
     /// Launch state.
     pub launch_state: LaunchState,
+    /// Check groups ([`check_group`]) written through [`Vmcs::set`] since
+    /// [`Vmcs::clear_written`]; all of them for a new VMCS.
+    written: u8,
 }
 
 impl Default for Vmcs {
@@ -60,7 +101,7 @@ impl core::fmt::Debug for Vmcs {
 impl Vmcs {
     /// A VMCS with every field zero and launch state clear.
     pub const fn new() -> Vmcs {
-        Vmcs { values: [0; VmcsField::COUNT], launch_state: LaunchState::Clear }
+        Vmcs { values: [0; VmcsField::COUNT], launch_state: LaunchState::Clear, written: check_group::ALL }
     }
 
     /// The value of a field; a high access reads bits 63:32 of its field.
@@ -78,12 +119,37 @@ impl Vmcs {
     /// the processor writes exit-information fields itself.
     #[inline(always)]
     pub fn set(&mut self, field: VmcsField, value: u64) {
+        self.written |= match field {
+            // The arithmetic flags (what VMX instructions and most emulation
+            // change) feed only the RFLAGS checks, which run with RIP's.
+            VmcsField::GuestRflags if (self.values[field.slot()] ^ value) & !ARITHMETIC_FLAGS == 0 => check_group::RIP,
+            _ => check_group::of(field),
+        };
         if field.is_high() {
             let slot = &mut self.values[field.full().slot()];
             *slot = (*slot & 0xffff_ffff) | (value << 32);
         } else {
             self.values[field.slot()] = value & field.width().mask();
         }
+    }
+
+    /// The check groups written since [`Vmcs::clear_written`].
+    #[inline]
+    pub fn written(&self) -> u8 {
+        self.written
+    }
+
+    /// Records that every check passed on the current contents.
+    #[inline]
+    pub fn clear_written(&mut self) {
+        self.written = 0;
+    }
+
+    /// Requires every check again (a failed entry, contents changed
+    /// behind [`Vmcs::slots_mut`]).
+    #[inline]
+    pub fn mark_all_written(&mut self) {
+        self.written = check_group::ALL;
     }
 
     /// All fields by slot ([`VmcsField::slot`]), for code that moves many
@@ -94,7 +160,8 @@ impl Vmcs {
         &self.values
     }
 
-    /// All fields by slot, writable; see [`Vmcs::slots`].
+    /// All fields by slot, writable; see [`Vmcs::slots`]. Writes here are
+    /// not recorded in [`Vmcs::written`]: for the processor's own saves.
     #[inline(always)]
     pub fn slots_mut(&mut self) -> &mut [u64; VmcsField::COUNT] {
         &mut self.values

@@ -36,6 +36,7 @@ impl Cpu {
         let ctls = self.vmx.current.as_deref().map(Controls::from_vmcs).unwrap_or_default();
         self.load_guest_state(&ctls);
         self.vmx.ctls = ctls;
+        self.vmx.ctls_valid = true;
         // Guest-physical is physical here: no EPT, and no exits since
         // the processor stays in root operation.
         self.ept = None;

@@ -109,7 +109,8 @@ impl Cpu {
             ia32e_mode: true,
         };
         // The decoded controls stay valid until a control is written.
-        let controls_changed = self.vmx.dirty & super::dirty::CONTROLS != 0 || !self.vmx.check_cache;
+        let written = self.vmx.current.as_deref().map_or(super::dirty::ALL, Vmcs::written);
+        let controls_changed = !self.vmx.ctls_valid || written & super::dirty::CONTROLS != 0 || !self.vmx.check_cache;
         if let Err(e) = self.entry_checks(&caps, &env, mem) {
             return self.entry_failed(mem, bus, e);
         }
@@ -127,6 +128,7 @@ impl Cpu {
             v.launch_state = LaunchState::Launched;
         }
         self.vmx.ctls = ctls;
+        self.vmx.ctls_valid = true;
         self.non_root = true;
         self.vmx.vectoring = None;
         self.vmx.pending = None;
@@ -155,27 +157,15 @@ impl Cpu {
     fn entry_checks(&mut self, caps: &vmx::VmxCaps, env: &EntryEnv, mem: &Memory) -> Result<(), EntryError> {
         use super::dirty;
         let Some(vmcs) = self.vmx.current.as_deref() else { return Ok(()) };
-        let d = if self.vmx.check_cache { self.vmx.dirty } else { dirty::ALL };
-        let r = if d & dirty::CONTROLS != 0 {
-            vmx::check_vm_entry(vmcs, caps, env, &PhysMemory(mem))
-        } else {
-            let host = if d & dirty::HOST != 0 { vmx::check::check_host_state(vmcs, caps, env) } else { Ok(()) };
-            host.and_then(|()| {
-                if d & dirty::GUEST != 0 {
-                    vmx::check::check_guest_state(vmcs, caps, env, &PhysMemory(mem))
-                } else if d & dirty::RIP != 0 {
-                    vmx::check::check_guest_rip_rflags(vmcs, env).map_err(|check| EntryError {
-                        failure: EntryFailure::GuestState {
-                            qualification: vmx::exit::GuestStateQualification::Default,
-                        },
-                        check,
-                    })
-                } else {
-                    Ok(())
-                }
-            })
-        };
-        self.vmx.dirty = if r.is_ok() { 0 } else { dirty::ALL };
+        let d = if self.vmx.check_cache { vmcs.written() } else { dirty::ALL };
+        let r = vmx::check::check_vm_entry_groups(vmcs, caps, env, &PhysMemory(mem), d);
+        if let Some(v) = self.vmx.current.as_deref_mut() {
+            if r.is_ok() {
+                v.clear_written();
+            } else {
+                v.mark_all_written();
+            }
+        }
         r
     }
 
@@ -194,6 +184,7 @@ impl Cpu {
                 self.vmwrite(F::ExitQualification, qualification);
                 let ctls = self.vmx.current.as_deref().map(Controls::from_vmcs).unwrap_or_default();
                 self.vmx.ctls = ctls;
+                self.vmx.ctls_valid = true;
                 let mut ctx = Ctx { mem, bus };
                 self.load_host_state(&mut ctx);
                 // Reported here, not by the next run.
@@ -231,15 +222,11 @@ impl Cpu {
         // guest's VPID and EPTP (SDM 29.4.3.1 "Operations that Invalidate
         // Cached Mappings": entries of VPID 0 or without VPIDs go on every
         // entry and exit).
+        // Two tagged contexts are kept (L1's and L2's under nested VMX
+        // alternate at every L2 exit): the other one waits in `tlb_alt`.
         let owner = (ctls.vpid, ctls.eptp.unwrap_or(0));
-        let keep = ctls.vpid != 0 && self.vmx.tlb_owner == Some(owner);
         self.ept = ctls.eptp;
-        if keep {
-            self.state_changed_light();
-        } else {
-            self.state_changed();
-            self.vmx.tlb_owner = (ctls.vpid != 0).then_some(owner);
-        }
+        self.switch_tlb(ctls.vpid != 0, owner);
         self.vmx_tsc_offset =
             if ctls.proc.contains(vmx::controls::ProcCtls::USE_TSC_OFFSETTING) { ctls.tsc_offset as i64 } else { 0 };
     }

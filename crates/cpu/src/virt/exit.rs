@@ -46,8 +46,9 @@ impl Cpu {
         v.set(F::IdtVectoringErrorCode, u64::from(vcode.unwrap_or(0)));
         v.set(F::ExitInstructionLength, len);
         v.set(F::ExitInstructionInfo, u64::from(e.instruction_info));
-        let entry_info = v.get(F::EntryInterruptionInfo);
-        v.set(F::EntryInterruptionInfo, entry_info & !(1 << 31));
+        // The processor's own writes: not software's, nothing to re-check.
+        let a = v.slots_mut();
+        field!(a, EntryInterruptionInfo) &= !(1 << 31);
     }
 
     /// Saves the guest state after L0's instruction emulator ran
@@ -90,11 +91,12 @@ impl Cpu {
         };
         let Some(v) = self.vmx.current.as_deref_mut() else { return };
         write_guest_registers(v, &self.regs, rflags, exit);
-        v.set(F::GuestInterruptibilityState, u64::from(intr.bits()));
-        v.set(F::GuestActivityState, activity);
-        v.set(F::GuestPendingDebugExceptions, 0);
+        let a = v.slots_mut();
+        field!(a, GuestInterruptibilityState) = u64::from(intr.bits());
+        field!(a, GuestActivityState) = activity;
+        field!(a, GuestPendingDebugExceptions) = 0;
         if let Some(t) = timer_left {
-            v.set(F::PreemptionTimerValue, t);
+            field!(a, PreemptionTimerValue) = t;
         }
     }
 

@@ -250,35 +250,9 @@ impl PendingExit {
 /// Per-exit-reason counters (basic reasons 0-80).
 pub const EXIT_REASONS: usize = 81;
 
-/// Which VM-entry checks a VMWRITE makes necessary again (the rest passed
-/// at the last successful entry and read nothing that changed).
-pub(crate) mod dirty {
-    /// A control field: every check (controls feed all of them).
-    pub const CONTROLS: u8 = 1;
-    /// A host-state field: the host-state checks.
-    pub const HOST: u8 = 2;
-    /// A guest-state field: the guest-state checks.
-    pub const GUEST: u8 = 4;
-    /// Only guest RIP (L0 moving past an instruction): the RIP checks.
-    pub const RIP: u8 = 8;
-    /// Everything.
-    pub const ALL: u8 = CONTROLS | HOST | GUEST | RIP;
-
-    /// What writing `field` makes dirty.
-    pub const fn of(field: vmx::VmcsField) -> u8 {
-        match field {
-            vmx::VmcsField::GuestRip => RIP,
-            // No check reads RSP.
-            vmx::VmcsField::GuestRsp => 0,
-            _ => match field.kind() {
-                vmx::FieldKind::Control => CONTROLS,
-                vmx::FieldKind::HostState => HOST,
-                vmx::FieldKind::GuestState => GUEST,
-                vmx::FieldKind::ReadOnlyData => 0,
-            },
-        }
-    }
-}
+/// Which VM-entry checks a write makes necessary again (kept per VMCS,
+/// in [`Vmcs::written`]).
+pub(crate) use vmx::vmcs::check_group as dirty;
 
 /// VMX state of the logical processor.
 #[derive(Clone, Debug)]
@@ -296,13 +270,14 @@ pub struct VmxUnit {
     pub(crate) vectoring: Option<(u32, Option<u32>)>,
     /// (VPID, EPTP) the TLB's entries belong to, when tagged.
     pub(crate) tlb_owner: Option<(u16, u64)>,
+    /// The other tagged TLB context and its (VPID, EPTP).
+    pub(crate) tlb_alt: Option<((u16, u64), crate::mmu::Tlb)>,
     /// Instruction count at which the VMX-preemption timer expires.
     pub(crate) preemption_deadline: u64,
     /// Exits committed, by basic reason.
     pub exits: [u64; EXIT_REASONS],
-    /// Check groups invalidated since the last successful entry
-    /// ([`dirty`]).
-    pub(crate) dirty: u8,
+    /// The decoded controls match the current VMCS.
+    pub(crate) ctls_valid: bool,
     /// Whether entries re-run only the invalidated checks (on by default).
     pub(crate) check_cache: bool,
     /// What a VM exit loads, until a host-state or control field changes.
@@ -318,9 +293,10 @@ impl Default for VmxUnit {
             pending: None,
             vectoring: None,
             tlb_owner: None,
+            tlb_alt: None,
             preemption_deadline: u64::MAX,
             exits: [0; EXIT_REASONS],
-            dirty: dirty::ALL,
+            ctls_valid: false,
             check_cache: true,
             host_context: None,
         }
@@ -372,7 +348,10 @@ impl Cpu {
     /// one. A VMCS is owned by whoever holds the box, so a VMCS cannot be
     /// current on two processors.
     pub fn vmptrld(&mut self, vmcs: Box<Vmcs>) -> Option<Box<Vmcs>> {
-        self.vmx.dirty = dirty::ALL;
+        // Which checks the new VMCS needs travels with it (its
+        // `written` groups); what the processor decoded from the old one
+        // does not.
+        self.vmx.ctls_valid = false;
         self.vmx.host_context = None;
         self.vmx.current.replace(vmcs)
     }
@@ -387,7 +366,7 @@ impl Cpu {
     /// Takes the current VMCS away (VMCLEAR of the current VMCS makes it
     /// clear and not current).
     pub fn vmclear_current(&mut self) -> Option<Box<Vmcs>> {
-        self.vmx.dirty = dirty::ALL;
+        self.vmx.ctls_valid = false;
         self.vmx.host_context = None;
         let mut v = self.vmx.current.take()?;
         v.launch_state = vmx::LaunchState::Clear;
@@ -401,7 +380,7 @@ impl Cpu {
 
     /// The current VMCS, writable (VMWRITE to many fields).
     pub fn vmcs_mut(&mut self) -> Option<&mut Vmcs> {
-        self.vmx.dirty = dirty::ALL;
+        self.vmx.ctls_valid = false;
         self.vmx.host_context = None;
         self.vmx.current.as_deref_mut()
     }
@@ -417,9 +396,11 @@ impl Cpu {
     pub fn vmwrite(&mut self, field: VmcsField, value: u64) {
         if let Some(v) = self.vmx.current.as_deref_mut() {
             let d = dirty::of(field);
-            self.vmx.dirty |= d;
             if d & (dirty::HOST | dirty::CONTROLS) != 0 {
                 self.vmx.host_context = None;
+            }
+            if d & dirty::CONTROLS != 0 {
+                self.vmx.ctls_valid = false;
             }
             v.set(field, value);
         }
@@ -443,6 +424,60 @@ impl Cpu {
     /// shut down.
     pub fn shutdown_reason(&self) -> Option<&str> {
         self.shutdown.as_deref()
+    }
+
+    /// Makes the TLB hold the translations of `owner` (VPID, EPTP): kept
+    /// when they are already there, swapped in when they wait in the
+    /// other context, otherwise a flushed context (SDM 29.4.3.1: untagged
+    /// translations never survive an entry).
+    pub(crate) fn switch_tlb(&mut self, tagged: bool, owner: (u16, u64)) {
+        if tagged && self.vmx.tlb_owner == Some(owner) {
+            self.refresh_derived(false);
+            return;
+        }
+        let previous = self.vmx.tlb_owner;
+        if tagged && self.vmx.tlb_alt.as_ref().is_some_and(|(o, _)| *o == owner) {
+            if let Some((_, mut t)) = self.vmx.tlb_alt.take() {
+                core::mem::swap(&mut self.tlb, &mut t);
+                self.vmx.tlb_alt = previous.map(|p| (p, t));
+                self.vmx.tlb_owner = Some(owner);
+                self.refresh_derived(false);
+                return;
+            }
+        }
+        if let Some(p) = previous {
+            // Keep the outgoing tagged context; reuse the other buffer.
+            let mut t = self.vmx.tlb_alt.take().map(|(_, t)| t).unwrap_or_default();
+            core::mem::swap(&mut self.tlb, &mut t);
+            self.vmx.tlb_alt = Some((p, t));
+        }
+        self.vmx.tlb_owner = tagged.then_some(owner);
+        self.refresh_derived(true);
+    }
+
+    /// INVEPT for L0 (SDM 31.3 "INVEPT"): drops the cached translations
+    /// derived from EPTP `eptp`, or from every EPTP with `None`. L0 calls
+    /// it when it changes EPT paging structures a guest may have cached.
+    pub fn invept(&mut self, eptp: Option<u64>) {
+        let hit = |o: &(u16, u64)| eptp.is_none_or(|e| (o.1 ^ e) & !0xfff == 0);
+        if self.vmx.tlb_owner.as_ref().is_some_and(hit) {
+            self.tlb.flush_all();
+        }
+        if self.vmx.tlb_alt.as_ref().is_some_and(|(o, _)| hit(o)) {
+            self.vmx.tlb_alt = None;
+        }
+    }
+
+    /// INVVPID for L0 (SDM 31.3 "INVVPID"): drops the cached
+    /// translations tagged with `vpid`, or with any VPID with `None`.
+    pub fn invvpid(&mut self, vpid: Option<u16>) {
+        let hit = |o: &(u16, u64)| vpid.is_none_or(|v| o.0 == v);
+        if self.vmx.tlb_owner.as_ref().is_some_and(hit) {
+            self.tlb.flush_all();
+        }
+        if self.vmx.tlb_alt.as_ref().is_some_and(|(o, _)| hit(o)) {
+            self.vmx.tlb_alt = None;
+        }
     }
 
     /// RDMSR on the processor's MSRs in root operation (what L0 software

@@ -330,6 +330,9 @@ impl Vcpu {
             entries: 0,
             reflected: 0,
             last_failure: None,
+            last_env: None,
+            merged_for: None,
+            merged_vmcs01: [0; 10],
         });
         if v.cpu.activity == Activity::WaitForSipi {
             v.wait_sipi = true;
@@ -860,7 +863,7 @@ impl Vcpu {
                 // operation (see `vmx_cr_masks`).
                 if access == CrAccessType::MovToCr {
                     let v = if gpr == 4 { self.cpu.vmread(F::GuestRsp) } else { self.cpu.regs.gpr[gpr] };
-                    if let Some(n) = self.nested.as_ref().filter(|n| n.vmx.in_vmx_operation()) {
+                    if let Some(n) = self.nested.as_ref().filter(|n| n.vmx.in_vmx_operation() && !n.l2_active) {
                         let caps = n.vmx.caps();
                         let bad =
                             if q.cr == 0 { caps.check_cr0(v, false).is_err() } else { caps.check_cr4(v).is_err() };

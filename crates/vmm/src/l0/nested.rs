@@ -11,7 +11,7 @@ use cpu::mmu::Access;
 use cpu::virt::VmEntry;
 use cpu::{Bus, Memory, RunExit};
 use nested::ept::{Fill, ShadowEpt};
-use nested::merge::{prepare_vmcs02, Vmcs02Resources};
+use nested::merge::{load_guest_state, merge_controls, Vmcs02Resources};
 use nested::reflect::{l0_wants_exit, l1_wants_exit, ExitFacts};
 use nested::{ExitInfo, Outcome, L1};
 use tracing::debug;
@@ -57,6 +57,29 @@ pub(super) struct NestedState {
     pub reflected: u64,
     /// The check a virtual VM entry failed last, for reports.
     pub last_failure: Option<String>,
+    /// L1's processor state the last virtual entry was checked against.
+    pub last_env: Option<EntryEnv>,
+    /// The vmcs12 (address) and EPTP02 vmcs02's controls were merged for.
+    pub merged_for: Option<(u64, Option<u64>)>,
+    /// vmcs01's controls vmcs02's were merged from.
+    pub merged_vmcs01: [u64; 10],
+}
+
+/// The vmcs01 fields that feed vmcs02's controls.
+fn vmcs01_controls(v: &Vmcs) -> [u64; 10] {
+    [
+        F::PinBasedControls,
+        F::PrimaryProcControls,
+        F::SecondaryProcControls,
+        F::ExitControls,
+        F::EntryControls,
+        F::ExceptionBitmap,
+        F::Cr0GuestHostMask,
+        F::Cr4GuestHostMask,
+        F::TscOffset,
+        F::EptPointer,
+    ]
+    .map(|f| v.get(f))
 }
 
 impl Vcpu {
@@ -108,11 +131,19 @@ impl Vcpu {
                 }
             }
             Outcome::InvalidateEpt { .. } => {
+                // EPT02 goes, and so do the processor's translations
+                // cached through it.
                 if let Some(s) = n.shadow.as_mut() {
                     s.invalidate(mem);
+                    let eptp02 = s.eptp();
+                    self.cpu.invept(Some(eptp02));
                 }
             }
-            Outcome::InvalidateVpid { .. } | Outcome::Vmxoff => {}
+            Outcome::InvalidateVpid { .. } => {
+                let vpid02 = n.res.vpid02;
+                self.cpu.invvpid(Some(vpid02));
+            }
+            Outcome::Vmxoff => {}
             Outcome::Succeed | Outcome::FailInvalid | Outcome::FailValid(_) => {}
         }
         match (reason, outcome) {
@@ -141,7 +172,16 @@ impl Vcpu {
             linear_width: if self.cpuid.features().la57 { 57 } else { 48 },
             ia32e_mode: l1_lma,
         };
-        if let Err(e) = vmx::check_vm_entry(v12.vmcs(), &caps, &env, &L1Memory(mem)) {
+        // Only what L1 wrote since the last entry that passed needs checking
+        // again (the guest state L0 saved into vmcs12 at the exit is the
+        // processor's, as on hardware).
+        let same_env = n.last_env == Some(env);
+        let groups = if same_env { v12.vmcs().written() } else { vmx::vmcs::check_group::ALL };
+        n.last_env = Some(env);
+        if let Err(e) = vmx::check::check_vm_entry_groups(v12.vmcs(), &caps, &env, &L1Memory(mem), groups) {
+            if let Some(c) = n.vmx.current_mut() {
+                c.vmcs_mut().mark_all_written();
+            }
             n.last_failure = Some(e.check.to_string());
             debug!(target: VMEXIT, "virtual VM entry failed: {e}");
             match e.failure {
@@ -162,6 +202,11 @@ impl Vcpu {
             }
             return Next::Resume;
         }
+        if let Some(c) = n.vmx.current_mut() {
+            c.vmcs_mut().clear_written();
+        }
+        let Some(v12) = n.vmx.current() else { return Next::Resume };
+        let v12_gpa = v12.gpa().0;
         // EPT02 shadows EPT12 when L1 uses EPT; otherwise L2's
         // guest-physical addresses are L1's and EPT01 serves.
         let v12 = v12.vmcs();
@@ -176,7 +221,11 @@ impl Vcpu {
             // One EPT02 per vCPU, retargeted when L1 switches EPTP (its
             // pages are recycled; private memory never shrinks).
             match n.shadow.as_mut() {
-                Some(s) if s.eptp12() != eptp12 => s.retarget(mem, eptp12),
+                Some(s) if s.eptp12() != eptp12 => {
+                    s.retarget(mem, eptp12);
+                    let eptp02 = s.eptp();
+                    self.cpu.invept(Some(eptp02));
+                }
                 Some(_) => {}
                 None => match ShadowEpt::new(mem, eptp12) {
                     Ok(s) => n.shadow = Some(s),
@@ -187,7 +236,20 @@ impl Vcpu {
         }
         let mut v02 = n.vmcs02.take().unwrap_or_else(|| Box::new(Vmcs::new()));
         let Some(v01) = self.cpu.vmcs() else { return Next::Resume };
-        prepare_vmcs02(&mut v02, v01, v12, &n.res, mem);
+        // Controls change rarely (KVM's prepare_vmcs02_rare): merged again
+        // only when L1 wrote a control field, switched vmcs12, or L0
+        // changed vmcs01's controls. vmcs12's host state does not enter
+        // vmcs02 at all.
+        let snapshot = vmcs01_controls(v01);
+        let rare = groups & vmx::vmcs::check_group::CONTROLS != 0
+            || n.merged_for != Some((v12_gpa, n.res.eptp02))
+            || n.merged_vmcs01 != snapshot;
+        if rare {
+            merge_controls(&mut v02, v01, v12, &n.res, mem);
+            n.merged_for = Some((v12_gpa, n.res.eptp02));
+            n.merged_vmcs01 = snapshot;
+        }
+        load_guest_state(&mut v02, v01, v12, mem);
         if launch {
             if let Some(c) = n.vmx.current_mut() {
                 c.vmcs_mut().launch_state = LaunchState::Launched;
@@ -344,8 +406,11 @@ impl Vcpu {
         if let Some(v01) = self.cpu.vmcs() {
             nested::sync::sync_vmcs12(v12.vmcs_mut(), &v02, v01);
         }
-        let v12 = v12.vmcs().clone();
+        // What the exit saved is the processor's own state, not L1's
+        // writes: the next entry need not re-check it.
+        v12.vmcs_mut().clear_written();
         n.vmcs02 = Some(v02);
+        let v12 = v12.vmcs();
         // 28.4: store L2's MSRs into vmcs12's exit MSR-store list.
         let store = (v12.get(F::ExitMsrStoreAddress), v12.get(F::ExitMsrStoreCount) as u32);
         for i in 0..store.1.min(512) {
@@ -356,7 +421,7 @@ impl Vcpu {
             }
         }
         if let Some(v01) = self.cpu.vmcs_mut() {
-            nested::sync::load_l1_host_state(v01, &v12);
+            nested::sync::load_l1_host_state(v01, v12);
         }
         // 28.6: load L1's MSRs from vmcs12's exit MSR-load list.
         let load = (v12.get(F::ExitMsrLoadAddress), v12.get(F::ExitMsrLoadCount) as u32);
