@@ -158,6 +158,10 @@ pub struct RunOptions {
     /// Print statistics to stderr after the run.
     #[arg(long)]
     pub stats: bool,
+    /// After the run, explain every VM entry that failed (L1's virtual
+    /// entries included): the check, its SDM section, the field and value.
+    #[arg(long)]
+    pub explain: bool,
     /// Run the guest directly on the CPU instead of as a VM under L0
     /// (no VMX; for comparison and debugging).
     #[arg(long)]

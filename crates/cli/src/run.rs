@@ -439,13 +439,21 @@ pub fn prepare(kernel: ImageSource, o: &RunOptions) -> Result<Prepared, CliError
     Ok(Prepared::Run(Box::new(cfg), o.stats))
 }
 
-/// Runs a prepared VM and returns the process exit status.
-pub fn execute(cfg: VmConfig, stats: bool, trace: Option<&str>) -> Result<i32, CliError> {
-    run_vm(cfg, stats, trace, false)
+/// What to print after a run besides the guest's output.
+#[derive(Clone, Copy)]
+struct Show {
+    /// `--stats`.
+    stats: bool,
+    /// `--explain`: failed VM entries.
+    explain: bool,
+    /// The VM exits of each level (the nested demo).
+    levels: bool,
 }
 
-/// [`execute`], optionally followed by the VM exits of each level.
-fn run_vm(mut cfg: VmConfig, stats: bool, trace: Option<&str>, levels: bool) -> Result<i32, CliError> {
+/// Runs a prepared VM and returns the process exit status, printing the
+/// reports `show` asks for.
+fn run_vm(mut cfg: VmConfig, show: Show, trace: Option<&str>) -> Result<i32, CliError> {
+    let (stats, levels) = (show.stats, show.levels);
     init_tracing(trace)?;
     cfg.serial_in = stdin_channel();
     let mut vm = Vm::new(cfg).map_err(|e| CliError(e.to_string()))?;
@@ -462,6 +470,9 @@ fn run_vm(mut cfg: VmConfig, stats: bool, trace: Option<&str>, levels: bool) -> 
     } else if levels {
         eprint!("{}", report.exits.levels_summary());
     }
+    if show.explain {
+        eprint!("{}", report.explain());
+    }
     Ok(report.exit.exit_status())
 }
 
@@ -472,7 +483,9 @@ pub fn run_kernel(kernel: PathBuf, o: &RunOptions) -> Result<i32, CliError> {
             print!("{t}");
             Ok(0)
         }
-        Prepared::Run(cfg, stats) => execute(*cfg, stats, o.trace.as_deref()),
+        Prepared::Run(cfg, stats) => {
+            run_vm(*cfg, Show { stats, explain: o.explain, levels: false }, o.trace.as_deref())
+        }
     }
 }
 
@@ -491,7 +504,7 @@ pub fn run_demo(o: &RunOptions) -> Result<i32, CliError> {
             if o.cpu.is_none() {
                 cfg.cpu_policy = vmm::CpuPolicy::max();
             }
-            run_vm(*cfg, stats, o.trace.as_deref(), true)
+            run_vm(*cfg, Show { stats, explain: o.explain, levels: true }, o.trace.as_deref())
         }
     }
 }

@@ -193,3 +193,27 @@ fn without_vmx_in_the_policy_vmx_instructions_are_ud() {
     assert!(out.contains("FAIL CPUID.1:ECX.VMX is set") || out.contains("#UD"), "{out}");
     assert_ne!(o.status.code(), Some(33));
 }
+
+#[test]
+fn explain_names_every_failed_vm_entry_check() {
+    let o = boot("vmx", &["--cpu", "max", "--explain"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    for id in ["ctl.pin.allowed", "host.cs_selector.null", "guest.cr0.fixed", "guest.vmcs_link_pointer.address"] {
+        assert!(err.lines().any(|l| l.starts_with("explain: ") && l.contains(id)), "{id} not explained:\n{err}");
+    }
+    assert!(err.contains("SDM 27.2.3") && err.contains("host_cs_selector = 0x0"), "{err}");
+}
+
+#[test]
+fn trace_exits_logs_each_exit_with_reason_qualification_and_rip() {
+    let o = boot("demo", &["--trace", "exits"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let cpuid = err.lines().filter(|l| l.contains("vm exit") && l.contains("reason=\"cpuid\"")).count();
+    assert!(cpuid > 0, "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("reason=\"io_instruction\"") && l.contains("qualification=") && l.contains("rip=")),
+        "{err}"
+    );
+    assert_eq!(cpuid as u64, exits(&err, "cpuid"), "one line per exit:\n{err}");
+}

@@ -243,6 +243,20 @@ impl RunReport {
         s
     }
 
+    /// The `--explain` text: every failed VM entry of the run (the
+    /// first few), each with the check that failed, its SDM section, the
+    /// condition, and the field and value it saw.
+    pub fn explain(&self) -> String {
+        if self.exits.entry_failures.is_empty() {
+            return "explain: no VM entry failed\n".into();
+        }
+        let mut s = String::new();
+        for f in &self.exits.entry_failures {
+            let _ = writeln!(s, "explain: {f}");
+        }
+        s
+    }
+
     /// The `--stats` text.
     pub fn stats_summary(&self) -> String {
         let mut s = String::new();

@@ -165,7 +165,13 @@ pub struct ExitStats {
     pub reflected: u64,
     /// Virtual VM entries into L2 (VMLAUNCH/VMRESUME of L1 that entered).
     pub l2_entries: u64,
+    /// VM entries that failed a check, explained (the first
+    /// [`MAX_EXPLAINED`]).
+    pub entry_failures: Vec<String>,
 }
+
+/// How many failed VM entries a run explains.
+pub const MAX_EXPLAINED: usize = 32;
 
 impl Default for ExitStats {
     fn default() -> Self {
@@ -175,6 +181,7 @@ impl Default for ExitStats {
             from_l2: [0; EXIT_REASONS],
             reflected: 0,
             l2_entries: 0,
+            entry_failures: Vec::new(),
         }
     }
 }
@@ -189,6 +196,8 @@ impl ExitStats {
         }
         self.reflected += o.reflected;
         self.l2_entries += o.l2_entries;
+        let room = MAX_EXPLAINED.saturating_sub(self.entry_failures.len());
+        self.entry_failures.extend(o.entry_failures.iter().take(room).cloned());
     }
 
     /// (name, count, host ns) of every reason seen, most frequent first.

@@ -183,6 +183,11 @@ impl Vcpu {
                 c.vmcs_mut().mark_all_written();
             }
             n.last_failure = Some(e.check.to_string());
+            if self.exits.entry_failures.len() < super::MAX_EXPLAINED {
+                let what = if launch { "VMLAUNCH" } else { "VMRESUME" };
+                let rip = self.cpu.vmread(F::GuestRip);
+                self.exits.entry_failures.push(format!("L1's {what} at rip {rip:#x}: {e}"));
+            }
             debug!(target: VMEXIT, "virtual VM entry failed: {e}");
             match e.failure {
                 EntryFailure::VmFailValid(err) => {
