@@ -33,10 +33,11 @@ impl Cpu {
         if self.non_root || self.vmx.current.is_none() {
             return Err(EmulateError::NoGuest);
         }
-        let ctls = self.vmx.current.as_deref().map(Controls::from_vmcs).unwrap_or_default();
-        self.load_guest_state(&ctls);
-        self.vmx.ctls = ctls;
+        if let Some(v) = self.vmx.current.as_deref() {
+            self.vmx.ctls = Controls::from_vmcs(v);
+        }
         self.vmx.ctls_valid = true;
+        self.load_guest_state();
         // Guest-physical is physical here: no EPT, and no exits since
         // the processor stays in root operation.
         self.ept = None;

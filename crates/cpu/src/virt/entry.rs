@@ -114,11 +114,11 @@ impl Cpu {
         if let Err(e) = self.entry_checks(&caps, &env, mem) {
             return self.entry_failed(mem, bus, e);
         }
-        let ctls = match (controls_changed, self.vmx.current.as_deref()) {
-            (true, Some(v)) => Controls::from_vmcs(v),
-            _ => self.vmx.ctls,
-        };
-        self.load_guest_state(&ctls);
+        if let (true, Some(v)) = (controls_changed, self.vmx.current.as_deref()) {
+            self.vmx.ctls = Controls::from_vmcs(v);
+        }
+        self.vmx.ctls_valid = true;
+        self.load_guest_state();
         let mut ctx = Ctx { mem, bus };
         // 27.4: the MSR-load list, after guest state.
         if let Err(e) = self.load_entry_msrs(&mut ctx) {
@@ -127,13 +127,11 @@ impl Cpu {
         if let Some(v) = self.vmx.current.as_deref_mut() {
             v.launch_state = LaunchState::Launched;
         }
-        self.vmx.ctls = ctls;
-        self.vmx.ctls_valid = true;
         self.non_root = true;
         self.vmx.vectoring = None;
         self.vmx.pending = None;
         self.vmx.preemption_deadline = u64::MAX;
-        if ctls.pin.contains(PinCtls::PREEMPTION_TIMER) {
+        if self.vmx.ctls.pin.contains(PinCtls::PREEMPTION_TIMER) {
             let rate = caps.misc().preemption_timer_rate;
             let ticks = self.vmread(F::PreemptionTimerValue);
             // The timer counts down once per 2^rate TSC cycles; the TSC
@@ -196,9 +194,11 @@ impl Cpu {
     }
 
     /// 27.3.2 "Loading Guest State".
-    pub(super) fn load_guest_state(&mut self, ctls: &Controls) {
+    pub(super) fn load_guest_state(&mut self) {
         let Some(v) = self.vmx.current.as_deref() else { return };
+        let ctls = &self.vmx.ctls;
         load_guest_registers(&mut self.regs, v, ctls);
+        let (vpid, eptp, proc, tsc_offset) = (ctls.vpid, ctls.eptp, ctls.proc, ctls.tsc_offset);
         let intr = Interruptibility::from_bits_retain(v.get(F::GuestInterruptibilityState) as u32);
         let activity = v.get(F::GuestActivityState);
         // Blocking by STI or MOV SS holds interrupts for one instruction.
@@ -224,11 +224,11 @@ impl Cpu {
         // entry and exit).
         // Two tagged contexts are kept (L1's and L2's under nested VMX
         // alternate at every L2 exit): the other one waits in `tlb_alt`.
-        let owner = (ctls.vpid, ctls.eptp.unwrap_or(0));
-        self.ept = ctls.eptp;
-        self.switch_tlb(ctls.vpid != 0, owner);
+        let owner = (vpid, eptp.unwrap_or(0));
+        self.ept = eptp;
+        self.switch_tlb(vpid != 0, owner);
         self.vmx_tsc_offset =
-            if ctls.proc.contains(vmx::controls::ProcCtls::USE_TSC_OFFSETTING) { ctls.tsc_offset as i64 } else { 0 };
+            if proc.contains(vmx::controls::ProcCtls::USE_TSC_OFFSETTING) { tsc_offset as i64 } else { 0 };
     }
 
     /// 27.4 "Loading MSRs": the VM-entry MSR-load list, entry by entry; the

@@ -122,16 +122,13 @@ impl Cpu {
         self.vmx.preemption_deadline = u64::MAX;
         // The host context depends only on host-state and control fields:
         // it is computed once and reused until one of them is written.
-        let host = match self.vmx.host_context {
-            Some(h) => h,
-            None => {
-                let Some(v) = self.vmx.current.as_deref() else { return };
-                let h = HostContext::from_vmcs(v, self.vmx.ctls.exit);
-                self.vmx.host_context = Some(h);
-                h
-            }
-        };
-        host.apply(&mut self.regs);
+        if self.vmx.host_context.is_none() {
+            let Some(v) = self.vmx.current.as_deref() else { return };
+            self.vmx.host_context = Some(HostContext::from_vmcs(v, self.vmx.ctls.exit));
+        }
+        if let Some(host) = self.vmx.host_context.as_ref() {
+            host.apply(&mut self.regs);
+        }
         self.activity = Activity::Active;
         self.inhibit_at = u64::MAX;
         self.ss_shadow_at = u64::MAX;
