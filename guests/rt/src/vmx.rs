@@ -344,6 +344,8 @@ pub mod field {
     pub const HOST_IA32_SYSENTER_EIP: u64 = 0x6c12;
     pub const HOST_RSP: u64 = 0x6c14;
     pub const HOST_RIP: u64 = 0x6c16;
+    pub const CR3_TARGET_VALUE0: u64 = 0x6008;
+    pub const CR3_TARGET_VALUE1: u64 = 0x600a;
 }
 
 /// VM-execution, VM-exit and VM-entry control bits (SDM Vol. 3C, 25.6
@@ -355,7 +357,14 @@ pub mod ctl {
     pub const PIN_VIRTUAL_NMIS: u32 = 1 << 5;
     pub const PIN_PREEMPTION_TIMER: u32 = 1 << 6;
 
+    pub const PROC_INTERRUPT_WINDOW_EXITING: u32 = 1 << 2;
+    pub const PROC_USE_TSC_OFFSETTING: u32 = 1 << 3;
     pub const PROC_HLT_EXITING: u32 = 1 << 7;
+    pub const PROC_INVLPG_EXITING: u32 = 1 << 9;
+    pub const PROC_RDTSC_EXITING: u32 = 1 << 12;
+    pub const PROC_CR8_LOAD_EXITING: u32 = 1 << 19;
+    pub const PROC_CR8_STORE_EXITING: u32 = 1 << 20;
+    pub const PROC_USE_TPR_SHADOW: u32 = 1 << 21;
     pub const PROC_CR3_LOAD_EXITING: u32 = 1 << 15;
     pub const PROC_CR3_STORE_EXITING: u32 = 1 << 16;
     pub const PROC_UNCONDITIONAL_IO_EXITING: u32 = 1 << 24;
@@ -371,6 +380,7 @@ pub mod ctl {
     pub const EXIT_HOST_ADDRESS_SPACE_SIZE: u32 = 1 << 9;
     pub const EXIT_ACK_INTERRUPT: u32 = 1 << 15;
     pub const EXIT_LOAD_EFER: u32 = 1 << 21;
+    pub const EXIT_SAVE_PREEMPTION_TIMER: u32 = 1 << 22;
 
     pub const ENTRY_LOAD_DEBUG_CONTROLS: u32 = 1 << 2;
     pub const ENTRY_IA32E_MODE_GUEST: u32 = 1 << 9;
@@ -384,13 +394,20 @@ pub mod exit_reason {
     pub const EXTERNAL_INTERRUPT: u32 = 1;
     pub const TRIPLE_FAULT: u32 = 2;
     pub const CPUID: u32 = 10;
+    pub const INTERRUPT_WINDOW: u32 = 7;
     pub const HLT: u32 = 12;
+    pub const INVLPG: u32 = 14;
+    pub const RDTSC: u32 = 16;
     pub const VMCALL: u32 = 18;
+    pub const CR_ACCESS: u32 = 28;
     pub const IO_INSTRUCTION: u32 = 30;
+    pub const RDMSR: u32 = 31;
+    pub const WRMSR: u32 = 32;
     pub const INVALID_GUEST_STATE: u32 = 33;
     pub const MSR_LOADING: u32 = 34;
     pub const EPT_VIOLATION: u32 = 48;
     pub const EPT_MISCONFIG: u32 = 49;
+    pub const PREEMPTION_TIMER: u32 = 52;
     /// Bit 31 of the exit-reason field: VM-entry failure.
     pub const ENTRY_FAILURE: u32 = 1 << 31;
 }
@@ -615,6 +632,36 @@ pub mod ept {
     pub const MEMTYPE_WB: u64 = 6 << 3;
     /// Leaf at the PDPT or PD level.
     pub const PAGE_SIZE: u64 = 1 << 7;
+}
+
+/// VM-entry interruption-information / VM-exit interruption-information /
+/// IDT-vectoring information format (SDM Vol. 3C, 25.8.3 "VM-Entry Controls
+/// for Event Injection", Table 25-17; 25.9.2, Table 25-19): vector in 7:0,
+/// type in 10:8, error code valid in bit 11, valid in bit 31.
+#[allow(missing_docs)]
+pub mod intr_info {
+    pub const VALID: u32 = 1 << 31;
+    pub const ERROR_CODE_VALID: u32 = 1 << 11;
+    pub const TYPE_EXTERNAL_INTERRUPT: u32 = 0 << 8;
+    pub const TYPE_NMI: u32 = 2 << 8;
+    pub const TYPE_HARDWARE_EXCEPTION: u32 = 3 << 8;
+    pub const TYPE_SOFTWARE_INTERRUPT: u32 = 4 << 8;
+    pub const TYPE_PRIVILEGED_SOFTWARE_EXCEPTION: u32 = 5 << 8;
+    pub const TYPE_SOFTWARE_EXCEPTION: u32 = 6 << 8;
+}
+
+/// One entry of a VM-entry MSR-load, VM-exit MSR-store or VM-exit
+/// MSR-load list (SDM Vol. 3C, 25.7.2 "VM-Exit Controls for MSRs", Table
+/// 25-15): MSR index, reserved, data. Lists are 16-byte aligned.
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MsrEntry {
+    /// MSR index (ECX of RDMSR/WRMSR).
+    pub index: u32,
+    /// Must be zero.
+    pub reserved: u32,
+    /// Value loaded or stored.
+    pub data: u64,
 }
 
 /// A 4-KiB-aligned page for VMXON regions, VMCSs and tables.

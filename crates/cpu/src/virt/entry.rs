@@ -288,6 +288,9 @@ impl Cpu {
             // "Other event" (pending MTF): nothing to deliver here.
             _ => return,
         };
+        // An injected software event "executes" an instruction of the
+        // given length: an exit during its delivery reports that length.
+        self.next_rip = rip.wrapping_add(len);
         // A fault or exit during delivery reports the injected event as
         // IDT-vectoring information (`deliver` records it).
         if let Err(f) = self.deliver(ctx, vector, event_kind, code, ret) {

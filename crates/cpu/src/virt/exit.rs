@@ -32,7 +32,10 @@ impl Cpu {
     /// IDT-vectoring information, instruction length and information; the
     /// valid bit of the VM-entry interruption information is cleared.
     fn record_exit_info(&mut self, e: &PendingExit, vectoring: Option<(u32, Option<u32>)>) {
-        let len = if e.instruction { self.next_rip.wrapping_sub(self.regs.rip) & 0xf } else { 0 };
+        // The length of the instruction that exited, or (28.2.4) of the
+        // INT n/INT3/INTO/INT1 whose delivery an exit interrupted.
+        let soft_vectoring = vectoring.is_some_and(|(info, _)| matches!((info >> 8) & 7, 4..=6));
+        let len = if e.instruction || soft_vectoring { self.next_rip.wrapping_sub(self.regs.rip) & 0xf } else { 0 };
         let Some(v) = self.vmx.current.as_deref_mut() else { return };
         v.set(F::ExitReason, u64::from(e.reason));
         v.set(F::ExitQualification, e.qualification);

@@ -579,7 +579,11 @@ impl Vcpu {
         let shadow = intr.intersects(Interruptibility::BLOCKING_BY_STI | Interruptibility::BLOCKING_BY_MOV_SS);
         let before = self.cpu.vmread(F::PrimaryProcControls);
         let mut proc = ProcCtls::from_bits_retain(before as u32);
-        proc.remove(ProcCtls::NMI_WINDOW_EXITING | ProcCtls::INTERRUPT_WINDOW_EXITING);
+        let windows = ProcCtls::NMI_WINDOW_EXITING | ProcCtls::INTERRUPT_WINDOW_EXITING;
+        proc.remove(windows);
+        // While L2 runs, the windows vmcs12 asks for are L1's, not L0's to
+        // take away.
+        proc |= self.l1_windows() & windows;
         if self.nmi_pending {
             if !shadow && !intr.contains(Interruptibility::BLOCKING_BY_NMI) {
                 self.nmi_pending = false;
@@ -601,6 +605,18 @@ impl Vcpu {
         // write only what changed.
         if u64::from(proc.bits()) != before {
             self.cpu.vmwrite(F::PrimaryProcControls, u64::from(proc.bits()));
+        }
+    }
+
+    /// The interrupt- and NMI-window controls L1 set in vmcs12, while L2
+    /// runs (none otherwise).
+    fn l1_windows(&self) -> ProcCtls {
+        match self.nested.as_ref() {
+            Some(n) if n.l2_active => n
+                .vmx
+                .current()
+                .map_or(ProcCtls::empty(), |v| ProcCtls::from_bits_retain(v.vmcs().get(F::PrimaryProcControls) as u32)),
+            _ => ProcCtls::empty(),
         }
     }
 
