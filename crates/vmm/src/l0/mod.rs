@@ -108,8 +108,6 @@ pub struct L0Shared {
     eptp: u64,
     io_bitmaps: [u64; 2],
     msr_bitmap: u64,
-    /// The merged MSR bitmap of vmcs02 (nested VMX).
-    msr_bitmap02: u64,
 }
 
 impl L0Shared {
@@ -146,8 +144,7 @@ impl L0Shared {
                 }
             }
         }
-        let msr_bitmap02 = page(mem)?;
-        Ok(L0Shared { eptp: ept.eptp(), io_bitmaps: io, msr_bitmap, msr_bitmap02 })
+        Ok(L0Shared { eptp: ept.eptp(), io_bitmaps: io, msr_bitmap })
     }
 }
 
@@ -332,7 +329,9 @@ impl Vcpu {
             shadow: None,
             res: ::nested::merge::Vmcs02Resources {
                 io_bitmaps: shared.io_bitmaps,
-                msr_bitmap: shared.msr_bitmap02,
+                // Each vCPU's vmcs02 gets its own merged MSR bitmap, at its
+                // first virtual VM entry.
+                msr_bitmap: 0,
                 eptp02: None,
                 vpid02: 0x8000 | (v.cpu.apic_id as u16 + 1),
             },

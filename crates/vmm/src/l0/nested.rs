@@ -239,6 +239,14 @@ impl Vcpu {
             }
             n.res.eptp02 = n.shadow.as_ref().map(ShadowEpt::eptp);
         }
+        if n.res.msr_bitmap == 0 {
+            match mem.alloc_private_page() {
+                Some(p) => n.res.msr_bitmap = p,
+                None => {
+                    return Next::Return(RunExit::Shutdown("L0: private memory exhausted (vmcs02 MSR bitmap)".into()))
+                }
+            }
+        }
         let mut v02 = n.vmcs02.take().unwrap_or_else(|| Box::new(Vmcs::new()));
         let Some(v01) = self.cpu.vmcs() else { return Next::Resume };
         // Controls change rarely (KVM's prepare_vmcs02_rare): merged again
