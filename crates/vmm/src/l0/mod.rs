@@ -506,7 +506,15 @@ impl Vcpu {
                 self.inject_events(bus);
                 self.sync_entry_controls();
                 let launch = !self.current_launched();
-                if let Some(stop) = nested::entry_shutdown(self.cpu.vm_enter(mem, bus, launch)) {
+                let entry = self.cpu.vm_enter(mem, bus, launch);
+                if let (cpu::virt::VmEntry::Failed(e), true) =
+                    (entry, self.nested.as_ref().is_some_and(|n| n.l2_active))
+                {
+                    // vmcs02's failure is L1's entry failing (27.8).
+                    self.vmcs02_entry_failed(e);
+                    continue;
+                }
+                if let Some(stop) = nested::entry_shutdown(entry) {
                     return stop;
                 }
             }

@@ -207,6 +207,20 @@ impl Vcpu {
             }
             return Next::Resume;
         }
+        // 27.4 on vmcs12: the VM-entry MSR-load list as L1's memory holds
+        // it (outside L1's RAM it reads as all ones and fails, as on a
+        // machine where nothing answers there). The CPU loads a list in
+        // RAM itself when it enters vmcs02.
+        let (list, count) = (v12.vmcs().get(F::EntryMsrLoadAddress), v12.vmcs().get(F::EntryMsrLoadCount));
+        let entries = (0..count.min(512)).map(|i| {
+            let at = list.wrapping_add(i * 16);
+            let lo = mem.read_u64(at).unwrap_or(u64::MAX);
+            let value = mem.read_u64(at.wrapping_add(8)).unwrap_or(u64::MAX);
+            vmx::MsrEntry { index: lo as u32, reserved: (lo >> 32) as u32, value }
+        });
+        if let Err(e) = vmx::check::check_msr_load_list(entries) {
+            return self.virtual_entry_failure(e, launch);
+        }
         if let Some(c) = n.vmx.current_mut() {
             c.vmcs_mut().clear_written();
         }
@@ -280,6 +294,38 @@ impl Vcpu {
         self.exits.l2_entries += 1;
         let _ = bus;
         Next::Resume
+    }
+
+    /// A virtual VM entry that failed after the checks on controls and
+    /// host state (SDM 27.8): an entry-failure exit to L1.
+    pub(super) fn virtual_entry_failure(&mut self, e: vmx::EntryError, launch: bool) -> Next {
+        if self.exits.entry_failures.len() < super::MAX_EXPLAINED {
+            let what = if launch { "VMLAUNCH" } else { "VMRESUME" };
+            let rip = self.cpu.vmread(F::GuestRip);
+            self.exits.entry_failures.push(format!("L1's {what} at rip {rip:#x}: {e}"));
+        }
+        let reason = e.failure.exit_reason().map_or(0, |r| r.to_raw());
+        let qualification = e.failure.exit_qualification().unwrap_or(0);
+        let Some(n) = self.nested.as_mut() else { return Next::Resume };
+        n.last_failure = Some(e.check.to_string());
+        if let Some(c) = n.vmx.current_mut() {
+            c.vmcs_mut().mark_all_written();
+            if let Some(v01) = self.cpu.vmcs_mut() {
+                nested::sync::entry_failure(v01, c.vmcs_mut(), reason, qualification);
+            }
+        }
+        Next::Resume
+    }
+
+    /// vmcs02's own entry failed at the MSR-load list (a WRMSR L1's list
+    /// asks for would fault): L1 sees the entry fail as hardware reports
+    /// it. vmcs01 becomes current again.
+    pub(super) fn vmcs02_entry_failed(&mut self, e: vmx::EntryError) -> Next {
+        let Some(n) = self.nested.as_mut() else { return Next::Resume };
+        let Some(v01) = n.vmcs01.take() else { return Next::Resume };
+        n.vmcs02 = self.cpu.vmptrld(v01);
+        n.l2_active = false;
+        self.virtual_entry_failure(e, false)
     }
 
     /// An exit of L2: L0's own business, L1's (reflected), or L0 acting
