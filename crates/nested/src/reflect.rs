@@ -336,14 +336,13 @@ pub fn l0_wants_exit(f: &ExitFacts, vmcs12: &Vmcs) -> bool {
 /// 26.2: whether exception `vector` (with error code `error_code` for
 /// #PF) exits under vmcs12's exception bitmap and #PF filter.
 fn exception_exits(vmcs12: &Vmcs, vector: u8, error_code: u32) -> bool {
-    let bitmap = vmcs12.get(F::ExceptionBitmap);
-    let bit = vector < 32 && bitmap & (1 << vector) != 0;
-    if vector != x86::vector::PF {
-        return bit;
-    }
-    let mask = vmcs12.get(F::PageFaultErrorCodeMask) as u32;
-    let matches = error_code & mask == vmcs12.get(F::PageFaultErrorCodeMatch) as u32;
-    bit == matches
+    vmx::conditions::exception_exits(
+        vmcs12.get(F::ExceptionBitmap) as u32,
+        vmcs12.get(F::PageFaultErrorCodeMask) as u32,
+        vmcs12.get(F::PageFaultErrorCodeMatch) as u32,
+        vector,
+        error_code,
+    )
 }
 
 /// 26.1.3: whether a MOV CR, CLTS or LMSW exits under vmcs12.
@@ -403,16 +402,8 @@ fn io_exits(qualification: u64, vmcs12: &Vmcs, mem: &Memory) -> bool {
     if !proc12.contains(ProcCtls::USE_IO_BITMAPS) {
         return proc12.contains(ProcCtls::UNCONDITIONAL_IO_EXITING);
     }
-    let first = u32::from(io.port);
-    let last = first + u32::from(io.size.bytes()) - 1;
-    if last > 0xffff {
-        return true;
-    }
-    (first..=last).any(|port| {
-        let (base, bit) =
-            if port < 0x8000 { (vmcs12.get(F::IoBitmapA), port) } else { (vmcs12.get(F::IoBitmapB), port - 0x8000) };
-        bitmap_bit(mem, base, u64::from(bit))
-    })
+    let bitmaps = [vmcs12.get(F::IoBitmapA), vmcs12.get(F::IoBitmapB)];
+    vmx::conditions::io_bitmaps_exit(io.port, io.size.bytes(), |b, n| bitmap_bit(mem, bitmaps[b], u64::from(n)))
 }
 
 /// 26.1.3 and 25.6.9 "MSR-Bitmap Address": whether RDMSR (`write` false)
@@ -423,13 +414,7 @@ fn msr_exits(msr: u32, write: bool, vmcs12: &Vmcs, mem: &Memory) -> bool {
     if !proc(vmcs12).contains(ProcCtls::USE_MSR_BITMAPS) {
         return true;
     }
-    let (offset, bit) = match msr {
-        0..=0x1fff => (0, msr),
-        0xc000_0000..=0xc000_1fff => (1024, msr - 0xc000_0000),
-        _ => return true,
-    };
-    let offset = if write { offset + 2048 } else { offset };
-    bitmap_bit(mem, vmcs12.get(F::MsrBitmap).wrapping_add(offset), u64::from(bit))
+    vmx::conditions::msr_bitmap_bit(msr, write).is_none_or(|bit| bitmap_bit(mem, vmcs12.get(F::MsrBitmap), bit))
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 
 pub mod caps;
 pub mod check;
+pub mod conditions;
 pub mod controls;
 pub mod error;
 pub mod exit;

@@ -27,7 +27,6 @@ use vmx::controls::ProcCtls;
 use vmx::exit::{AddressSize, MemoryOperand};
 use vmx::{ExitReason, VmcsField};
 use x86::seg::sreg;
-use x86::vector;
 
 impl Cpu {
     /// Whether exception `f` causes a VM exit rather than being delivered
@@ -35,14 +34,8 @@ impl Cpu {
     /// and for #PF the error-code mask and match).
     pub(crate) fn exception_exits(&self, f: &Fault) -> bool {
         let c = self.vmx_ctls();
-        let bit = c.exception_bitmap & (1 << (f.vector() & 31)) != 0;
-        if f.vector() == vector::PF {
-            let ec = f.error_code().unwrap_or(0);
-            // A match keeps the bitmap's meaning; a mismatch inverts it.
-            bit == ((ec & c.pf_mask) == c.pf_match)
-        } else {
-            bit
-        }
+        let ec = f.error_code().unwrap_or(0);
+        vmx::conditions::exception_exits(c.exception_bitmap, c.pf_mask, c.pf_match, f.vector(), ec)
     }
 
     /// Whether an access to `size` ports from `port` exits (26.1.3, I/O
@@ -54,16 +47,7 @@ impl Cpu {
         if !c.proc.contains(ProcCtls::USE_IO_BITMAPS) {
             return c.proc.contains(ProcCtls::UNCONDITIONAL_IO_EXITING);
         }
-        (0..u32::from(size)).any(|i| {
-            let p = u32::from(port) + i;
-            if p > 0xffff {
-                return true;
-            }
-            let bitmap = c.io_bitmaps[(p >> 15) as usize];
-            let byte = bitmap + u64::from((p & 0x7fff) / 8);
-            // A bitmap outside memory reads as all ones: exit.
-            mem.read_phys_u32(byte & !3).map_or(true, |w| (w >> ((byte & 3) * 8 + u64::from(p % 8))) & 1 != 0)
-        })
+        vmx::conditions::io_bitmaps_exit(port, size, |b, n| phys_bit(mem, c.io_bitmaps[b], u64::from(n)))
     }
 
     /// Whether RDMSR (`write` false) or WRMSR of `msr` exits (26.1.3;
@@ -75,13 +59,7 @@ impl Cpu {
         if !c.proc.contains(ProcCtls::USE_MSR_BITMAPS) {
             return true;
         }
-        let (half, bit) = match msr {
-            0..=0x1fff => (0u64, msr),
-            0xc000_0000..=0xc000_1fff => (1024, msr - 0xc000_0000),
-            _ => return true,
-        };
-        let byte = c.msr_bitmap + half + if write { 2048 } else { 0 } + u64::from(bit / 8);
-        mem.read_phys_u32(byte & !3).map_or(true, |w| (w >> ((byte & 3) * 8 + u64::from(bit % 8))) & 1 != 0)
+        vmx::conditions::msr_bitmap_bit(msr, write).is_none_or(|bit| phys_bit(mem, c.msr_bitmap, bit))
     }
 
     /// Whether MOV to CR3 of `value` exits (26.1.3: CR3-load exiting,
@@ -311,6 +289,13 @@ impl Cpu {
         self.state_changed();
         true
     }
+}
+
+/// Bit `bit` of the bitmap at physical `base`, as the processor reads it;
+/// a bitmap outside memory reads as all ones (exit).
+fn phys_bit(mem: &Memory, base: u64, bit: u64) -> bool {
+    let mut b = [0u8];
+    mem.read_phys(base.wrapping_add(bit / 8), &mut b).map_or(true, |()| b[0] & (1 << (bit % 8)) != 0)
 }
 
 #[cfg(test)]
