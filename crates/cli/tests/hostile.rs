@@ -10,24 +10,9 @@
 //! The kernels are built by this package's build script; their directory
 //! comes from `TURTLES_GUEST_DIR`.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn kernel(name: &str) -> PathBuf {
-    PathBuf::from(env!("TURTLES_GUEST_DIR")).join(name)
-}
-
-fn boot(name: &str, extra: &[&str]) -> Output {
-    let k = kernel(name);
-    assert!(k.is_file(), "guest kernel {} was not built", k.display());
-    Command::new(env!("CARGO_BIN_EXE_turtles"))
-        .arg("run")
-        .arg(&k)
-        .args(["-m", "256M", "--timeout", "120", "--stats"])
-        .args(extra)
-        .output()
-        .expect("run turtles")
-}
+#[allow(dead_code)]
+mod common;
+use common::boot;
 
 #[test]
 fn l2_cannot_escape_its_ept_window() {

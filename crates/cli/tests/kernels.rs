@@ -6,40 +6,9 @@
 //! The kernels are built by this package's build script; their directory
 //! comes from `TURTLES_GUEST_DIR`.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn kernel(name: &str) -> PathBuf {
-    PathBuf::from(env!("TURTLES_GUEST_DIR")).join(name)
-}
-
-fn boot(name: &str, extra: &[&str]) -> Output {
-    let k = kernel(name);
-    assert!(k.is_file(), "guest kernel {} was not built", k.display());
-    Command::new(env!("CARGO_BIN_EXE_turtles"))
-        .arg("run")
-        .arg(&k)
-        .args(["-m", "256M", "--timeout", "120", "--stats"])
-        .args(extra)
-        .output()
-        .expect("run turtles")
-}
-
-/// Boots `name` and asserts it passed; returns (stdout, stderr).
-fn passes(name: &str, extra: &[&str]) -> (String, String) {
-    let o = boot(name, extra);
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(out.contains(&format!("TURTLES-TEST {name}")), "{name}: no banner\n{out}\n{err}");
-    let failed: Vec<&str> = out.lines().filter(|l| l.starts_with("FAIL")).collect();
-    assert!(failed.is_empty(), "{name}: failed checks:\n{}\n{err}", failed.join("\n"));
-    let last = out.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
-    assert!(last.starts_with("PASS "), "{name}: last line {last:?}\n{err}");
-    let n: u32 = last[5..].trim().parse().unwrap_or(0);
-    assert!(n > 0, "{name}: PASS without checks");
-    assert_eq!(o.status.code(), Some(33), "{name}: exit status\n{err}");
-    (out, err)
-}
+#[allow(dead_code)]
+mod common;
+use common::{boot, passes};
 
 /// The count `--stats` reports for exception `label` (e.g. "#PF") on its
 /// `exceptions: #BP 1, #PF 25` line.

@@ -7,46 +7,15 @@
 //! The kernels are built by this package's build script; their directory
 //! comes from `TURTLES_GUEST_DIR`.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn kernel(name: &str) -> PathBuf {
-    PathBuf::from(env!("TURTLES_GUEST_DIR")).join(name)
-}
-
-fn boot(name: &str, extra: &[&str]) -> Output {
-    let k = kernel(name);
-    assert!(k.is_file(), "guest kernel {} was not built", k.display());
-    Command::new(env!("CARGO_BIN_EXE_turtles"))
-        .arg("run")
-        .arg(&k)
-        .args(["-m", "256M", "--timeout", "120"])
-        .args(extra)
-        .output()
-        .expect("run turtles")
-}
-
-/// Boots `name` and asserts it passed; returns its stdout.
-fn passes(name: &str, extra: &[&str]) -> String {
-    let o = boot(name, extra);
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(out.contains(&format!("TURTLES-TEST {name}")), "{name}: no banner\n{out}\n{err}");
-    let failed: Vec<&str> = out.lines().filter(|l| l.starts_with("FAIL")).collect();
-    assert!(failed.is_empty(), "{name}: failed checks:\n{}\n{err}", failed.join("\n"));
-    let last = out.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
-    assert!(last.starts_with("PASS "), "{name}: last line {last:?}\n{err}");
-    let n: u32 = last[5..].trim().parse().unwrap_or(0);
-    assert!(n > 0, "{name}: PASS without checks");
-    assert_eq!(o.status.code(), Some(33), "{name}: exit status\n{err}");
-    out
-}
+#[allow(dead_code)]
+mod common;
+use common::passes;
 
 /// Each VM-exit condition of L2 reaches L1 with the exit-information
 /// fields the SDM defines (SDM Vol. 3C, 28.2), and L1's event injection,
 /// MSR lists and EPT work for L2.
 #[test]
 fn vmx_exits() {
-    let out = passes("vmx-exits", &["--cpu", "max"]);
+    let (out, _) = passes("vmx-exits", &["--cpu", "max"]);
     assert!(out.contains("ok CPUID: exit reason 10"), "{out}");
 }
