@@ -212,9 +212,6 @@ pub struct PendingExit {
     /// The exit was caused by executing an instruction: its length is
     /// recorded and RIP stays at it.
     pub instruction: bool,
-    /// I/O exits of string instructions: RCX, RSI, RDI, RIP (SMIs only on
-    /// hardware; kept zero here).
-    pub trap: bool,
 }
 
 impl PendingExit {
@@ -228,7 +225,6 @@ impl PendingExit {
             interruption: None,
             instruction_info: 0,
             instruction: true,
-            trap: false,
         }
     }
 
@@ -242,7 +238,6 @@ impl PendingExit {
             interruption: None,
             instruction_info: 0,
             instruction: false,
-            trap: false,
         }
     }
 }

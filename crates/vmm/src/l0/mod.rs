@@ -274,7 +274,6 @@ pub struct Vcpu {
     cpuid: CpuidModel,
     /// Policy MSRs, with the writes the guest made to writable ones.
     msrs: BTreeMap<u32, u64>,
-    vmx_offered: bool,
     shared: Option<L0Shared>,
     /// The guest executed HLT: it sleeps until an interrupt (L0's HLT).
     halted: bool,
@@ -302,7 +301,6 @@ impl Vcpu {
             mode: VcpuMode::Direct,
             cpuid,
             msrs: BTreeMap::new(),
-            vmx_offered: false,
             shared: None,
             halted: false,
             wait_sipi: false,
@@ -320,7 +318,6 @@ impl Vcpu {
         v.mode = VcpuMode::L0;
         v.shared = Some(shared);
         v.msrs = policy.readable_msrs();
-        v.vmx_offered = policy.vmx.is_some();
         v.nested = policy.vmx.map(|caps| nested::NestedState {
             vmx: ::nested::NestedVmx::new(caps),
             vmcs01: None,
@@ -335,9 +332,6 @@ impl Vcpu {
                 eptp02: None,
                 vpid02: 0x8000 | (v.cpu.apic_id as u16 + 1),
             },
-            entries: 0,
-            reflected: 0,
-            last_failure: None,
             last_env: None,
             merged_for: None,
             merged_vmcs01: [0; 10],
@@ -774,7 +768,6 @@ impl Vcpu {
                 )))
             }
         }
-        let _ = self.vmx_offered;
         Next::Resume
     }
 

@@ -51,12 +51,6 @@ pub(super) struct NestedState {
     pub shadow: Option<ShadowEpt>,
     /// Bitmaps and identifiers of vmcs02.
     pub res: Vmcs02Resources,
-    /// Virtual VM entries and L2 exits reflected to L1.
-    pub entries: u64,
-    /// L2 exits reflected to L1.
-    pub reflected: u64,
-    /// The check a virtual VM entry failed last, for reports.
-    pub last_failure: Option<String>,
     /// L1's processor state the last virtual entry was checked against.
     pub last_env: Option<EntryEnv>,
     /// The vmcs12 (address) and EPTP02 vmcs02's controls were merged for.
@@ -182,7 +176,6 @@ impl Vcpu {
             if let Some(c) = n.vmx.current_mut() {
                 c.vmcs_mut().mark_all_written();
             }
-            n.last_failure = Some(e.check.to_string());
             if self.exits.entry_failures.len() < super::MAX_EXPLAINED {
                 let what = if launch { "VMLAUNCH" } else { "VMRESUME" };
                 let rip = self.cpu.vmread(F::GuestRip);
@@ -290,7 +283,6 @@ impl Vcpu {
         }
         n.vmcs01 = self.cpu.vmptrld(v02);
         n.l2_active = true;
-        n.entries += 1;
         self.exits.l2_entries += 1;
         let _ = bus;
         Next::Resume
@@ -307,7 +299,6 @@ impl Vcpu {
         let reason = e.failure.exit_reason().map_or(0, |r| r.to_raw());
         let qualification = e.failure.exit_qualification().unwrap_or(0);
         let Some(n) = self.nested.as_mut() else { return Next::Resume };
-        n.last_failure = Some(e.check.to_string());
         if let Some(c) = n.vmx.current_mut() {
             c.vmcs_mut().mark_all_written();
             if let Some(v01) = self.cpu.vmcs_mut() {
@@ -456,7 +447,6 @@ impl Vcpu {
         let Some(v01) = n.vmcs01.take() else { return };
         let Some(v02) = self.cpu.vmptrld(v01) else { return };
         n.l2_active = false;
-        n.reflected += 1;
         self.exits.reflected += 1;
         let Some(v12) = n.vmx.current_mut() else {
             n.vmcs02 = Some(v02);
