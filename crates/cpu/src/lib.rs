@@ -360,6 +360,11 @@ impl Cpu {
     /// Runs until `budget` more instructions have retired, the CPU halts or
     /// it shuts down.
     pub fn run(&mut self, mem: &mut Memory, bus: &mut dyn Bus, budget: u64) -> RunExit {
+        // Code running in root operation needs the host context the last
+        // exit deferred (virt/cache.rs).
+        if self.guest_parked() {
+            self.load_host_context();
+        }
         let mut ctx = Ctx { mem, bus };
         if self.tlb.code_epoch != ctx.mem.code_epoch() {
             self.tlb.flush_writes();

@@ -33,6 +33,7 @@ impl Cpu {
         if self.non_root || self.vmx.current.is_none() {
             return Err(EmulateError::NoGuest);
         }
+        self.load_host_context();
         if let Some(v) = self.vmx.current.as_deref() {
             self.vmx.ctls = Controls::from_vmcs(v);
         }

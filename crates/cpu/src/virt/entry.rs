@@ -89,7 +89,9 @@ impl Cpu {
         if self.non_root {
             return VmEntry::VmFailInvalid;
         }
-        let Some(caps) = self.vmx.caps else { return VmEntry::VmFailInvalid };
+        if self.vmx.caps.is_none() {
+            return VmEntry::VmFailInvalid;
+        }
         let Some(launch_state) = self.vmx.current.as_deref().map(|v| v.launch_state) else {
             return VmEntry::VmFailInvalid;
         };
@@ -111,14 +113,21 @@ impl Cpu {
         // The decoded controls stay valid until a control is written.
         let written = self.vmx.current.as_deref().map_or(super::dirty::ALL, Vmcs::written);
         let controls_changed = !self.vmx.ctls_valid || written & super::dirty::CONTROLS != 0 || !self.vmx.check_cache;
-        if let Err(e) = self.entry_checks(&caps, &env, mem) {
+        if self.vmx.guest_live && !self.parked_entry_exact(controls_changed) {
+            self.load_host_context();
+        }
+        if let Err(e) = self.entry_checks(&env, mem) {
             return self.entry_failed(mem, bus, e);
         }
         if let (true, Some(v)) = (controls_changed, self.vmx.current.as_deref()) {
             self.vmx.ctls = Controls::from_vmcs(v);
         }
         self.vmx.ctls_valid = true;
-        self.load_guest_state();
+        if self.vmx.guest_live {
+            self.resume_parked(written);
+        } else {
+            self.load_guest_state();
+        }
         let mut ctx = Ctx { mem, bus };
         // 27.4: the MSR-load list, after guest state.
         if let Err(e) = self.load_entry_msrs(&mut ctx) {
@@ -132,7 +141,7 @@ impl Cpu {
         self.vmx.pending = None;
         self.vmx.preemption_deadline = u64::MAX;
         if self.vmx.ctls.pin.contains(PinCtls::PREEMPTION_TIMER) {
-            let rate = caps.misc().preemption_timer_rate;
+            let rate = self.vmx.caps.as_ref().map_or(0, |c| c.misc().preemption_timer_rate);
             let ticks = self.vmread(F::PreemptionTimerValue);
             // The timer counts down once per 2^rate TSC cycles; the TSC
             // runs at 2 per virtual ns and one instruction is 1 ns.
@@ -152,11 +161,22 @@ impl Cpu {
     /// a VMPTRLD or a failed entry. The state a VM exit saved is the
     /// processor's own and is not re-checked, as a processor caching VMCS
     /// data would not: only what software wrote is.
-    fn entry_checks(&mut self, caps: &vmx::VmxCaps, env: &EntryEnv, mem: &Memory) -> Result<(), EntryError> {
+    fn entry_checks(&mut self, env: &EntryEnv, mem: &Memory) -> Result<(), EntryError> {
         use super::dirty;
-        let Some(vmcs) = self.vmx.current.as_deref() else { return Ok(()) };
+        let (Some(vmcs), Some(caps)) = (self.vmx.current.as_deref(), self.vmx.caps.as_ref()) else { return Ok(()) };
         let d = if self.vmx.check_cache { vmcs.written() } else { dirty::ALL };
-        let r = vmx::check::check_vm_entry_groups(vmcs, caps, env, &PhysMemory(mem), d);
+        let r = if self.vmx.guest_live {
+            // The guest's registers are parked: the checks see them.
+            vmx::check::check_vm_entry_groups(
+                &super::cache::LiveView { cpu: self, vmcs },
+                caps,
+                env,
+                &PhysMemory(mem),
+                d,
+            )
+        } else {
+            vmx::check::check_vm_entry_groups(vmcs, caps, env, &PhysMemory(mem), d)
+        };
         if let Some(v) = self.vmx.current.as_deref_mut() {
             if r.is_ok() {
                 v.clear_written();
@@ -176,6 +196,9 @@ impl Cpu {
                 VmEntry::VmFailValid { error, check: Some(e.check) }
             }
             EntryFailure::GuestState { .. } | EntryFailure::MsrLoad { .. } => {
+                // The failure is an exit to the host context: the VMCS
+                // gets back the parked registers (unchanged by the entry).
+                self.load_host_context();
                 let reason = e.failure.exit_reason().map_or(0, |r| r.to_raw());
                 let qualification = e.failure.exit_qualification().unwrap_or(0);
                 self.vmwrite(F::ExitReason, u64::from(reason));
@@ -193,12 +216,45 @@ impl Cpu {
         }
     }
 
+    /// Whether the entry about to happen may keep the parked guest
+    /// registers (`cache.rs`): state caching is on, the controls it will
+    /// run under make the round trip exact, and the MSR-load list moves
+    /// nothing (a failure there must find the guest state in the VMCS).
+    fn parked_entry_exact(&self, controls_changed: bool) -> bool {
+        let Some(v) = self.vmx.current.as_deref() else { return false };
+        // The registers were parked under the exit controls of the last
+        // entry; the entry loads under the VMCS's entry controls now.
+        let exact = if controls_changed {
+            Controls::round_trip(EntryCtls::from_bits_retain(v.get(F::EntryControls) as u32), self.vmx.ctls.exit)
+        } else {
+            self.vmx.ctls.exact_round_trip
+        };
+        self.vmx.state_cache && exact && v.get(F::EntryMsrLoadCount) == 0
+    }
+
     /// 27.3.2 "Loading Guest State".
     pub(super) fn load_guest_state(&mut self) {
         let Some(v) = self.vmx.current.as_deref() else { return };
+        load_guest_registers(&mut self.regs, v, &self.vmx.ctls);
+        self.load_guest_non_register_state();
         let ctls = &self.vmx.ctls;
-        load_guest_registers(&mut self.regs, v, ctls);
-        let (vpid, eptp, proc, tsc_offset) = (ctls.vpid, ctls.eptp, ctls.proc, ctls.tsc_offset);
+        let (vpid, eptp) = (ctls.vpid, ctls.eptp);
+        // The TLB keeps its entries only when they are tagged with this
+        // guest's VPID and EPTP (SDM 29.4.3.1 "Operations that Invalidate
+        // Cached Mappings": entries of VPID 0 or without VPIDs go on every
+        // entry and exit).
+        // Two tagged contexts are kept (L1's and L2's under nested VMX
+        // alternate at every L2 exit): the other one waits in `tlb_alt`.
+        let owner = (vpid, eptp.unwrap_or(0));
+        self.ept = eptp;
+        self.switch_tlb(vpid != 0, owner);
+        self.vmx_tsc_offset = self.vmx.ctls.tsc_offset();
+    }
+
+    /// The non-register part of 27.3.2: interruptibility and activity
+    /// state.
+    pub(super) fn load_guest_non_register_state(&mut self) {
+        let Some(v) = self.vmx.current.as_deref() else { return };
         let intr = Interruptibility::from_bits_retain(v.get(F::GuestInterruptibilityState) as u32);
         let activity = v.get(F::GuestActivityState);
         // Blocking by STI or MOV SS holds interrupts for one instruction.
@@ -218,23 +274,15 @@ impl Cpu {
         if self.activity == Activity::Shutdown {
             self.shutdown = Some("VM entry into the shutdown activity state".into());
         }
-        // The TLB keeps its entries only when they are tagged with this
-        // guest's VPID and EPTP (SDM 29.4.3.1 "Operations that Invalidate
-        // Cached Mappings": entries of VPID 0 or without VPIDs go on every
-        // entry and exit).
-        // Two tagged contexts are kept (L1's and L2's under nested VMX
-        // alternate at every L2 exit): the other one waits in `tlb_alt`.
-        let owner = (vpid, eptp.unwrap_or(0));
-        self.ept = eptp;
-        self.switch_tlb(vpid != 0, owner);
-        self.vmx_tsc_offset =
-            if proc.contains(vmx::controls::ProcCtls::USE_TSC_OFFSETTING) { tsc_offset as i64 } else { 0 };
     }
 
     /// 27.4 "Loading MSRs": the VM-entry MSR-load list, entry by entry; the
     /// first bad entry fails the entry with its 1-based index.
     fn load_entry_msrs(&mut self, ctx: &mut Ctx) -> Result<(), EntryError> {
         let count = self.vmread(F::EntryMsrLoadCount) as u32;
+        if count == 0 {
+            return Ok(());
+        }
         let base = self.vmread(F::EntryMsrLoadAddress);
         for i in 0..count {
             let fail = |check: Check| EntryError { failure: EntryFailure::MsrLoad { index: i + 1 }, check };

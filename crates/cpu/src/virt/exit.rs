@@ -22,9 +22,17 @@ impl Cpu {
         let Some(e) = self.vmx.pending.take() else { return };
         let vectoring = self.vmx.vectoring.take();
         self.record_exit_info(&e, vectoring);
-        self.save_guest_state();
+        // An exact round trip with no MSR-load list to run parks the
+        // guest's registers instead of saving them and loading host state
+        // (`cache.rs`); non-register state is saved either way.
+        let park = self.vmx.state_cache && self.vmx.ctls.exact_round_trip && self.vmread(F::ExitMsrLoadCount) == 0;
+        self.save_guest_state_inner(true, !park);
         self.store_exit_msrs(ctx);
-        self.load_host_state(ctx);
+        if park {
+            self.park_guest();
+        } else {
+            self.load_host_state(ctx);
+        }
         self.vmx.exits[(e.reason & 0xffff) as usize % EXIT_REASONS] += 1;
     }
 
@@ -37,37 +45,35 @@ impl Cpu {
         let soft_vectoring = vectoring.is_some_and(|(info, _)| matches!((info >> 8) & 7, 4..=6));
         let len = if e.instruction || soft_vectoring { self.next_rip.wrapping_sub(self.regs.rip) & 0xf } else { 0 };
         let Some(v) = self.vmx.current.as_deref_mut() else { return };
-        v.set(F::ExitReason, u64::from(e.reason));
-        v.set(F::ExitQualification, e.qualification);
-        v.set(F::GuestLinearAddress, e.guest_linear.unwrap_or(0));
-        v.set(F::GuestPhysicalAddress, e.guest_physical.unwrap_or(0));
-        let (info, code) = e.interruption.unwrap_or((0, None));
-        v.set(F::ExitInterruptionInfo, u64::from(info));
-        v.set(F::ExitInterruptionErrorCode, u64::from(code.unwrap_or(0)));
-        let (vinfo, vcode) = vectoring.unwrap_or((0, None));
-        v.set(F::IdtVectoringInfo, u64::from(vinfo));
-        v.set(F::IdtVectoringErrorCode, u64::from(vcode.unwrap_or(0)));
-        v.set(F::ExitInstructionLength, len);
-        v.set(F::ExitInstructionInfo, u64::from(e.instruction_info));
         // The processor's own writes: not software's, nothing to re-check.
         let a = v.slots_mut();
+        field!(a, ExitReason) = u64::from(e.reason);
+        field!(a, ExitQualification) = e.qualification;
+        field!(a, GuestLinearAddress) = e.guest_linear.unwrap_or(0);
+        field!(a, GuestPhysicalAddress) = e.guest_physical.unwrap_or(0);
+        let (info, code) = e.interruption.unwrap_or((0, None));
+        field!(a, ExitInterruptionInfo) = u64::from(info);
+        field!(a, ExitInterruptionErrorCode) = u64::from(code.unwrap_or(0));
+        let (vinfo, vcode) = vectoring.unwrap_or((0, None));
+        field!(a, IdtVectoringInfo) = u64::from(vinfo);
+        field!(a, IdtVectoringErrorCode) = u64::from(vcode.unwrap_or(0));
+        field!(a, ExitInstructionLength) = len;
+        field!(a, ExitInstructionInfo) = u64::from(e.instruction_info);
         field!(a, EntryInterruptionInfo) &= !(1 << 31);
     }
 
     /// Saves the guest state after L0's instruction emulator ran
     /// (everything but the preemption timer, which did not run).
     pub(super) fn save_guest_state_at_emulation(&mut self) {
-        self.save_guest_state_inner(false);
+        self.save_guest_state_inner(false, true);
     }
 
-    /// 28.3 "Saving Guest State".
-    fn save_guest_state(&mut self) {
-        self.save_guest_state_inner(true);
-    }
-
-    fn save_guest_state_inner(&mut self, timer: bool) {
+    /// 28.3 "Saving Guest State": the registers (unless they stay parked,
+    /// `registers` false), then interruptibility, activity, pending debug
+    /// exceptions and (with `timer`) the preemption timer.
+    fn save_guest_state_inner(&mut self, timer: bool, registers: bool) {
         let exit = self.vmx.ctls.exit;
-        let rflags = self.regs.rflags();
+        let rflags = if registers { self.regs.rflags() } else { 0 };
         let mut intr = Interruptibility::empty();
         if self.inhibit_at == self.icount {
             intr |= if self.ss_shadow_at == self.icount {
@@ -93,7 +99,9 @@ impl Cpu {
             None
         };
         let Some(v) = self.vmx.current.as_deref_mut() else { return };
-        write_guest_registers(v, &self.regs, rflags, exit);
+        if registers {
+            write_guest_registers(v, &self.regs, rflags, exit);
+        }
         let a = v.slots_mut();
         field!(a, GuestInterruptibilityState) = u64::from(intr.bits());
         field!(a, GuestActivityState) = activity;
@@ -106,6 +114,9 @@ impl Cpu {
     /// 28.4 "Saving MSRs": the VM-exit MSR-store list.
     fn store_exit_msrs(&mut self, ctx: &mut Ctx) {
         let count = self.vmread(F::ExitMsrStoreCount) as u32;
+        if count == 0 {
+            return;
+        }
         let base = self.vmread(F::ExitMsrStoreAddress);
         for i in 0..count {
             let Some(entry) = msr_entry(ctx.mem, base, i) else { break };
@@ -120,6 +131,20 @@ impl Cpu {
     /// 28.5 "Loading Host State" and 28.6 "Loading MSRs". Afterwards the
     /// processor is in root operation, running L0's host context.
     pub(crate) fn load_host_state(&mut self, ctx: &mut Ctx) {
+        self.load_host_registers();
+        // 28.6: the VM-exit MSR-load list (a bad entry is a VMX abort on
+        // hardware; here it is skipped).
+        let count = self.vmread(F::ExitMsrLoadCount) as u32;
+        let base = self.vmread(F::ExitMsrLoadAddress);
+        for i in 0..count {
+            let Some(entry) = msr_entry(ctx.mem, base, i) else { break };
+            let _ = self.wrmsr(ctx, entry.index, entry.value);
+        }
+        self.events |= events::VM_EXIT | events::STOP;
+    }
+
+    /// The register part of 28.5: the host context, root operation.
+    pub(super) fn load_host_registers(&mut self) {
         let vpid = self.vmx.ctls.vpid;
         self.non_root = false;
         self.vmx.preemption_deadline = u64::MAX;
@@ -143,15 +168,6 @@ impl Cpu {
         } else {
             self.state_changed_light();
         }
-        // 28.6: the VM-exit MSR-load list (a bad entry is a VMX abort on
-        // hardware; here it is skipped).
-        let count = self.vmread(F::ExitMsrLoadCount) as u32;
-        let base = self.vmread(F::ExitMsrLoadAddress);
-        for i in 0..count {
-            let Some(entry) = msr_entry(ctx.mem, base, i) else { break };
-            let _ = self.wrmsr(ctx, entry.index, entry.value);
-        }
-        self.events |= events::VM_EXIT | events::STOP;
     }
 }
 

@@ -30,6 +30,7 @@ use crate::Cpu;
 use vmx::controls::{EntryCtls, ExitCtls, PinCtls, ProcCtls, ProcCtls2};
 use vmx::{ExitReason, Vmcs, VmcsField, VmxCaps};
 
+mod cache;
 mod conditions;
 mod emulate;
 mod entry;
@@ -145,6 +146,9 @@ pub struct Controls {
     pub eptp: Option<u64>,
     /// VPID, when "enable VPID" is 1 (0 otherwise).
     pub vpid: u16,
+    /// An exit and the next entry leave the guest's registers as they
+    /// were ([`Controls::round_trip`]): exits may park them (`cache.rs`).
+    pub exact_round_trip: bool,
 }
 
 impl Default for Controls {
@@ -157,6 +161,8 @@ impl Controls {
     pub(crate) fn from_vmcs(v: &Vmcs) -> Controls {
         use VmcsField as F;
         let proc = ProcCtls::from_bits_retain(v.get(F::PrimaryProcControls) as u32);
+        let exit = ExitCtls::from_bits_retain(v.get(F::ExitControls) as u32);
+        let entry = EntryCtls::from_bits_retain(v.get(F::EntryControls) as u32);
         let proc2 = if proc.contains(ProcCtls::ACTIVATE_SECONDARY_CONTROLS) {
             ProcCtls2::from_bits_retain(v.get(F::SecondaryProcControls) as u32)
         } else {
@@ -166,8 +172,8 @@ impl Controls {
             pin: PinCtls::from_bits_retain(v.get(F::PinBasedControls) as u32),
             proc,
             proc2,
-            exit: ExitCtls::from_bits_retain(v.get(F::ExitControls) as u32),
-            entry: EntryCtls::from_bits_retain(v.get(F::EntryControls) as u32),
+            exit,
+            entry,
             exception_bitmap: v.get(F::ExceptionBitmap) as u32,
             pf_mask: v.get(F::PageFaultErrorCodeMask) as u32,
             pf_match: v.get(F::PageFaultErrorCodeMatch) as u32,
@@ -188,6 +194,16 @@ impl Controls {
             tsc_multiplier: v.get(F::TscMultiplier),
             eptp: proc2.contains(ProcCtls2::ENABLE_EPT).then(|| v.get(F::EptPointer)),
             vpid: if proc2.contains(ProcCtls2::ENABLE_VPID) { v.get(F::VirtualProcessorId) as u16 } else { 0 },
+            exact_round_trip: Controls::round_trip(entry, exit),
+        }
+    }
+
+    /// The TSC offset in force: the field when "use TSC offsetting" is 1.
+    pub(crate) fn tsc_offset(&self) -> i64 {
+        if self.proc.contains(ProcCtls::USE_TSC_OFFSETTING) {
+            self.tsc_offset as i64
+        } else {
+            0
         }
     }
 }
@@ -277,6 +293,14 @@ pub struct VmxUnit {
     pub(crate) check_cache: bool,
     /// What a VM exit loads, until a host-state or control field changes.
     pub(crate) host_context: Option<exit::HostContext>,
+    /// The guest's registers are parked in the processor after an exit
+    /// and the VMCS's guest-register fields are stale (`cache.rs`).
+    pub(crate) guest_live: bool,
+    /// While parked, software wrote guest RFLAGS: the VMCS holds its exact
+    /// value.
+    pub(crate) live_rflags: bool,
+    /// Whether exits may park the guest's registers (on by default).
+    pub(crate) state_cache: bool,
 }
 
 impl Default for VmxUnit {
@@ -294,6 +318,9 @@ impl Default for VmxUnit {
             ctls_valid: false,
             check_cache: true,
             host_context: None,
+            guest_live: false,
+            live_rflags: false,
+            state_cache: true,
         }
     }
 }
@@ -343,6 +370,7 @@ impl Cpu {
     /// one. A VMCS is owned by whoever holds the box, so a VMCS cannot be
     /// current on two processors.
     pub fn vmptrld(&mut self, vmcs: Box<Vmcs>) -> Option<Box<Vmcs>> {
+        self.load_host_context();
         // Which checks the new VMCS needs travels with it (its
         // `written` groups); what the processor decoded from the old one
         // does not.
@@ -361,6 +389,7 @@ impl Cpu {
     /// Takes the current VMCS away (VMCLEAR of the current VMCS makes it
     /// clear and not current).
     pub fn vmclear_current(&mut self) -> Option<Box<Vmcs>> {
+        self.load_host_context();
         self.vmx.ctls_valid = false;
         self.vmx.host_context = None;
         let mut v = self.vmx.current.take()?;
@@ -368,13 +397,21 @@ impl Cpu {
         Some(v)
     }
 
-    /// The current VMCS.
-    pub fn vmcs(&self) -> Option<&Vmcs> {
+    /// The current VMCS, with every field up to date (the processor
+    /// writes back what it keeps on chip first).
+    pub fn vmcs(&mut self) -> Option<&Vmcs> {
+        self.load_host_context();
         self.vmx.current.as_deref()
+    }
+
+    /// The launch state of the current VMCS.
+    pub fn vmcs_launch_state(&self) -> Option<vmx::LaunchState> {
+        self.vmx.current.as_deref().map(|v| v.launch_state)
     }
 
     /// The current VMCS, writable (VMWRITE to many fields).
     pub fn vmcs_mut(&mut self) -> Option<&mut Vmcs> {
+        self.load_host_context();
         self.vmx.ctls_valid = false;
         self.vmx.host_context = None;
         self.vmx.current.as_deref_mut()
@@ -383,12 +420,21 @@ impl Cpu {
     /// VMREAD from the current VMCS (0 without one).
     #[inline]
     pub fn vmread(&self, field: VmcsField) -> u64 {
-        self.vmx.current.as_ref().map_or(0, |v| v.get(field))
+        let Some(v) = self.vmx.current.as_deref() else { return 0 };
+        if self.vmx.guest_live {
+            if let Some(x) = self.live_guest_field(field) {
+                return x;
+            }
+        }
+        v.get(field)
     }
 
     /// VMWRITE to the current VMCS (ignored without one).
     #[inline]
     pub fn vmwrite(&mut self, field: VmcsField, value: u64) {
+        if self.vmx.guest_live && dirty::of(field) & (dirty::GUEST | dirty::RIP) != 0 {
+            self.write_parked(field, value);
+        }
         if let Some(v) = self.vmx.current.as_deref_mut() {
             let d = dirty::of(field);
             if d & (dirty::HOST | dirty::CONTROLS) != 0 {
@@ -407,6 +453,9 @@ impl Cpu {
     /// RSP are the live ones either way: VM exits leave them alone.
     pub fn guest_regs(&self) -> crate::Regs {
         let mut r = self.regs.clone();
+        if self.vmx.guest_live {
+            return r;
+        }
         if let (false, Some(v)) = (self.non_root, self.vmx.current.as_deref()) {
             if v.launch_state == vmx::LaunchState::Launched {
                 entry::load_guest_registers(&mut r, v, &Controls::from_vmcs(v));
@@ -478,6 +527,7 @@ impl Cpu {
     /// RDMSR on the processor's MSRs in root operation (what L0 software
     /// executing RDMSR would read): `None` where RDMSR would fault.
     pub fn msr_read(&mut self, mem: &mut crate::Memory, bus: &mut dyn crate::Bus, msr: u32) -> Option<u64> {
+        self.load_host_context();
         let mut ctx = crate::Ctx { mem, bus };
         self.rdmsr(&mut ctx, msr).ok()
     }
@@ -485,6 +535,7 @@ impl Cpu {
     /// WRMSR on the processor's MSRs in root operation; `false` where it
     /// would fault.
     pub fn msr_write(&mut self, mem: &mut crate::Memory, bus: &mut dyn crate::Bus, msr: u32, value: u64) -> bool {
+        self.load_host_context();
         let mut ctx = crate::Ctx { mem, bus };
         self.wrmsr(&mut ctx, msr, value).is_ok()
     }
@@ -534,4 +585,4 @@ impl Cpu {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

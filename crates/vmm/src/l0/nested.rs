@@ -493,7 +493,7 @@ impl Vcpu {
 
     /// The VMCS a fresh entry uses is clear until its first VMLAUNCH.
     pub(super) fn current_launched(&self) -> bool {
-        self.cpu.vmcs().is_some_and(|v| v.launch_state == LaunchState::Launched)
+        self.cpu.vmcs_launch_state() == Some(LaunchState::Launched)
     }
 }
 
