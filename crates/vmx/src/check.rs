@@ -551,7 +551,7 @@ mod msr;
 
 pub use guest::{
     check_guest_control_registers, check_guest_descriptor_tables, check_guest_non_register_state, check_guest_pdptes,
-    check_guest_rip_rflags, check_guest_segment_registers, check_guest_state,
+    check_guest_rflags, check_guest_rip, check_guest_rip_rflags, check_guest_segment_registers, check_guest_state,
 };
 pub use host::{check_host_address_space_size, check_host_control_registers, check_host_segments, check_host_state};
 pub use msr::{check_msr_load_count, check_msr_load_entry, check_msr_load_list, MsrEntry};
@@ -596,8 +596,15 @@ pub fn check_vm_entry_groups<V: VmcsRead + ?Sized, M: EntryMemory + ?Sized>(
     }
     if groups & g::GUEST != 0 {
         check_guest_state(v, caps, env, memory)?;
-    } else if groups & g::RIP != 0 {
-        check_guest_rip_rflags(v, env).map_err(|check| EntryError {
+    } else if groups & (g::RIP | g::RFLAGS) != 0 {
+        // RIP moved, or only arithmetic flags changed: the 27.3.1.4
+        // checks of what was written (all of them, in order, for both).
+        let r = match groups & (g::RIP | g::RFLAGS) {
+            g::RIP => check_guest_rip(v, env),
+            g::RFLAGS => check_guest_rflags(v),
+            _ => check_guest_rip_rflags(v, env),
+        };
+        r.map_err(|check| EntryError {
             failure: EntryFailure::GuestState { qualification: GuestStateQualification::Default },
             check,
         })?;

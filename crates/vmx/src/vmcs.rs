@@ -46,8 +46,11 @@ pub mod check_group {
     /// Guest RIP alone (a hypervisor moving past an instruction): the RIP
     /// checks.
     pub const RIP: u8 = 8;
+    /// The arithmetic flags of guest RFLAGS alone (what VMX instructions
+    /// and most emulation change): the RFLAGS checks.
+    pub const RFLAGS: u8 = 16;
     /// Every group.
-    pub const ALL: u8 = CONTROLS | HOST | GUEST | RIP;
+    pub const ALL: u8 = CONTROLS | HOST | GUEST | RIP | RFLAGS;
 
     /// The groups writing `field` invalidates.
     pub const fn of(field: VmcsField) -> u8 {
@@ -121,8 +124,10 @@ impl Vmcs {
     pub fn set(&mut self, field: VmcsField, value: u64) {
         self.written |= match field {
             // The arithmetic flags (what VMX instructions and most emulation
-            // change) feed only the RFLAGS checks, which run with RIP's.
-            VmcsField::GuestRflags if (self.values[field.slot()] ^ value) & !ARITHMETIC_FLAGS == 0 => check_group::RIP,
+            // change) feed only the RFLAGS checks.
+            VmcsField::GuestRflags if (self.values[field.slot()] ^ value) & !ARITHMETIC_FLAGS == 0 => {
+                check_group::RFLAGS
+            }
             _ => check_group::of(field),
         };
         if field.is_high() {
@@ -211,6 +216,27 @@ mod tests {
         v.set(F::TscOffsetHigh, 0xaaaa_bbbb);
         assert_eq!(v.get(F::TscOffset), 0xaaaa_bbbb_3333_4444);
         assert_eq!(v.read(F::TscOffset), 0xaaaa_bbbb_3333_4444);
+    }
+
+    /// Each write invalidates the checks that can see it, and no others.
+    #[test]
+    fn writes_mark_their_check_groups() {
+        use check_group as g;
+        let mut v = Vmcs::new();
+        v.set(F::GuestRflags, 0x202);
+        let mut marks = |f: F, value: u64| {
+            v.clear_written();
+            v.set(f, value);
+            v.written()
+        };
+        assert_eq!(marks(F::GuestRip, 0x1000), g::RIP);
+        assert_eq!(marks(F::GuestRsp, 0x1000), 0, "no check reads RSP");
+        assert_eq!(marks(F::GuestRflags, 0x203), g::RFLAGS, "CF alone");
+        assert_eq!(marks(F::GuestRflags, 0x303), g::GUEST, "TF is not arithmetic");
+        assert_eq!(marks(F::GuestCr0, 0x31), g::GUEST);
+        assert_eq!(marks(F::HostRip, 0x1000), g::HOST);
+        assert_eq!(marks(F::ExceptionBitmap, 1), g::CONTROLS);
+        assert_eq!(marks(F::ExitQualification, 1), 0, "exit information is read-only data");
     }
 
     #[test]

@@ -14,8 +14,8 @@
 //! fields stale, and defers loading host state:
 //!
 //! - the exit still writes the few register fields that exit handlers
-//!   and the RIP/RFLAGS entry checks read (RIP, RSP, RFLAGS, CR0, CR3,
-//!   CR4, EFER, CS access rights); VMREAD of any other guest-register
+//!   and the RIP entry checks read (RIP, RSP, CR0, CR3, CR4, EFER, CS
+//!   access rights); VMREAD of any other guest-register
 //!   field answers from the parked registers ([`Cpu::live_guest_field`]),
 //!   and the entry checks see the same view ([`LiveView`]);
 //! - VMWRITE of RIP, RSP or RFLAGS (what an exit handler moves) writes
@@ -54,18 +54,11 @@ impl Controls {
 }
 
 /// The guest-register fields a parking exit still writes (cheap, and what
-/// exit handlers and the RIP/RFLAGS entry checks read): their VMCS copy
-/// stays current.
-const WRITTEN_AT_PARK: [usize; 8] = [
-    S::GUEST_RIP,
-    S::GUEST_RSP,
-    S::GUEST_RFLAGS,
-    S::GUEST_CR0,
-    S::GUEST_CR3,
-    S::GUEST_CR4,
-    S::GUEST_EFER,
-    S::GUEST_SEGS[1][3],
-];
+/// exit handlers and the RIP entry checks read): their VMCS copy stays
+/// current. RFLAGS is not among them: its status flags are computed
+/// lazily and cost more than the rest.
+const WRITTEN_AT_PARK: [usize; 7] =
+    [S::GUEST_RIP, S::GUEST_RSP, S::GUEST_CR0, S::GUEST_CR3, S::GUEST_CR4, S::GUEST_EFER, S::GUEST_SEGS[1][3]];
 
 /// The guest-register fields whose VMCS copy is stale while the guest is
 /// parked: every one [`saved_register`] answers, except
@@ -73,6 +66,7 @@ const WRITTEN_AT_PARK: [usize; 8] = [
 static PARKED_SLOT: [bool; VmcsField::COUNT] = {
     let mut t = [false; VmcsField::COUNT];
     let singles = [
+        S::GUEST_RFLAGS,
         S::GUEST_DR7,
         S::GUEST_DEBUGCTL,
         S::GUEST_SYSENTER_CS,
@@ -159,14 +153,12 @@ impl Cpu {
     /// The end of an exact VM exit: the guest's registers stay parked and
     /// host state is not loaded (see the module documentation).
     pub(super) fn park_guest(&mut self) {
-        let rflags = self.regs.rflags();
         if let Some(v) = self.vmx.current.as_deref_mut() {
             // WRITTEN_AT_PARK, as write_guest_registers writes them (EFER
             // is saved: the round trip is exact).
             let (a, r) = (v.slots_mut(), &self.regs);
             a[S::GUEST_RIP] = r.rip;
             a[S::GUEST_RSP] = r.gpr[4];
-            a[S::GUEST_RFLAGS] = rflags;
             a[S::GUEST_CR0] = r.cr0;
             a[S::GUEST_CR3] = r.cr3;
             a[S::GUEST_CR4] = r.cr4;
@@ -177,9 +169,9 @@ impl Cpu {
         self.vmx.guest_live = true;
         self.vmx.live_rflags = false;
         self.vmx.preemption_deadline = u64::MAX;
-        self.activity = crate::Activity::Active;
-        self.inhibit_at = u64::MAX;
-        self.ss_shadow_at = u64::MAX;
+        // Activity and interrupt-shadow state stay the guest's too: the
+        // exit saved them, and an entry that finds their fields unwritten
+        // needs them back as they are.
         self.events |= crate::events::VM_EXIT | crate::events::STOP;
     }
 
@@ -209,6 +201,11 @@ impl Cpu {
 
     #[cold]
     fn parked_field(&self, field: VmcsField, slot: usize) -> Option<u64> {
+        // RFLAGS written through holds software's exact value (reserved
+        // bits included, for the entry checks to see).
+        if slot == S::GUEST_RFLAGS && self.vmx.live_rflags {
+            return None;
+        }
         let x = saved_register(&self.regs, || self.regs.rflags(), self.vmx.ctls.exit, slot)?;
         // PAT and DEBUGCTL have high halves.
         Some(if field.is_high() { x >> 32 } else { x & field.width().mask() })
@@ -224,7 +221,15 @@ impl Cpu {
             VmcsField::GuestRsp => self.regs.gpr[4] = value,
             VmcsField::GuestRflags => {
                 // The VMCS keeps software's exact value (reserved bits
-                // included, for the entry checks to see).
+                // included, for the entry checks to see). Its copy is
+                // stale until then: refresh it, so that the write is
+                // classified against the value it replaces.
+                if !self.vmx.live_rflags {
+                    let now = self.regs.rflags();
+                    if let Some(v) = self.vmx.current.as_deref_mut() {
+                        v.slots_mut()[S::GUEST_RFLAGS] = now;
+                    }
+                }
                 self.vmx.live_rflags = true;
                 self.regs.set_rflags(value);
             }
@@ -268,10 +273,11 @@ impl Cpu {
     pub(super) fn resume_parked(&mut self, written: u8) {
         self.vmx.guest_live = false;
         if written & super::dirty::GUEST != 0 {
-            // RFLAGS (VM, TF) may have changed what the registers imply.
+            // RFLAGS (VM, TF) may have changed what the registers imply,
+            // and interruptibility or activity may have been written.
             self.refresh_derived(false);
+            self.load_guest_non_register_state();
         }
-        self.load_guest_non_register_state();
         let ctls = &self.vmx.ctls;
         let (vpid, eptp) = (ctls.vpid, ctls.eptp);
         let owner = (vpid, eptp.unwrap_or(0));

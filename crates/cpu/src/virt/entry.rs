@@ -226,10 +226,11 @@ impl Cpu {
         // entry; the entry loads under the VMCS's entry controls now.
         let exact = if controls_changed {
             Controls::round_trip(EntryCtls::from_bits_retain(v.get(F::EntryControls) as u32), self.vmx.ctls.exit)
+                && v.get(F::EntryMsrLoadCount) == 0
         } else {
-            self.vmx.ctls.exact_round_trip
+            self.vmx.ctls.exact_round_trip && self.vmx.ctls.entry_msr_loads == 0
         };
-        self.vmx.state_cache && exact && v.get(F::EntryMsrLoadCount) == 0
+        self.vmx.state_cache && exact
     }
 
     /// 27.3.2 "Loading Guest State".
@@ -279,7 +280,7 @@ impl Cpu {
     /// 27.4 "Loading MSRs": the VM-entry MSR-load list, entry by entry; the
     /// first bad entry fails the entry with its 1-based index.
     fn load_entry_msrs(&mut self, ctx: &mut Ctx) -> Result<(), EntryError> {
-        let count = self.vmread(F::EntryMsrLoadCount) as u32;
+        let count = self.vmx.ctls.entry_msr_loads;
         if count == 0 {
             return Ok(());
         }

@@ -25,9 +25,11 @@ impl Cpu {
         // An exact round trip with no MSR-load list to run parks the
         // guest's registers instead of saving them and loading host state
         // (`cache.rs`); non-register state is saved either way.
-        let park = self.vmx.state_cache && self.vmx.ctls.exact_round_trip && self.vmread(F::ExitMsrLoadCount) == 0;
+        let park = self.vmx.state_cache && self.vmx.ctls.exact_round_trip && self.vmx.ctls.exit_msr_loads == 0;
         self.save_guest_state_inner(true, !park);
-        self.store_exit_msrs(ctx);
+        if self.vmx.ctls.exit_msr_stores != 0 {
+            self.store_exit_msrs(ctx);
+        }
         if park {
             self.park_guest();
         } else {
@@ -113,7 +115,7 @@ impl Cpu {
 
     /// 28.4 "Saving MSRs": the VM-exit MSR-store list.
     fn store_exit_msrs(&mut self, ctx: &mut Ctx) {
-        let count = self.vmread(F::ExitMsrStoreCount) as u32;
+        let count = self.vmx.ctls.exit_msr_stores;
         if count == 0 {
             return;
         }
@@ -134,7 +136,7 @@ impl Cpu {
         self.load_host_registers();
         // 28.6: the VM-exit MSR-load list (a bad entry is a VMX abort on
         // hardware; here it is skipped).
-        let count = self.vmread(F::ExitMsrLoadCount) as u32;
+        let count = self.vmx.ctls.exit_msr_loads;
         let base = self.vmread(F::ExitMsrLoadAddress);
         for i in 0..count {
             let Some(entry) = msr_entry(ctx.mem, base, i) else { break };

@@ -149,6 +149,12 @@ pub struct Controls {
     /// An exit and the next entry leave the guest's registers as they
     /// were ([`Controls::round_trip`]): exits may park them (`cache.rs`).
     pub exact_round_trip: bool,
+    /// VM-entry MSR-load count.
+    pub entry_msr_loads: u32,
+    /// VM-exit MSR-store count.
+    pub exit_msr_stores: u32,
+    /// VM-exit MSR-load count.
+    pub exit_msr_loads: u32,
 }
 
 impl Default for Controls {
@@ -195,6 +201,9 @@ impl Controls {
             eptp: proc2.contains(ProcCtls2::ENABLE_EPT).then(|| v.get(F::EptPointer)),
             vpid: if proc2.contains(ProcCtls2::ENABLE_VPID) { v.get(F::VirtualProcessorId) as u16 } else { 0 },
             exact_round_trip: Controls::round_trip(entry, exit),
+            entry_msr_loads: v.get(F::EntryMsrLoadCount) as u32,
+            exit_msr_stores: v.get(F::ExitMsrStoreCount) as u32,
+            exit_msr_loads: v.get(F::ExitMsrLoadCount) as u32,
         }
     }
 
@@ -432,7 +441,7 @@ impl Cpu {
     /// VMWRITE to the current VMCS (ignored without one).
     #[inline]
     pub fn vmwrite(&mut self, field: VmcsField, value: u64) {
-        if self.vmx.guest_live && dirty::of(field) & (dirty::GUEST | dirty::RIP) != 0 {
+        if self.vmx.guest_live && dirty::of(field) & (dirty::GUEST | dirty::RIP | dirty::RFLAGS) != 0 {
             self.write_parked(field, value);
         }
         if let Some(v) = self.vmx.current.as_deref_mut() {

@@ -350,18 +350,41 @@ pub fn check_guest_descriptor_tables<V: VmcsRead + ?Sized>(v: &V, env: &EntryEnv
     Ok(())
 }
 
-/// SDM 27.3.1.4 "Checks on Guest RIP, RFLAGS, and SSP".
+/// SDM 27.3.1.4 "Checks on Guest RIP, RFLAGS, and SSP", in its order:
+/// [`check_guest_rip`], [`check_guest_rflags`], then SSP.
 pub fn check_guest_rip_rflags<V: VmcsRead + ?Sized>(v: &V, env: &EntryEnv) -> Result<(), Check> {
+    check_guest_rip(v, env)?;
+    check_guest_rflags(v)?;
+    check_guest_ssp(v, env)
+}
+
+/// Whether guest code runs in 64-bit mode: IA-32e mode guest and CS.L.
+fn long_mode<V: VmcsRead + ?Sized>(v: &V) -> bool {
+    use VmcsField as F;
+    let entry = EntryCtls::from_bits_retain(v.read(F::EntryControls) as u32);
+    entry.contains(EntryCtls::IA32E_MODE_GUEST) && v.read(F::GuestCsAccessRights) & ar::L != 0
+}
+
+/// The RIP part of 27.3.1.4 (what a hypervisor moving past an
+/// instruction can break): canonical in 64-bit mode, 32 bits otherwise.
+pub fn check_guest_rip<V: VmcsRead + ?Sized>(v: &V, env: &EntryEnv) -> Result<(), Check> {
     use VmcsField as F;
     const SDM: &str = "27.3.1.4";
-    let m = Mode::read(v);
     let rip = v.read(F::GuestRip);
-    let long_mode = m.ia32e && v.read(F::GuestCsAccessRights) & ar::L != 0;
-    if long_mode {
+    if long_mode(v) {
         check!("guest.rip.canonical", SDM, F::GuestRip => rip, env.canonical(rip));
     } else {
         check!("guest.rip.upper", SDM, F::GuestRip => rip, rip >> 32 == 0);
     }
+    Ok(())
+}
+
+/// The RFLAGS part of 27.3.1.4: reserved bits, VM outside
+/// virtual-8086-capable modes, IF for an injected external interrupt.
+pub fn check_guest_rflags<V: VmcsRead + ?Sized>(v: &V) -> Result<(), Check> {
+    use VmcsField as F;
+    const SDM: &str = "27.3.1.4";
+    let m = Mode::read(v);
     let rflags = m.rflags;
     const RESERVED: u64 = !0x3f_ffff | 1 << 15 | 1 << 5 | 1 << 3;
     check!("guest.rflags.reserved", SDM, F::GuestRflags => rflags,
@@ -372,10 +395,18 @@ pub fn check_guest_rip_rflags<V: VmcsRead + ?Sized>(v: &V, env: &EntryEnv) -> Re
     if m.injects(InterruptionType::ExternalInterrupt) {
         check!("guest.rflags.if_for_interrupt", SDM, F::GuestRflags => rflags, rflags & Rflags::IF.bits() != 0);
     }
-    if m.entry.contains(EntryCtls::LOAD_CET_STATE) {
+    Ok(())
+}
+
+/// The SSP part of 27.3.1.4, with "load CET state".
+fn check_guest_ssp<V: VmcsRead + ?Sized>(v: &V, env: &EntryEnv) -> Result<(), Check> {
+    use VmcsField as F;
+    const SDM: &str = "27.3.1.4";
+    let entry = EntryCtls::from_bits_retain(v.read(F::EntryControls) as u32);
+    if entry.contains(EntryCtls::LOAD_CET_STATE) {
         let ssp = v.read(F::GuestSsp);
         check!("guest.ssp", SDM, F::GuestSsp => ssp,
-            ssp & 3 == 0 && if long_mode { env.canonical(ssp) } else { ssp >> 32 == 0 });
+            ssp & 3 == 0 && if long_mode(v) { env.canonical(ssp) } else { ssp >> 32 == 0 });
     }
     Ok(())
 }
