@@ -403,6 +403,8 @@ mod tests {
                 let rip = g.get(VmcsField::GuestRip) + g.get(VmcsField::ExitInstructionLength);
                 g.set(VmcsField::GuestRip, rip);
                 g.m.cpu.regs.gpr[3] = 41;
+                // RSP goes through like RIP (no check group reads it).
+                g.set(VmcsField::GuestRsp, 0x7000 + step);
                 if step == 1 {
                     // A cold field ends parking; the guest gets it anyway.
                     g.set(VmcsField::GuestIa32SysenterEip, 0x1234_5678);
@@ -414,6 +416,7 @@ mod tests {
             assert_eq!(g.enter(), VmEntry::Entered);
             assert_eq!(g.m.run(), RunExit::Halted);
             assert_eq!(g.m.cpu.regs.gpr[3], 41);
+            assert_eq!(g.m.cpu.regs.gpr[4], 0x7001);
             assert_eq!(g.m.cpu.regs.msr.sysenter_eip, 0x1234_5678);
         }
     }

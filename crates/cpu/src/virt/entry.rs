@@ -95,6 +95,10 @@ impl Cpu {
         let Some(launch_state) = self.vmx.current.as_deref().map(|v| v.launch_state) else {
             return VmEntry::VmFailInvalid;
         };
+        if !launch && self.resume_parked_fast() {
+            let mut ctx = Ctx { mem, bus };
+            return self.enter_non_root(&mut ctx);
+        }
         // 27.1: launch state.
         let state_error = match (launch, launch_state) {
             (true, LaunchState::Launched) => Some(VmInstructionError::VmlaunchNonClearVmcs),
@@ -136,6 +140,52 @@ impl Cpu {
         if let Some(v) = self.vmx.current.as_deref_mut() {
             v.launch_state = LaunchState::Launched;
         }
+        self.enter_non_root(&mut ctx)
+    }
+
+    /// The common VMRESUME after an exit handler moved past an
+    /// instruction: the guest is parked, the decoded controls still hold,
+    /// and software wrote nothing but RIP and arithmetic flags. Of the
+    /// checks, only RIP's can fail (the flags were the guest's own, and
+    /// changing arithmetic flags cannot break an RFLAGS check); of 27.3.2,
+    /// nothing needs loading. Returns false, having changed nothing, when
+    /// the entry must take the full path (which also reports any
+    /// failure).
+    fn resume_parked_fast(&mut self) -> bool {
+        use super::dirty;
+        let Some(v) = self.vmx.current.as_deref() else { return false };
+        let written = v.written();
+        let fast = self.vmx.guest_live
+            && self.vmx.ctls_valid
+            && self.vmx.check_cache
+            && self.vmx.state_cache
+            && v.launch_state == LaunchState::Launched
+            && written & !(dirty::RIP | dirty::RFLAGS) == 0
+            && self.vmx.ctls.entry_msr_loads == 0;
+        if !fast {
+            return false;
+        }
+        if written & dirty::RIP != 0 {
+            let env = EntryEnv {
+                maxphyaddr: crate::mmu::MAXPHYADDR as u8,
+                linear_width: if self.cpuid.features().la57 { 57 } else { 48 },
+                ia32e_mode: true,
+            };
+            if vmx::check::check_guest_rip(&super::cache::LiveView { cpu: self, vmcs: v }, &env).is_err() {
+                return false;
+            }
+        }
+        if let Some(v) = self.vmx.current.as_deref_mut() {
+            v.clear_written();
+        }
+        self.vmx.guest_live = false;
+        true
+    }
+
+    /// The end of every successful entry: non-root operation, the
+    /// preemption timer armed, windows and interrupts looked at before the
+    /// first guest instruction, the injected event delivered.
+    fn enter_non_root(&mut self, ctx: &mut Ctx) -> VmEntry {
         self.non_root = true;
         self.vmx.vectoring = None;
         self.vmx.pending = None;
@@ -152,7 +202,7 @@ impl Cpu {
         // first guest instruction; an exit from an earlier entry is old
         // news.
         self.events = (self.events & !events::VM_EXIT) | events::IRQ | events::STOP;
-        self.inject_event(&mut ctx);
+        self.inject_event(ctx);
         VmEntry::Entered
     }
 

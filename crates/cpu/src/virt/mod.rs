@@ -441,8 +441,13 @@ impl Cpu {
     /// VMWRITE to the current VMCS (ignored without one).
     #[inline]
     pub fn vmwrite(&mut self, field: VmcsField, value: u64) {
-        if self.vmx.guest_live && dirty::of(field) & (dirty::GUEST | dirty::RIP | dirty::RFLAGS) != 0 {
-            self.write_parked(field, value);
+        if self.vmx.guest_live {
+            // Moving past an instruction, the common case, stays inline.
+            if field == VmcsField::GuestRip {
+                self.regs.rip = value;
+            } else if field == VmcsField::GuestRsp || dirty::of(field) & dirty::GUEST != 0 {
+                self.write_parked(field, value);
+            }
         }
         if let Some(v) = self.vmx.current.as_deref_mut() {
             let d = dirty::of(field);

@@ -508,8 +508,10 @@ impl Vcpu {
                     self.vmcs02_entry_failed(e);
                     continue;
                 }
-                if let Some(stop) = nested::entry_shutdown(entry) {
-                    return stop;
+                if entry != cpu::virt::VmEntry::Entered {
+                    if let Some(stop) = nested::entry_shutdown(entry) {
+                        return stop;
+                    }
                 }
             }
             let left = end.saturating_sub(self.cpu.icount);
@@ -689,12 +691,12 @@ impl Vcpu {
             self.cpu.vmwrite(F::EntryExceptionErrorCode, self.cpu.vmread(F::IdtVectoringErrorCode));
             self.cpu.vmwrite(F::EntryInstructionLength, self.cpu.vmread(F::ExitInstructionLength));
         }
-        // Exits that cannot have touched a device leave the platform's
-        // interrupt state as L0 last saw it (the CPUID loop's fast path).
-        self.poll_irq |= !matches!(ExitReason::from_basic(reason), Some(ExitReason::Cpuid | ExitReason::Xsetbv));
         let Some(r) = ExitReason::from_basic(reason) else {
             return Next::Return(RunExit::Shutdown(format!("L0: exit with unknown reason {reason}")));
         };
+        // Exits that cannot have touched a device leave the platform's
+        // interrupt state as L0 last saw it (the CPUID loop's fast path).
+        self.poll_irq |= !matches!(r, ExitReason::Cpuid | ExitReason::Xsetbv);
         match r {
             ExitReason::Cpuid => {
                 let g = &self.cpu.regs.gpr;
