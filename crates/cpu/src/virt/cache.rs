@@ -153,6 +153,19 @@ impl Cpu {
     /// The end of an exact VM exit: the guest's registers stay parked and
     /// host state is not loaded (see the module documentation).
     pub(super) fn park_guest(&mut self) {
+        self.write_park_copies();
+        self.non_root = false;
+        self.vmx.guest_live = true;
+        self.vmx.live_rflags = false;
+        self.vmx.preemption_deadline = u64::MAX;
+        // Activity and interrupt-shadow state stay the guest's too: the
+        // exit saved them, and an entry that finds their fields unwritten
+        // needs them back as they are.
+        self.events |= crate::events::VM_EXIT | crate::events::STOP;
+    }
+
+    /// Writes the [`WRITTEN_AT_PARK`] fields from the parked registers.
+    pub(super) fn write_park_copies(&mut self) {
         if let Some(v) = self.vmx.current.as_deref_mut() {
             // WRITTEN_AT_PARK, as write_guest_registers writes them (EFER
             // is saved: the round trip is exact).
@@ -165,14 +178,6 @@ impl Cpu {
             a[S::GUEST_EFER] = r.efer;
             a[S::GUEST_SEGS[1][3]] = u64::from(r.seg[x86::seg::sreg::CS].ar & 0x1_f0ff);
         }
-        self.non_root = false;
-        self.vmx.guest_live = true;
-        self.vmx.live_rflags = false;
-        self.vmx.preemption_deadline = u64::MAX;
-        // Activity and interrupt-shadow state stay the guest's too: the
-        // exit saved them, and an entry that finds their fields unwritten
-        // needs them back as they are.
-        self.events |= crate::events::VM_EXIT | crate::events::STOP;
     }
 
     /// Whether the guest's registers are parked in the processor (root
@@ -418,6 +423,33 @@ mod tests {
             assert_eq!(g.m.cpu.regs.gpr[3], 41);
             assert_eq!(g.m.cpu.regs.gpr[4], 0x7001);
             assert_eq!(g.m.cpu.regs.msr.sysenter_eip, 0x1234_5678);
+        }
+    }
+
+    /// L0's instruction emulator runs on parked registers as on loaded
+    /// ones: same result, same VMCS view, and the guest stays parked.
+    #[test]
+    fn emulation_on_parked_registers_matches_eager() {
+        // cpuid; add rax, 5; hlt
+        let code = [0x0f, 0xa2, 0x48, 0x83, 0xc0, 0x05, 0xf4];
+        let mut lazy = exact_guest(&code, true);
+        let mut eager = exact_guest(&code, false);
+        for g in [&mut lazy, &mut eager] {
+            run_exit(g);
+            let rip = g.get(VmcsField::GuestRip) + g.get(VmcsField::ExitInstructionLength);
+            g.set(VmcsField::GuestRip, rip);
+            g.m.cpu.regs.gpr[0] = 10;
+            let crate::testutil::Machine { cpu, mem, bus } = &mut g.m;
+            cpu.emulate_guest_instruction(mem, bus).unwrap();
+            assert_eq!(g.m.cpu.regs.gpr[0], 15);
+        }
+        assert!(lazy.m.cpu.guest_parked(), "emulation keeps the guest parked");
+        for f in guest_fields() {
+            assert_eq!(lazy.get(f), eager.get(f), "{}", f.name());
+        }
+        for g in [&mut lazy, &mut eager] {
+            assert_eq!(g.enter(), VmEntry::Entered);
+            assert_eq!(g.m.run(), RunExit::Halted);
         }
     }
 

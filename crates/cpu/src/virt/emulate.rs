@@ -33,6 +33,9 @@ impl Cpu {
         if self.non_root || self.vmx.current.is_none() {
             return Err(EmulateError::NoGuest);
         }
+        if self.guest_parked() && !self.vmx.live_rflags {
+            return self.emulate_parked(mem, bus);
+        }
         self.load_host_context();
         if let Some(v) = self.vmx.current.as_deref() {
             self.vmx.ctls = Controls::from_vmcs(v);
@@ -49,6 +52,26 @@ impl Cpu {
         self.save_guest_state_at_emulation();
         self.load_host_state(&mut ctx);
         // This was not a VM exit: the next run must not report one.
+        self.events &= !events::VM_EXIT;
+        match shutdown {
+            Some(why) => Err(EmulateError::Shutdown(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// The same with the guest's registers parked (`cache.rs`): they are
+    /// already loaded, so the instruction runs on them directly and they
+    /// stay parked; the VMCS copies parking keeps current are refreshed,
+    /// and the non-register state saved, as the eager path saves them.
+    fn emulate_parked(&mut self, mem: &mut Memory, bus: &mut dyn Bus) -> Result<(), EmulateError> {
+        let ept = self.ept.take();
+        let mut ctx = Ctx { mem, bus };
+        let end = self.icount + 1;
+        self.execute_block(&mut ctx, end);
+        self.ept = ept;
+        let shutdown = (self.activity == Activity::Shutdown).then(|| self.shutdown.clone().unwrap_or_default());
+        self.write_park_copies();
+        self.save_guest_state_inner(false, false);
         self.events &= !events::VM_EXIT;
         match shutdown {
             Some(why) => Err(EmulateError::Shutdown(why)),

@@ -73,7 +73,7 @@ impl Cpu {
     /// 28.3 "Saving Guest State": the registers (unless they stay parked,
     /// `registers` false), then interruptibility, activity, pending debug
     /// exceptions and (with `timer`) the preemption timer.
-    fn save_guest_state_inner(&mut self, timer: bool, registers: bool) {
+    pub(super) fn save_guest_state_inner(&mut self, timer: bool, registers: bool) {
         let exit = self.vmx.ctls.exit;
         let rflags = if registers { self.regs.rflags() } else { 0 };
         let mut intr = Interruptibility::empty();
