@@ -779,7 +779,11 @@ impl Vcpu {
         // The instruction runs again from the start: a re-injected event
         // would be delivered twice.
         let info = self.cpu.vmread(F::EntryInterruptionInfo);
-        self.cpu.vmwrite(F::EntryInterruptionInfo, info & !(1 << 31));
+        if info & (1 << 31) != 0 {
+            // (A control write makes the next entry re-run every check:
+            // only when there is something to cancel.)
+            self.cpu.vmwrite(F::EntryInterruptionInfo, info & !(1 << 31));
+        }
         match self.cpu.emulate_guest_instruction(mem, bus) {
             Ok(()) => Next::Resume,
             Err(cpu::virt::EmulateError::Shutdown(why)) => Next::Return(RunExit::Shutdown(why)),
