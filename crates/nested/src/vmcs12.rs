@@ -175,8 +175,7 @@ impl Vmcs12 {
     /// field's width, or error 12 for an encoding that names no supported
     /// field (including one with bits above 31 set).
     pub fn read_field(&self, encoding: u64) -> Result<u64, VmInstructionError> {
-        let field = field_of(encoding)?;
-        Ok(self.vmcs.get(field))
+        self.vmcs.read_encoding(encoding)
     }
 
     /// VMWRITE's rules on a field by encoding: error 12 for an unsupported
@@ -185,19 +184,12 @@ impl Vmcs12 {
     /// value is stored truncated to the field's width (a high access
     /// replaces bits 63:32).
     pub fn write_field(&mut self, encoding: u64, value: u64, caps: &VmxCaps) -> Result<(), VmInstructionError> {
-        let field = field_of(encoding)?;
-        if field.is_read_only() && !caps.misc().vmwrite_any_field {
-            return Err(VmInstructionError::VmwriteReadOnlyComponent);
-        }
-        self.vmcs.set(field, value & field.value_mask());
-        Ok(())
+        self.vmcs.write_encoding(encoding, value, caps.misc().vmwrite_any_field)
     }
 }
 
 /// The field a VMREAD/VMWRITE encoding names, or error 12.
-pub fn field_of(encoding: u64) -> Result<VmcsField, VmInstructionError> {
-    u32::try_from(encoding).ok().and_then(VmcsField::from_encoding).ok_or(VmInstructionError::UnsupportedVmcsComponent)
-}
+pub use vmx::vmcs::field_of;
 
 #[cfg(test)]
 mod tests {

@@ -17,6 +17,7 @@
 //! field cannot hold.
 
 use crate::check::VmcsRead;
+use crate::error::VmInstructionError;
 use crate::field::VmcsField;
 
 /// The launch state of a VMCS (SDM 25.1 "Overview", 25.11.3): VMLAUNCH
@@ -171,6 +172,44 @@ impl Vmcs {
     pub fn reset(&mut self) {
         *self = Vmcs::new();
     }
+
+    /// VMREAD's view of a field by encoding (the source operand, already
+    /// truncated to the operand size): the value, zero-extended from the
+    /// field's width, or error 12 for an encoding that names no supported
+    /// field, including one with bits above 31 set (SDM 25.11.2 "VMREAD,
+    /// VMWRITE, and Encodings of VMCS Fields"; 31.4 "VM Instruction Error
+    /// Numbers").
+    #[inline]
+    pub fn read_encoding(&self, encoding: u64) -> Result<u64, VmInstructionError> {
+        Ok(self.get(field_of(encoding)?))
+    }
+
+    /// VMWRITE's rules on a field by encoding: error 12 for an unsupported
+    /// encoding, error 13 for a VM-exit information field unless
+    /// `vmwrite_any_field` (IA32_VMX_MISC bit 29); otherwise the value is
+    /// stored truncated to the field's width (a high access replaces bits
+    /// 63:32), through [`Vmcs::set`], so the write counts in
+    /// [`Vmcs::written`].
+    #[inline]
+    pub fn write_encoding(
+        &mut self,
+        encoding: u64,
+        value: u64,
+        vmwrite_any_field: bool,
+    ) -> Result<(), VmInstructionError> {
+        let field = field_of(encoding)?;
+        if field.is_read_only() && !vmwrite_any_field {
+            return Err(VmInstructionError::VmwriteReadOnlyComponent);
+        }
+        self.set(field, value & field.value_mask());
+        Ok(())
+    }
+}
+
+/// The field a VMREAD/VMWRITE encoding names, or error 12.
+#[inline]
+pub fn field_of(encoding: u64) -> Result<VmcsField, VmInstructionError> {
+    u32::try_from(encoding).ok().and_then(VmcsField::from_encoding).ok_or(VmInstructionError::UnsupportedVmcsComponent)
 }
 
 impl VmcsRead for Vmcs {
