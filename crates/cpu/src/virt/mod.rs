@@ -23,7 +23,8 @@
 //! Files: `entry.rs` (27: checks, loading guest state, MSR loading, event
 //! injection), `exit.rs` (28: recording exit information, saving guest
 //! state, MSR storing, loading host state), `conditions.rs` (26.1-26.2:
-//! which instruction and event causes an exit under which control).
+//! which instruction and event causes an exit under which control),
+//! `shadow.rs` (25.10: VMREAD/VMWRITE on a shadow VMCS without exiting).
 
 use crate::fault::Fault;
 use crate::Cpu;
@@ -34,6 +35,7 @@ mod conditions;
 mod emulate;
 mod entry;
 mod exit;
+mod shadow;
 
 /// `field!(slots, Name)`: the slot of `VmcsField::Name` in a VMCS slot
 /// array, with the slot number fixed at compile time.
@@ -145,6 +147,10 @@ pub struct Controls {
     pub eptp: Option<u64>,
     /// VPID, when "enable VPID" is 1 (0 otherwise).
     pub vpid: u16,
+    /// VMREAD-bitmap address (used when "VMCS shadowing" is 1).
+    pub vmread_bitmap: u64,
+    /// VMWRITE-bitmap address (used when "VMCS shadowing" is 1).
+    pub vmwrite_bitmap: u64,
 }
 
 impl Default for Controls {
@@ -188,6 +194,8 @@ impl Controls {
             tsc_multiplier: v.get(F::TscMultiplier),
             eptp: proc2.contains(ProcCtls2::ENABLE_EPT).then(|| v.get(F::EptPointer)),
             vpid: if proc2.contains(ProcCtls2::ENABLE_VPID) { v.get(F::VirtualProcessorId) as u16 } else { 0 },
+            vmread_bitmap: v.get(F::VmreadBitmapAddress),
+            vmwrite_bitmap: v.get(F::VmwriteBitmapAddress),
         }
     }
 }
@@ -256,6 +264,9 @@ pub struct VmxUnit {
     pub(crate) caps: Option<VmxCaps>,
     /// The current VMCS.
     pub(crate) current: Option<Box<Vmcs>>,
+    /// The shadow VMCS the current VMCS's link pointer names
+    /// (`shadow.rs`).
+    pub(crate) shadow: Option<Box<Vmcs>>,
     /// Decoded controls of the current VMCS while in non-root operation.
     pub(crate) ctls: Controls,
     /// Exit staged by a handler.
@@ -284,6 +295,7 @@ impl Default for VmxUnit {
         VmxUnit {
             caps: None,
             current: None,
+            shadow: None,
             ctls: Controls::default(),
             pending: None,
             vectoring: None,
