@@ -153,6 +153,18 @@ macro_rules! vmcs_fields {
                 }
             }
 
+            /// [`VmcsField::from_encoding`] for run time: one load from
+            /// [`SLOTS`] and a compare, rather than a search through every
+            /// encoding (VMREAD and VMWRITE decode one per execution).
+            #[inline]
+            pub fn lookup(encoding: u32) -> Option<VmcsField> {
+                if encoding & ENCODING_RESERVED != 0 {
+                    return None;
+                }
+                let f = *VmcsField::ALL.get(usize::from(SLOTS[slot_key(encoding)]))?;
+                (f.encoding() == encoding).then_some(f)
+            }
+
             /// Number of fields (and of storage slots in [`crate::vmcs::Vmcs`]).
             pub const COUNT: usize = VmcsField::ALL.len();
 
@@ -789,6 +801,17 @@ mod tests {
     fn every_encoding_round_trips() {
         for &f in VmcsField::ALL {
             assert_eq!(VmcsField::from_encoding(f.encoding()), Some(f), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn lookup_agrees_with_from_encoding() {
+        // Every 16-bit encoding, and each with a bit beyond 15 set.
+        for e in 0..0x1_0000u32 {
+            assert_eq!(VmcsField::lookup(e), VmcsField::from_encoding(e), "{e:#x}");
+            for high in [1 << 16, 1 << 31] {
+                assert_eq!(VmcsField::lookup(e | high), None, "{:#x}", e | high);
+            }
         }
     }
 

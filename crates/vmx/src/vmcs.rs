@@ -235,7 +235,7 @@ impl Vmcs {
 /// The field a VMREAD/VMWRITE encoding names, or error 12.
 #[inline]
 pub fn field_of(encoding: u64) -> Result<VmcsField, VmInstructionError> {
-    u32::try_from(encoding).ok().and_then(VmcsField::from_encoding).ok_or(VmInstructionError::UnsupportedVmcsComponent)
+    u32::try_from(encoding).ok().and_then(VmcsField::lookup).ok_or(VmInstructionError::UnsupportedVmcsComponent)
 }
 
 impl VmcsRead for Vmcs {
