@@ -177,6 +177,15 @@ macro_rules! vmcs_fields {
                 SLOTS[slot_key(self.encoding())] as usize
             }
 
+            /// The slot of the full field: [`VmcsField::slot`] of
+            /// [`VmcsField::full`], without its search (bit 0 is the only
+            /// difference between a high access and its field, and it is
+            /// clear in every other encoding).
+            #[inline(always)]
+            pub fn full_slot(self) -> usize {
+                SLOTS[slot_key(self.encoding() & !ENCODING_HIGH)] as usize
+            }
+
             /// [`VmcsField::slot`] for constant expressions (compile-time
             /// slot numbers for code that moves many fields at once).
             pub const fn slot_const(self) -> usize {
@@ -801,6 +810,13 @@ mod tests {
     fn every_encoding_round_trips() {
         for &f in VmcsField::ALL {
             assert_eq!(VmcsField::from_encoding(f.encoding()), Some(f), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn full_slot_is_the_slot_of_the_full_field() {
+        for &f in VmcsField::ALL {
+            assert_eq!(f.full_slot(), f.full().slot(), "{f:?}");
         }
     }
 

@@ -122,7 +122,7 @@ impl Vmcs {
     #[inline(always)]
     pub fn get(&self, field: VmcsField) -> u64 {
         if field.is_high() {
-            self.values[field.full().slot()] >> 32
+            self.values[field.full_slot()] >> 32
         } else {
             self.values[field.slot()]
         }
@@ -133,11 +133,12 @@ impl Vmcs {
     /// the processor writes exit-information fields itself.
     #[inline(always)]
     pub fn set(&mut self, field: VmcsField, value: u64) {
-        let slot = field.full().slot();
+        let slot = field.full_slot();
         let old = self.values[slot];
         let new = if field.is_high() { (old & 0xffff_ffff) | (value << 32) } else { value & field.width().mask() };
         if new != old {
-            self.written |= changed_groups(field.full(), old, new);
+            // A high access has its field's kind and is never RFLAGS.
+            self.written |= changed_groups(field, old, new);
             self.values[slot] = new;
         }
     }
