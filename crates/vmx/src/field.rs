@@ -153,8 +153,8 @@ macro_rules! vmcs_fields {
                 }
             }
 
-            /// [`VmcsField::from_encoding`] for run time: one load from
-            /// [`SLOTS`] and a compare, rather than a search through every
+            /// [`VmcsField::from_encoding`] for run time: one load from the
+            /// slot table and a compare, rather than a search through every
             /// encoding (VMREAD and VMWRITE decode one per execution).
             #[inline]
             pub fn lookup(encoding: u32) -> Option<VmcsField> {
