@@ -144,8 +144,13 @@ fn guest_hypervisor_runs_its_own_guest() {
     let (out, err) = passes("hyper", &["--cpu", "max"]);
     assert!(out.contains("L2> hello from L2"), "{out}");
     assert!(out.contains("L1 exits: cpuid 1, io 14, ept_violation 1, hlt 1"), "{out}");
-    for reason in ["vmxon", "vmlaunch", "vmresume", "vmwrite", "vmread", "ept_violation"] {
+    for reason in ["vmxon", "vmptrld", "vmlaunch", "vmresume", "ept_violation"] {
         assert!(exits(&err, reason) > 0, "{reason} exits:\n{err}");
+    }
+    // With a current vmcs12, L1's VMREADs and VMWRITEs of supported fields
+    // reach it through vmcs01's shadow VMCS without exiting.
+    for reason in ["vmwrite", "vmread"] {
+        assert_eq!(exits(&err, reason), 0, "{reason} exits:\n{err}");
     }
 }
 

@@ -119,7 +119,12 @@ impl Cpu {
     /// (read-modify-write instructions check before they compute).
     pub fn probe_write(&mut self, ctx: &mut Ctx, seg: usize, off: u64, size: u8) -> Result<u64, Fault> {
         let la = self.seg_linear(seg, off, size, true)?;
-        self.translate(ctx, la, Access::Write, self.cpl == 3, false)?;
+        // A TLB hit is a walk that allowed this write, as for `write_lin`.
+        let user = self.cpl == 3;
+        if (la & 0xfff) + u64::from(size) <= 0x1000 && self.tlb.lookup(la, Access::Write, user).is_some() {
+            return Ok(la);
+        }
+        self.translate(ctx, la, Access::Write, user, false)?;
         if (la & 0xfff) + size as u64 > 0x1000 {
             self.translate(ctx, (la | 0xfff) + 1, Access::Write, self.cpl == 3, false)?;
         }

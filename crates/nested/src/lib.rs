@@ -5,7 +5,10 @@
 //! L1 runs in VMX non-root operation under L0's vmcs01. Every VMX
 //! instruction it executes exits to L0 (SDM vol. 3C, 26.1.2 "Instructions
 //! That Cause VM Exits Unconditionally"), and L0 emulates it against
-//! vmcs12, the VMCS L1 builds for its own guest L2. When L1 enters L2, L0
+//! vmcs12, the VMCS L1 builds for its own guest L2 — except VMREAD and
+//! VMWRITE of the fields [`vmcs12::shadow_bitmap`] lets through, which
+//! reach the cached vmcs12 directly when L0 makes it vmcs01's shadow VMCS
+//! (25.10 "VMCS Types: Ordinary and Shadow"). When L1 enters L2, L0
 //! merges vmcs01 and vmcs12 into vmcs02 and runs L2 with it; L2's exits
 //! come to L0, which handles them or reflects them to L1 by writing them
 //! into vmcs12 and resuming L1 at its host state. This is the design of the

@@ -288,11 +288,31 @@ pub fn merge_controls(vmcs02: &mut Vmcs, vmcs01: &Vmcs, vmcs12: &Vmcs, res: &Vmc
 /// them), the event to inject, and the PAE PDPTEs when L2's paging is
 /// L1's.
 pub fn load_guest_state(vmcs02: &mut Vmcs, vmcs01: &Vmcs, vmcs12: &Vmcs, mem: &Memory) {
-    for &f in F::ALL.iter().filter(|f| !f.is_high() && f.kind() == FieldKind::GuestState) {
-        vmcs02.set(f, vmcs12.get(f));
-    }
+    // Copied as they are; the fields below are decided one by one, so
+    // each is written once and only a real change counts for vmcs02's
+    // entry checks.
+    const LOADED: GuestSlots = GuestSlots::except(&[
+        F::VmcsLinkPointer,
+        F::GuestIa32Efer,
+        F::GuestIa32Pat,
+        F::GuestDr7,
+        F::GuestIa32Debugctl,
+        F::GuestCr0,
+        F::GuestCr4,
+    ]);
+    vmcs02.copy_slots(vmcs12, LOADED.slots());
     vmcs02.set(F::VmcsLinkPointer, u64::MAX);
     let entry12 = entry(vmcs12);
+    if entry12.contains(EntryCtls::LOAD_EFER) {
+        vmcs02.set(F::GuestIa32Efer, vmcs12.get(F::GuestIa32Efer));
+    }
+    if entry12.contains(EntryCtls::LOAD_PAT) {
+        vmcs02.set(F::GuestIa32Pat, vmcs12.get(F::GuestIa32Pat));
+    }
+    if entry12.contains(EntryCtls::LOAD_DEBUG_CONTROLS) {
+        vmcs02.set(F::GuestDr7, vmcs12.get(F::GuestDr7));
+        vmcs02.set(F::GuestIa32Debugctl, vmcs12.get(F::GuestIa32Debugctl));
+    }
     // 27.3.2.1: without "load IA32_EFER", EFER keeps L1's value except
     // that LMA follows "IA-32e mode guest", and so does LME when the
     // entry turns paging on.
@@ -341,6 +361,42 @@ pub fn load_guest_state(vmcs02: &mut Vmcs, vmcs01: &Vmcs, vmcs12: &Vmcs, mem: &M
     vmcs02.set(F::EntryInterruptionInfo, vmcs12.get(F::EntryInterruptionInfo));
     vmcs02.set(F::EntryExceptionErrorCode, vmcs12.get(F::EntryExceptionErrorCode));
     vmcs02.set(F::EntryInstructionLength, vmcs12.get(F::EntryInstructionLength));
+}
+
+/// Slot numbers ([`F::slot`]) of the guest-state fields (full
+/// accesses) but a few, fixed at compile time, for [`Vmcs::copy_slots`].
+pub(crate) struct GuestSlots {
+    slots: [u16; F::COUNT],
+    len: usize,
+}
+
+impl GuestSlots {
+    /// Every guest-state field except those in `skip`.
+    pub(crate) const fn except(skip: &[F]) -> GuestSlots {
+        let mut slots = [0u16; F::COUNT];
+        let mut len = 0;
+        let mut i = 0;
+        while i < F::ALL.len() {
+            let f = F::ALL[i];
+            let mut keep = !f.is_high() && matches!(f.kind(), FieldKind::GuestState);
+            let mut j = 0;
+            while j < skip.len() {
+                keep &= skip[j].encoding() != f.encoding();
+                j += 1;
+            }
+            if keep {
+                slots[len] = f.slot_const() as u16;
+                len += 1;
+            }
+            i += 1;
+        }
+        GuestSlots { slots, len }
+    }
+
+    /// The slots.
+    pub(crate) fn slots(&self) -> &[u16] {
+        &self.slots[..self.len]
+    }
 }
 
 /// Whether `[addr, addr + len)` is all RAM (L1's memory): its first and

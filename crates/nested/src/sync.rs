@@ -23,10 +23,10 @@
 //! in vmcs01's guest/host masks (CR0.NE, CR4.VMXE) are set in the guest
 //! field and L1 reads its own values from the read shadows.
 
-use crate::merge::proc2;
+use crate::merge::{proc2, GuestSlots};
 use vmx::controls::{EntryCtls, ExitCtls, Interruptibility, InterruptionInfo, InterruptionType, ProcCtls2};
 use vmx::exit::ExitReasonField;
-use vmx::{ExitReason, FieldKind, Vmcs, VmcsField as F};
+use vmx::{ExitReason, Vmcs, VmcsField as F};
 use x86::seg::ar;
 use x86::{Cr0, Cr4, Efer};
 
@@ -45,6 +45,26 @@ const EXIT_INFO: [F; 10] = [
     F::ExitInstructionLength,
     F::ExitInstructionInfo,
 ];
+
+/// Guest-state fields an exit saves only under conditions (or never, for
+/// the link pointer and the PML index), decided one by one.
+const SOMETIMES_SAVED: [F; 12] = [
+    F::VmcsLinkPointer,
+    F::PmlIndex,
+    F::GuestDr7,
+    F::GuestIa32Debugctl,
+    F::GuestIa32Pat,
+    F::GuestIa32Efer,
+    F::GuestIa32PerfGlobalCtrl,
+    F::PreemptionTimerValue,
+    F::GuestPdpte0,
+    F::GuestPdpte1,
+    F::GuestPdpte2,
+    F::GuestPdpte3,
+];
+
+/// The other guest-state fields: every exit saves them.
+const ALWAYS_SAVED: GuestSlots = GuestSlots::except(&SOMETIMES_SAVED);
 
 fn exit_ctls(v: &Vmcs) -> ExitCtls {
     ExitCtls::from_bits_retain(v.get(F::ExitControls) as u32)
@@ -68,7 +88,8 @@ pub fn sync_vmcs12(vmcs12: &mut Vmcs, vmcs02: &Vmcs, vmcs01: &Vmcs) {
     let exit02 = exit_ctls(vmcs02);
     let ept12 = proc2(vmcs12).contains(ProcCtls2::ENABLE_EPT);
     let old_cr = [vmcs12.get(F::GuestCr0), vmcs12.get(F::GuestCr4)];
-    for &f in F::ALL.iter().filter(|f| !f.is_high() && f.kind() == FieldKind::GuestState) {
+    vmcs12.copy_slots(vmcs02, ALWAYS_SAVED.slots());
+    for f in SOMETIMES_SAVED {
         let save = match f {
             // Not state: the link pointer is L1's control, PML is not
             // virtualized for L2.
@@ -91,7 +112,7 @@ pub fn sync_vmcs12(vmcs12: &mut Vmcs, vmcs02: &Vmcs, vmcs01: &Vmcs) {
             }
             // 28.3.4: the PDPTEs are saved only with EPT (vmcs12's).
             F::GuestPdpte0 | F::GuestPdpte1 | F::GuestPdpte2 | F::GuestPdpte3 => ept12,
-            _ => true,
+            _ => false,
         };
         if save {
             vmcs12.set(f, vmcs02.get(f));

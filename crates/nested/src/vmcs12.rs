@@ -23,7 +23,8 @@
 //!
 //! Like a processor, L0 keeps the current VMCS of each L1 vCPU cached
 //! ([`Vmcs12`]): VMPTRLD reads the region once, VMREAD and VMWRITE act on
-//! the cached copy, and VMCLEAR (or a VMPTRLD of another VMCS, or VMXOFF)
+//! the cached copy (emulated here, or executed by the processor on it as
+//! a shadow VMCS, [`Vmcs12::swap_vmcs`] and [`shadow_bitmap`]), and VMCLEAR (or a VMPTRLD of another VMCS, or VMXOFF)
 //! writes it back, which is what 25.11.3 "Initializing a VMCS" asks
 //! software to rely on. L1 writing to the region of its current VMCS with
 //! ordinary stores is unsupported by the SDM and has no effect here until
@@ -165,6 +166,16 @@ impl Vmcs12 {
         &mut self.vmcs
     }
 
+    /// Exchanges the cached fields and launch state with `other`, without
+    /// copying. L0 lends the fields to its processor this way as the
+    /// shadow VMCS L1's VMREAD and VMWRITE reach while L1 runs (SDM 25.10
+    /// "VMCS Types: Ordinary and Shadow"), and takes them back the same
+    /// way before it reads or writes the cache itself: meanwhile the cache
+    /// holds whatever `other` held.
+    pub fn swap_vmcs(&mut self, other: &mut Box<Vmcs>) {
+        core::mem::swap(&mut self.vmcs, other);
+    }
+
     /// The launch state.
     pub fn launch_state(&self) -> LaunchState {
         self.vmcs.launch_state
@@ -175,8 +186,7 @@ impl Vmcs12 {
     /// field's width, or error 12 for an encoding that names no supported
     /// field (including one with bits above 31 set).
     pub fn read_field(&self, encoding: u64) -> Result<u64, VmInstructionError> {
-        let field = field_of(encoding)?;
-        Ok(self.vmcs.get(field))
+        self.vmcs.read_encoding(encoding)
     }
 
     /// VMWRITE's rules on a field by encoding: error 12 for an unsupported
@@ -185,18 +195,27 @@ impl Vmcs12 {
     /// value is stored truncated to the field's width (a high access
     /// replaces bits 63:32).
     pub fn write_field(&mut self, encoding: u64, value: u64, caps: &VmxCaps) -> Result<(), VmInstructionError> {
-        let field = field_of(encoding)?;
-        if field.is_read_only() && !caps.misc().vmwrite_any_field {
-            return Err(VmInstructionError::VmwriteReadOnlyComponent);
-        }
-        self.vmcs.set(field, value & field.value_mask());
-        Ok(())
+        self.vmcs.write_encoding(encoding, value, caps.misc().vmwrite_any_field)
     }
 }
 
 /// The field a VMREAD/VMWRITE encoding names, or error 12.
-pub fn field_of(encoding: u64) -> Result<VmcsField, VmInstructionError> {
-    u32::try_from(encoding).ok().and_then(VmcsField::from_encoding).ok_or(VmInstructionError::UnsupportedVmcsComponent)
+pub use vmx::vmcs::field_of;
+
+/// The VMREAD (`write` false) or VMWRITE bitmap (SDM 25.6.15 "VMCS
+/// Shadowing Bitmap Addresses": bit n of the 4 KiB page is for the
+/// encodings whose bits 14:0 are n; a set bit exits) with which L0 lets
+/// L1 reach the cached vmcs12 through a shadow VMCS: every field it
+/// supports for VMREAD, every field VMWRITE can change without error for
+/// VMWRITE. Read-only fields and unsupported encodings keep exiting, so
+/// L0 still reports their errors 12 and 13 itself, into vmcs12.
+pub fn shadow_bitmap(write: bool) -> [u8; REGION_SIZE] {
+    let mut bitmap = [0xff; REGION_SIZE];
+    for &field in VmcsField::ALL.iter().filter(|f| !(write && f.is_read_only())) {
+        let bit = (field.encoding() & 0x7fff) as usize;
+        bitmap[bit / 8] &= !(1 << (bit % 8));
+    }
+    bitmap
 }
 
 #[cfg(test)]
@@ -325,6 +344,23 @@ mod tests {
             assert_eq!(v.read_field(enc), e12, "{enc:#x}");
             assert_eq!(v.write_field(enc, 1, &caps), e12.map(|_: u64| ()), "{enc:#x}");
         }
+    }
+
+    #[test]
+    fn shadow_bitmaps_pass_supported_fields_and_writable_ones() {
+        let read = shadow_bitmap(false);
+        let write = shadow_bitmap(true);
+        let bit = |b: &[u8; REGION_SIZE], enc: u32| b[(enc as usize & 0x7fff) / 8] & 1 << (enc % 8) != 0;
+        let mut passed = 0;
+        for enc in 0..0x8000u32 {
+            let field = VmcsField::from_encoding(enc);
+            assert_eq!(!bit(&read, enc), field.is_some(), "{enc:#x}");
+            assert_eq!(!bit(&write, enc), field.is_some_and(|f| !f.is_read_only()), "{enc:#x}");
+            passed += usize::from(!bit(&read, enc));
+        }
+        assert_eq!(passed, VmcsField::COUNT);
+        assert!(bit(&write, F::ExitReason.encoding()));
+        assert!(!bit(&write, F::GuestRip.encoding()));
     }
 
     #[test]

@@ -647,6 +647,19 @@ impl VmxCaps {
             .build()
     }
 
+    /// What Turtles' CPU reports to L0 in its IA32_VMX_* MSRs:
+    /// [`VmxCaps::turtles`] plus VMCS shadowing (secondary control bit 14,
+    /// SDM vol. 3C, 25.10 "VMCS Types: Ordinary and Shadow"), which L0
+    /// uses to let L1 reach vmcs12 without exits and does not offer to L1
+    /// (nested VMCS shadowing is not virtualized, so `turtles` stays what
+    /// L1 is offered). IA32_VMX_MISC bit 29 ("VMWRITE to any field") is
+    /// set, and a shadowed VMWRITE honours it.
+    pub const fn processor() -> VmxCaps {
+        let t = VmxCaps::turtles();
+        let proc2 = ProcCtls2::from_bits_retain(t.allowed(ControlWord::Proc2).may_be_one as u32);
+        t.to_builder().proc2(proc2.union(ProcCtls2::VMCS_SHADOWING)).build()
+    }
+
     /// Rebuilds capabilities from MSR values, as a CPU policy file or a
     /// real processor reports them; `read` returns `None` for an MSR that
     /// does not exist. `None` when IA32_VMX_BASIC or one of the MSRs every
@@ -1033,6 +1046,23 @@ mod tests {
         );
         assert_eq!(EXIT_DEFAULT1 & ExitCtls::all().bits(), ExitCtls::SAVE_DEBUG_CONTROLS.bits());
         assert_eq!(ENTRY_DEFAULT1 & EntryCtls::all().bits(), EntryCtls::LOAD_DEBUG_CONTROLS.bits());
+    }
+
+    #[test]
+    fn the_processor_adds_vmcs_shadowing_to_what_l1_is_offered() {
+        let cpu = VmxCaps::processor();
+        let l1 = VmxCaps::turtles();
+        let shadowing = u64::from(ProcCtls2::VMCS_SHADOWING.bits());
+        // IA32_VMX_PROCBASED_CTLS2 allowed-1 (bits 63:32) bit 14.
+        let ctls2 = cpu.msr_value(msr::IA32_VMX_PROCBASED_CTLS2).unwrap();
+        assert_ne!(ctls2 >> 32 & shadowing, 0);
+        assert!(cpu.supports(ControlWord::Proc2, shadowing));
+        assert!(!l1.supports(ControlWord::Proc2, shadowing));
+        // IA32_VMX_MISC bit 29, "VMWRITE to any field".
+        assert_ne!(cpu.msr_value(msr::IA32_VMX_MISC).unwrap() & 1 << 29, 0);
+        // Nothing else differs.
+        let proc2 = ProcCtls2::from_bits_retain(l1.allowed(ControlWord::Proc2).may_be_one as u32);
+        assert_eq!(l1.to_builder().proc2(proc2 | ProcCtls2::VMCS_SHADOWING).build(), cpu);
     }
 
     #[test]

@@ -153,6 +153,18 @@ macro_rules! vmcs_fields {
                 }
             }
 
+            /// [`VmcsField::from_encoding`] for run time: one load from the
+            /// slot table and a compare, rather than a search through every
+            /// encoding (VMREAD and VMWRITE decode one per execution).
+            #[inline]
+            pub fn lookup(encoding: u32) -> Option<VmcsField> {
+                if encoding & ENCODING_RESERVED != 0 {
+                    return None;
+                }
+                let f = *VmcsField::ALL.get(usize::from(SLOTS[slot_key(encoding)]))?;
+                (f.encoding() == encoding).then_some(f)
+            }
+
             /// Number of fields (and of storage slots in [`crate::vmcs::Vmcs`]).
             pub const COUNT: usize = VmcsField::ALL.len();
 
@@ -163,6 +175,15 @@ macro_rules! vmcs_fields {
             #[inline(always)]
             pub fn slot(self) -> usize {
                 SLOTS[slot_key(self.encoding())] as usize
+            }
+
+            /// The slot of the full field: [`VmcsField::slot`] of
+            /// [`VmcsField::full`], without its search (bit 0 is the only
+            /// difference between a high access and its field, and it is
+            /// clear in every other encoding).
+            #[inline(always)]
+            pub fn full_slot(self) -> usize {
+                SLOTS[slot_key(self.encoding() & !ENCODING_HIGH)] as usize
             }
 
             /// [`VmcsField::slot`] for constant expressions (compile-time
@@ -789,6 +810,24 @@ mod tests {
     fn every_encoding_round_trips() {
         for &f in VmcsField::ALL {
             assert_eq!(VmcsField::from_encoding(f.encoding()), Some(f), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn full_slot_is_the_slot_of_the_full_field() {
+        for &f in VmcsField::ALL {
+            assert_eq!(f.full_slot(), f.full().slot(), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn lookup_agrees_with_from_encoding() {
+        // Every 16-bit encoding, and each with a bit beyond 15 set.
+        for e in 0..0x1_0000u32 {
+            assert_eq!(VmcsField::lookup(e), VmcsField::from_encoding(e), "{e:#x}");
+            for high in [1 << 16, 1 << 31] {
+                assert_eq!(VmcsField::lookup(e | high), None, "{:#x}", e | high);
+            }
         }
     }
 

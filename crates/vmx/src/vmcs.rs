@@ -17,6 +17,7 @@
 //! field cannot hold.
 
 use crate::check::VmcsRead;
+use crate::error::VmInstructionError;
 use crate::field::VmcsField;
 
 /// The launch state of a VMCS (SDM 25.1 "Overview", 25.11.3): VMLAUNCH
@@ -71,14 +72,27 @@ pub mod check_group {
 /// CF, PF, AF, ZF, SF, OF.
 const ARITHMETIC_FLAGS: u64 = 0x8d5;
 
+/// The check groups a change of full field `field` from `old` to `new`
+/// invalidates. Writing the value a field already holds invalidates
+/// nothing: the checks that passed saw that value.
+#[inline(always)]
+fn changed_groups(field: VmcsField, old: u64, new: u64) -> u8 {
+    match field {
+        // The arithmetic flags (what VMX instructions and most emulation
+        // change) feed only the RFLAGS checks.
+        VmcsField::GuestRflags if (old ^ new) & !ARITHMETIC_FLAGS == 0 => check_group::RFLAGS,
+        _ => check_group::of(field),
+    }
+}
+
 /// The fields of one VMCS and its launch state.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Vmcs {
     values: [u64; VmcsField::COUNT],
     /// Launch state.
     pub launch_state: LaunchState,
-    /// Check groups ([`check_group`]) written through [`Vmcs::set`] since
-    /// [`Vmcs::clear_written`]; all of them for a new VMCS.
+    /// Check groups ([`check_group`]) of the fields [`Vmcs::set`] changed
+    /// since [`Vmcs::clear_written`]; all of them for a new VMCS.
     written: u8,
 }
 
@@ -111,7 +125,7 @@ impl Vmcs {
     #[inline(always)]
     pub fn get(&self, field: VmcsField) -> u64 {
         if field.is_high() {
-            self.values[field.full().slot()] >> 32
+            self.values[field.full_slot()] >> 32
         } else {
             self.values[field.slot()]
         }
@@ -122,23 +136,35 @@ impl Vmcs {
     /// the processor writes exit-information fields itself.
     #[inline(always)]
     pub fn set(&mut self, field: VmcsField, value: u64) {
-        self.written |= match field {
-            // The arithmetic flags (what VMX instructions and most emulation
-            // change) feed only the RFLAGS checks.
-            VmcsField::GuestRflags if (self.values[field.slot()] ^ value) & !ARITHMETIC_FLAGS == 0 => {
-                check_group::RFLAGS
-            }
-            _ => check_group::of(field),
-        };
-        if field.is_high() {
-            let slot = &mut self.values[field.full().slot()];
-            *slot = (*slot & 0xffff_ffff) | (value << 32);
-        } else {
-            self.values[field.slot()] = value & field.width().mask();
+        let slot = field.full_slot();
+        let old = self.values[slot];
+        let new = if field.is_high() { (old & 0xffff_ffff) | (value << 32) } else { value & field.width().mask() };
+        if new != old {
+            // A high access has its field's kind and is never RFLAGS.
+            self.written |= changed_groups(field, old, new);
+            self.values[slot] = new;
         }
     }
 
-    /// The check groups written since [`Vmcs::clear_written`].
+    /// Copies the fields whose slots are listed from `src`, recording the
+    /// check groups of the ones that change as [`Vmcs::set`] does (the
+    /// bulk moves of a nested hypervisor: vmcs12 into vmcs02 and back).
+    /// `slots` holds slot numbers of full fields ([`VmcsField::slot`]).
+    #[inline]
+    pub fn copy_slots(&mut self, src: &Vmcs, slots: &[u16]) {
+        for &s in slots {
+            let s = usize::from(s);
+            let (Some(&new), Some(&old)) = (src.values.get(s), self.values.get(s)) else { continue };
+            if new != old {
+                self.written |= changed_groups(VmcsField::ALL[s], old, new);
+                self.values[s] = new;
+            }
+        }
+    }
+
+    /// The check groups whose fields changed since
+    /// [`Vmcs::clear_written`] (a write of the value a field holds is no
+    /// change).
     #[inline]
     pub fn written(&self) -> u8 {
         self.written
@@ -176,6 +202,44 @@ impl Vmcs {
     pub fn reset(&mut self) {
         *self = Vmcs::new();
     }
+
+    /// VMREAD's view of a field by encoding (the source operand, already
+    /// truncated to the operand size): the value, zero-extended from the
+    /// field's width, or error 12 for an encoding that names no supported
+    /// field, including one with bits above 31 set (SDM 25.11.2 "VMREAD,
+    /// VMWRITE, and Encodings of VMCS Fields"; 31.4 "VM Instruction Error
+    /// Numbers").
+    #[inline]
+    pub fn read_encoding(&self, encoding: u64) -> Result<u64, VmInstructionError> {
+        Ok(self.get(field_of(encoding)?))
+    }
+
+    /// VMWRITE's rules on a field by encoding: error 12 for an unsupported
+    /// encoding, error 13 for a VM-exit information field unless
+    /// `vmwrite_any_field` (IA32_VMX_MISC bit 29); otherwise the value is
+    /// stored truncated to the field's width (a high access replaces bits
+    /// 63:32), through [`Vmcs::set`], so the write counts in
+    /// [`Vmcs::written`].
+    #[inline]
+    pub fn write_encoding(
+        &mut self,
+        encoding: u64,
+        value: u64,
+        vmwrite_any_field: bool,
+    ) -> Result<(), VmInstructionError> {
+        let field = field_of(encoding)?;
+        if field.is_read_only() && !vmwrite_any_field {
+            return Err(VmInstructionError::VmwriteReadOnlyComponent);
+        }
+        self.set(field, value & field.value_mask());
+        Ok(())
+    }
+}
+
+/// The field a VMREAD/VMWRITE encoding names, or error 12.
+#[inline]
+pub fn field_of(encoding: u64) -> Result<VmcsField, VmInstructionError> {
+    u32::try_from(encoding).ok().and_then(VmcsField::lookup).ok_or(VmInstructionError::UnsupportedVmcsComponent)
 }
 
 impl VmcsRead for Vmcs {
@@ -237,6 +301,49 @@ mod tests {
         assert_eq!(marks(F::HostRip, 0x1000), g::HOST);
         assert_eq!(marks(F::ExceptionBitmap, 1), g::CONTROLS);
         assert_eq!(marks(F::ExitQualification, 1), 0, "exit information is read-only data");
+    }
+
+    #[test]
+    fn only_changes_mark_check_groups() {
+        use check_group as g;
+        let mut v = Vmcs::new();
+        v.set(F::GuestCsSelector, 8);
+        v.set(F::HostRip, 0x1000);
+        v.set(F::GuestRflags, 2);
+        v.clear_written();
+        // Same values, including through the high access and a wider
+        // value that truncates to the same field value.
+        v.set(F::GuestCsSelector, 0x1_0008);
+        v.set(F::HostRip, 0x1000);
+        v.set(F::TscOffsetHigh, 0);
+        assert_eq!(v.written(), 0);
+        v.set(F::GuestRflags, 2 | 1);
+        assert_eq!(v.written(), g::RFLAGS);
+        v.set(F::GuestRflags, 2 | 1 << 9);
+        assert_eq!(v.written(), g::RFLAGS | g::GUEST);
+        v.set(F::TscOffsetHigh, 1);
+        assert_eq!(v.written(), g::RFLAGS | g::GUEST | g::CONTROLS);
+        assert_eq!(v.get(F::TscOffset), 1 << 32);
+    }
+
+    #[test]
+    fn copy_slots_copies_and_marks_what_changed() {
+        use check_group as g;
+        let mut a = Vmcs::new();
+        let mut b = Vmcs::new();
+        a.set(F::GuestRip, 5);
+        a.set(F::GuestCsSelector, 8);
+        a.set(F::HostRip, 9);
+        b.set(F::GuestCsSelector, 8);
+        b.clear_written();
+        let slots = [F::GuestRip, F::GuestCsSelector].map(|f| f.slot() as u16);
+        b.copy_slots(&a, &slots);
+        assert_eq!(b.get(F::GuestRip), 5);
+        assert_eq!(b.get(F::HostRip), 0);
+        assert_eq!(b.written(), g::RIP);
+        // Out-of-range slots are ignored.
+        b.copy_slots(&a, &[u16::MAX]);
+        assert_eq!(b.written(), g::RIP);
     }
 
     #[test]

@@ -1177,7 +1177,9 @@ fn getsec(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Fault>
 /// The VMX instructions (SDM vol. 3C, ch. 31 "VMX Instruction
 /// Reference"). L0 drives the VMX unit through [`Cpu`] methods, never by
 /// executing them, so in root operation (and outside VMX operation) they
-/// stay #UD. In non-root operation they exit unconditionally (26.1.2) —
+/// stay #UD. In non-root operation they exit unconditionally (26.1.2),
+/// except VMREAD and VMWRITE that "VMCS shadowing" lets through to the
+/// shadow VMCS (26.1.3, `virt/shadow.rs`) —
 /// after the #UD checks of their reference pages (real, virtual-8086 and
 /// compatibility mode; CR4.VMXE for VMXON) and before the CPL check, so
 /// a CPL 3 guest exits too. VMCALL exits even before the mode checks.
@@ -1194,6 +1196,13 @@ fn vmx_insn(cpu: &mut Cpu, ctx: &mut Ctx, insn: &Instruction) -> Result<(), Faul
         }
         if m == Mnemonic::Vmxon && cpu.regs.cr4 & Cr4::VMXE.bits() == 0 {
             return Err(Fault::ud());
+        }
+    }
+    // 26.1.3: with "VMCS shadowing", VMREAD and VMWRITE exit only as
+    // their bitmaps say; otherwise they act on the shadow VMCS.
+    if matches!(m, Mnemonic::Vmread | Mnemonic::Vmwrite) {
+        if let Some(done) = cpu.shadowed_vmread_vmwrite(ctx, insn, m == Mnemonic::Vmwrite) {
+            return done;
         }
     }
     let reason = match m {

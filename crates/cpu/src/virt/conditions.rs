@@ -293,7 +293,7 @@ impl Cpu {
 
 /// Bit `bit` of the bitmap at physical `base`, as the processor reads it;
 /// a bitmap outside memory reads as all ones (exit).
-fn phys_bit(mem: &Memory, base: u64, bit: u64) -> bool {
+pub(crate) fn phys_bit(mem: &Memory, base: u64, bit: u64) -> bool {
     let mut b = [0u8];
     mem.read_phys(base.wrapping_add(bit / 8), &mut b).map_or(true, |()| b[0] & (1 << (bit % 8)) != 0)
 }

@@ -39,17 +39,21 @@ pub enum VmEntry {
     Failed(EntryError),
 }
 
-/// The memory the guest-state checks read: PDPTEs and the link-pointer
-/// VMCS header, from physical memory.
-struct PhysMemory<'a>(&'a Memory);
+/// The memory the guest-state checks read: PDPTEs from physical memory,
+/// and the header of the VMCS the link pointer names (the linked shadow
+/// VMCS's, see `shadow.rs`).
+struct PhysMemory<'a> {
+    mem: &'a Memory,
+    cpu: &'a Cpu,
+}
 
 impl EntryMemory for PhysMemory<'_> {
     fn pdptes(&self, cr3: x86::Gpa) -> [u64; 4] {
         let base = cr3.0 & 0xffff_ffe0;
-        core::array::from_fn(|i| self.0.read_u64(base + 8 * i as u64).unwrap_or(u64::MAX))
+        core::array::from_fn(|i| self.mem.read_u64(base + 8 * i as u64).unwrap_or(u64::MAX))
     }
     fn vmcs_header(&self, addr: x86::Gpa) -> u32 {
-        self.0.read_u32(addr.0).unwrap_or(u32::MAX)
+        self.cpu.link_header(self.mem.read_u32(addr.0).unwrap_or(u32::MAX))
     }
 }
 
@@ -221,11 +225,11 @@ impl Cpu {
                 &super::cache::LiveView { cpu: self, vmcs },
                 caps,
                 env,
-                &PhysMemory(mem),
+                &PhysMemory { mem, cpu: self },
                 d,
             )
         } else {
-            vmx::check::check_vm_entry_groups(vmcs, caps, env, &PhysMemory(mem), d)
+            vmx::check::check_vm_entry_groups(vmcs, caps, env, &PhysMemory { mem, cpu: self }, d)
         };
         if let Some(v) = self.vmx.current.as_deref_mut() {
             if r.is_ok() {

@@ -23,7 +23,8 @@
 //! Files: `entry.rs` (27: checks, loading guest state, MSR loading, event
 //! injection), `exit.rs` (28: recording exit information, saving guest
 //! state, MSR storing, loading host state), `conditions.rs` (26.1-26.2:
-//! which instruction and event causes an exit under which control).
+//! which instruction and event causes an exit under which control),
+//! `shadow.rs` (25.10: VMREAD/VMWRITE on a shadow VMCS without exiting).
 
 use crate::fault::Fault;
 use crate::Cpu;
@@ -35,6 +36,7 @@ mod conditions;
 mod emulate;
 mod entry;
 mod exit;
+mod shadow;
 
 /// `field!(slots, Name)`: the slot of `VmcsField::Name` in a VMCS slot
 /// array, with the slot number fixed at compile time.
@@ -155,6 +157,10 @@ pub struct Controls {
     pub exit_msr_stores: u32,
     /// VM-exit MSR-load count.
     pub exit_msr_loads: u32,
+    /// VMREAD-bitmap address (used when "VMCS shadowing" is 1).
+    pub vmread_bitmap: u64,
+    /// VMWRITE-bitmap address (used when "VMCS shadowing" is 1).
+    pub vmwrite_bitmap: u64,
 }
 
 impl Default for Controls {
@@ -204,6 +210,8 @@ impl Controls {
             entry_msr_loads: v.get(F::EntryMsrLoadCount) as u32,
             exit_msr_stores: v.get(F::ExitMsrStoreCount) as u32,
             exit_msr_loads: v.get(F::ExitMsrLoadCount) as u32,
+            vmread_bitmap: v.get(F::VmreadBitmapAddress),
+            vmwrite_bitmap: v.get(F::VmwriteBitmapAddress),
         }
     }
 
@@ -281,6 +289,9 @@ pub struct VmxUnit {
     pub(crate) caps: Option<VmxCaps>,
     /// The current VMCS.
     pub(crate) current: Option<Box<Vmcs>>,
+    /// The shadow VMCS the current VMCS's link pointer names
+    /// (`shadow.rs`).
+    pub(crate) shadow: Option<Box<Vmcs>>,
     /// Decoded controls of the current VMCS while in non-root operation.
     pub(crate) ctls: Controls,
     /// Exit staged by a handler.
@@ -317,6 +328,7 @@ impl Default for VmxUnit {
         VmxUnit {
             caps: None,
             current: None,
+            shadow: None,
             ctls: Controls::default(),
             pending: None,
             vectoring: None,

@@ -31,7 +31,7 @@ pub(crate) struct Guest {
 impl Guest {
     pub(crate) fn new(code: &[u8], pin: PinCtls, proc: ProcCtls, proc2: ProcCtls2) -> Guest {
         let mut m = Machine::long64(code);
-        let caps = VmxCaps::turtles();
+        let caps = VmxCaps::processor();
         m.cpu.vmxon(caps);
         m.cpu.regs.cr4 |= Cr4::VMXE.bits();
         let mut v = Box::new(Vmcs::new());

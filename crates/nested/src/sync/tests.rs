@@ -3,6 +3,7 @@ use crate::merge::{prepare_vmcs02, Vmcs02Resources};
 use cpu::Memory;
 use vmx::controls::{PinCtls, ProcCtls};
 use vmx::exit::ExitReasonField;
+use vmx::FieldKind;
 
 fn or(v: &mut Vmcs, f: F, bits: u64) {
     v.set(f, v.get(f) | bits);

@@ -47,6 +47,7 @@ use crate::policy::CpuPolicy;
 use crate::trace_targets::VMEXIT;
 
 mod nested;
+mod shadow_vmcs;
 
 /// Host-state values of vmcs01: L0's own (64-bit, flat) context. L0 runs
 /// outside the CPU, so these only have to pass the host-state checks.
@@ -335,6 +336,7 @@ impl Vcpu {
             last_env: None,
             merged_for: None,
             merged_vmcs01: [0; 10],
+            vmcs_shadowing: shadow_vmcs::VmcsShadowing::default(),
         });
         if v.cpu.activity == Activity::WaitForSipi {
             v.wait_sipi = true;
@@ -394,7 +396,7 @@ impl Vcpu {
     /// guest state (SDM 25.11.3 "Initializing a VMCS").
     fn build_vmcs01(&mut self) {
         let Some(shared) = self.shared else { return };
-        let caps = VmxCaps::turtles();
+        let caps = VmxCaps::processor();
         self.cpu.vmxon(caps);
         let mut v = Box::new(Vmcs::new());
         let adjust = |w: ControlWord, bits: u64| caps.adjust(w, bits);
@@ -506,6 +508,7 @@ impl Vcpu {
                 {
                     // vmcs02's failure is L1's entry failing (27.8).
                     self.vmcs02_entry_failed(e);
+                    self.link_vmcs12(mem);
                     continue;
                 }
                 if entry != cpu::virt::VmEntry::Entered {
@@ -744,7 +747,7 @@ impl Vcpu {
             | ExitReason::Invvpid
                 if self.nested.is_some() =>
             {
-                return self.vmx_instruction(mem, bus, r)
+                return self.l1_vmx_instruction(mem, bus, r)
             }
             // VMX not offered: every VMX instruction is #UD; VMCALL and
             // VMFUNC have no L0 service behind them.

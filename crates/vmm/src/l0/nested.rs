@@ -57,6 +57,8 @@ pub(super) struct NestedState {
     pub merged_for: Option<(u64, Option<u64>)>,
     /// vmcs01's controls vmcs02's were merged from.
     pub merged_vmcs01: [u64; 10],
+    /// vmcs12 as vmcs01's shadow VMCS while L1 runs (`shadow_vmcs.rs`).
+    pub vmcs_shadowing: super::shadow_vmcs::VmcsShadowing,
 }
 
 /// The vmcs01 fields that feed vmcs02's controls.
@@ -489,6 +491,7 @@ impl Vcpu {
         self.cpu.vmwrite(F::GuestCr0, g0 | Cr0::NE.bits());
         self.cpu.vmwrite(F::GuestCr4, g4 | Cr4::VMXE.bits());
         self.poll_irq = true;
+        self.link_vmcs12(mem);
     }
 
     /// The VMCS a fresh entry uses is clear until its first VMLAUNCH.
