@@ -24,7 +24,9 @@
 //!   Execution"), with segmentation;
 //! - [`memory`]: L1's memory as those instructions reach it;
 //! - [`ept`]: shadow EPT02, EPT12 composed with EPT01 on demand (SDM 29.3
-//!   "The Extended Page Table Mechanism (EPT)").
+//!   "The Extended Page Table Mechanism (EPT)");
+//! - [`vmfunc`]: L2's VM functions, EPTP switching on vmcs12's list (SDM
+//!   26.5.5 "VM Functions", 26.5.5.3 "EPTP Switching").
 //!
 //! Still to come, in their own files: `merge` (vmcs02 from vmcs01 and
 //! vmcs12), `sync` (vmcs02 back into vmcs12 on exit), `reflect` (which
@@ -44,6 +46,7 @@ pub mod operand;
 pub mod reflect;
 pub mod sync;
 pub mod vmcs12;
+pub mod vmfunc;
 
 pub use instructions::{eptp_valid, ExitInfo, NestedVmx, Outcome, L1};
 pub use operand::Location;
