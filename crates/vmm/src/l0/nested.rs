@@ -370,9 +370,10 @@ impl Vcpu {
                 };
                 let Some(n) = self.nested.as_mut() else { return Next::Resume };
                 let caps = *n.vmx.caps();
-                let Some(shadow) = n.shadow.as_mut() else {
-                    // No EPT12: L2's physical addresses are L1's; a device
-                    // page is emulated like L1's own.
+                // Without EPT in vmcs12 (EPTP02 unset, even if an EPT02
+                // remains from an earlier vmcs12), L2's physical addresses
+                // are L1's; a device page is emulated like L1's own.
+                let Some(shadow) = n.shadow.as_mut().filter(|_| n.res.eptp02.is_some()) else {
                     return self.handle_exit(mem, bus, f.reason as u16);
                 };
                 match shadow.fill(mem, gpa2, access, &caps) {
@@ -403,10 +404,43 @@ impl Vcpu {
                     ))),
                 }
             }
+            ExitReason::Vmfunc => self.l2_vmfunc(mem, bus),
             // Interrupts and windows: the next entry decides where the
             // event goes (L1 through a reflected exit, or L2).
             _ => Next::Resume,
         }
+    }
+
+    /// VMFUNC of L2 with vmcs12's VM functions enabled (SDM 26.5.5 "VM
+    /// Functions"): an EPTP switch L0 completes for L2 (26.5.5.3 "EPTP
+    /// Switching": vmcs12's EPT pointer becomes the list entry, EPT02
+    /// follows, L2 resumes after the instruction without L1 seeing an
+    /// exit), or a failure, which exits to L1 with reason 59 as on
+    /// hardware (the exit fields of vmcs02 already say so).
+    fn l2_vmfunc(&mut self, mem: &mut Memory, bus: &mut dyn Bus) -> Next {
+        let (eax, ecx) = (self.cpu.regs.gpr[0], self.cpu.regs.gpr[1]);
+        let Some(n) = self.nested.as_mut() else { return Next::Resume };
+        let caps = *n.vmx.caps();
+        let Some(v12) = n.vmx.current_mut() else { return Next::Resume };
+        match nested::vmfunc::vmfunc(v12.vmcs(), mem, eax, ecx, &caps) {
+            Ok(switch) => {
+                switch.apply(v12.vmcs_mut(), &caps);
+                // vmcs02 keeps EPTP02; what it maps now comes from the new
+                // EPT12, filled on demand. Entry checks made EPT part of
+                // EPTP switching, so L2 runs on EPT02 here.
+                if let Some(s) = n.shadow.as_mut().filter(|s| s.eptp12() != switch.eptp) {
+                    s.retarget(mem, switch.eptp);
+                    let eptp02 = s.eptp();
+                    self.cpu.invept(Some(eptp02));
+                }
+                self.skip_instruction();
+            }
+            Err(why) => {
+                debug!(target: VMEXIT, ?why, "L2's VMFUNC exits to L1");
+                self.reflect(mem, bus);
+            }
+        }
+        Next::Resume
     }
 
     /// A platform interrupt while L2 runs goes to L1 as an
