@@ -30,8 +30,12 @@
 //!   gets all ones there (a misconfiguration), never L0's data.
 //! - Every EPT02 mapping was derived from EPT12 table pages listed in
 //!   [`ShadowEpt::ept12_table_pages`]; L0 watches them (write-protects them
-//!   in EPT01) and calls [`ShadowEpt::invalidate`] when L1 writes one, as it
-//!   does on INVEPT. EPT02 itself never maps a listed page writable, so L2
+//!   in EPT01, [`crate::watch`], taking each new one once from
+//!   [`ShadowEpt::take_new_table_pages`] after the fill that walked it) and
+//!   calls [`ShadowEpt::invalidate`] when L1 writes one, as it does on
+//!   INVEPT. Hardware may use stale EPT translations until INVEPT (SDM
+//!   29.4 "Caching Translation Information"); under Turtles L2 sees L1's
+//!   write at its next access, deterministically. EPT02 itself never maps a listed page writable, so L2
 //!   cannot change EPT12 behind L0's back either: a write by L2 to one
 //!   drops the whole shadow before the page is mapped, or, when the page
 //!   is on its own translation path, is left to L0 to emulate
@@ -119,6 +123,8 @@ pub struct ShadowEpt {
     free: Vec<u64>,
     /// EPT12 table pages (L1-physical) the mappings derive from, sorted.
     ept12_pages: Vec<u64>,
+    /// Pages added to `ept12_pages` that L0 has not taken to watch yet.
+    fresh: Vec<u64>,
     /// L1-physical pages EPT02 maps writable.
     writable: BTreeSet<u64>,
     /// 4 KiB mappings in EPT02.
@@ -136,6 +142,7 @@ impl ShadowEpt {
             used: Vec::new(),
             free: Vec::new(),
             ept12_pages: Vec::new(),
+            fresh: Vec::new(),
             writable: BTreeSet::new(),
             mappings: 0,
         })
@@ -168,6 +175,21 @@ impl ShadowEpt {
     /// when L1 writes one.
     pub fn ept12_table_pages(&self) -> &[u64] {
         &self.ept12_pages
+    }
+
+    /// The pages [`ept12_table_pages`](Self::ept12_table_pages) gained since
+    /// the last call, in the order the walks met them: each new table page
+    /// once, however many fills walk it later (until an invalidation
+    /// empties the list and a walk adds it again). L0 write-protects them
+    /// in EPT01 before L2 runs on the fill ([`crate::watch`]).
+    pub fn take_new_table_pages(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.fresh)
+    }
+
+    /// Whether [`take_new_table_pages`](Self::take_new_table_pages) has
+    /// anything (the common fill adds nothing: no allocation then).
+    pub fn has_new_table_pages(&self) -> bool {
+        !self.fresh.is_empty()
     }
 
     /// Forgets every mapping (INVEPT by L1, a write to an EPT12 table): the
@@ -237,6 +259,7 @@ impl ShadowEpt {
         for &p in path.pages() {
             if let Err(i) = self.ept12_pages.binary_search(&p) {
                 self.ept12_pages.insert(i, p);
+                self.fresh.push(p);
             }
         }
         // EPT12's permissions AND EPT01's (RWX). With EPT12 A/D on, the
@@ -559,6 +582,34 @@ mod tests {
         assert_eq!(s.fill(&mut m, 0x5000, Access::Read, &caps()), Fill::Filled);
         assert!(cpu_walk(&mut m, &s, pd2, Access::Write).is_err());
         assert!(cpu_walk(&mut m, &s, pd2, Access::Read).is_err());
+    }
+
+    #[test]
+    fn new_table_pages_are_handed_out_once_per_walk_that_adds_them() {
+        let mut m = Memory::new(MEM).unwrap();
+        let mut b = ept12(&mut m);
+        b.map(&mut m, 0, 0, 4 << 20, EptEntry::RWX, MemoryType::WriteBack).unwrap();
+        b.map(&mut m, 0x4000_0000, 0x30_0000, PAGE_SIZE, rw(), MemoryType::WriteBack).unwrap();
+        let mut s = ShadowEpt::new(&mut m, b.eptp()).unwrap();
+        assert!(!s.has_new_table_pages());
+        assert_eq!(s.fill(&mut m, 0x5000, Access::Read, &caps()), Fill::Filled);
+        let low = ept12_path(&mut m, b.eptp(), 0x5000);
+        assert!(s.has_new_table_pages());
+        assert_eq!(s.take_new_table_pages(), low.pages());
+        assert!(!s.has_new_table_pages());
+        // Same tables: nothing new. Another PDPT entry: its PD and PT only.
+        assert_eq!(s.fill(&mut m, 0x6000, Access::Write, &caps()), Fill::Filled);
+        assert!(s.take_new_table_pages().is_empty());
+        assert_eq!(s.fill(&mut m, 0x4000_0000, Access::Read, &caps()), Fill::Filled);
+        let high = ept12_path(&mut m, b.eptp(), 0x4000_0000);
+        assert_eq!(s.take_new_table_pages(), &high.pages()[2..]);
+        // After an invalidation the walks add (and hand out) them again.
+        s.invalidate(&mut m);
+        assert_eq!(s.fill(&mut m, 0x5000, Access::Read, &caps()), Fill::Filled);
+        assert_eq!(s.take_new_table_pages(), low.pages());
+        // A walk that fails adds nothing.
+        assert!(matches!(s.fill(&mut m, 0x8000_0000, Access::Read, &caps()), Fill::Violation { .. }));
+        assert!(!s.has_new_table_pages());
     }
 
     #[test]
