@@ -16,12 +16,17 @@ use common::passes;
 /// MSR lists and EPT work for L2.
 #[test]
 fn vmx_exits() {
-    let (out, _) = passes("vmx-exits", &["--cpu", "max"]);
+    let (out, err) = passes("vmx-exits", &["--cpu", "max"]);
     assert!(out.contains("ok CPUID: exit reason 10"), "{out}");
     // 26.5.5.3: L0 carries out L2's EPTP switch without an exit to L1,
     // and reflects the failing ones.
     assert!(out.contains("ok VMFUNC 0: L2 reads its page through list entry 0, then 1"), "{out}");
     assert!(out.contains("ok VMFUNC with an invalid list entry: exit reason 59"), "{out}");
+    // L1 rewrote an EPT12 leaf without INVEPT and L2 saw the new page:
+    // L0 caught the write through EPT01 and dropped EPT02.
+    assert!(out.contains("ok EPT12 leaf rewritten to X -> B without INVEPT: L2 reads B"), "{out}");
+    let writes = err.lines().find_map(|l| l.split("EPT12 writes: ").nth(1)).and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(writes.is_some_and(|n| n >= 1), "EPT12 writes caught: {writes:?}\n{err}");
     // Every check ran: none was skipped or lost.
-    assert!(out.contains("\nPASS 206\n"), "{out}");
+    assert!(out.contains("\nPASS 212\n"), "{out}");
 }

@@ -13,7 +13,12 @@
 //!   else: every device page is an EPT violation that L0 emulates against
 //!   the platform. The tables live in private physical memory no guest
 //!   maps. Unrestricted guest lets guests start in real mode; VPIDs keep
-//!   their TLB entries across exits.
+//!   their TLB entries across exits. The one exception: EPT12 table pages
+//!   an EPT02 was built from are read-only while watched (split to 4 KiB
+//!   pages), so that L1's writes to them reach L0, which drops the EPT02s
+//!   and lets the write retry (`nested::Ept12Watch`, the `nested` crate's
+//!   `watch`); `Vcpu::ept01_fault` is the one place that tells such a
+//!   write from a device access.
 //! - Every port exits (I/O bitmaps all ones): ports are devices.
 //! - MSRs the CPU itself implements pass through the MSR bitmap; the rest
 //!   exit and are answered from the VM's [`CpuPolicy`] or the platform
@@ -30,6 +35,7 @@
 //!   before the next entry.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use cpu::ept::EptBuilder;
@@ -47,6 +53,8 @@ use crate::policy::CpuPolicy;
 use crate::trace_targets::VMEXIT;
 
 mod nested;
+
+use nested::Ept01Fault;
 
 /// Host-state values of vmcs01: L0's own (64-bit, flat) context. L0 runs
 /// outside the CPU, so these only have to pass the host-state checks.
@@ -102,12 +110,13 @@ pub enum L0Error {
 }
 
 /// The per-VM structures every vmcs01 points to: EPT01 and the bitmaps,
-/// in private memory.
-#[derive(Clone, Copy, Debug)]
+/// in private memory; and the EPT12 pages all vCPUs watch in EPT01.
+#[derive(Clone, Debug)]
 pub struct L0Shared {
     eptp: u64,
     io_bitmaps: [u64; 2],
     msr_bitmap: u64,
+    watch: Arc<nested::Ept12Watch>,
 }
 
 impl L0Shared {
@@ -144,7 +153,7 @@ impl L0Shared {
                 }
             }
         }
-        Ok(L0Shared { eptp: ept.eptp(), io_bitmaps: io, msr_bitmap })
+        Ok(L0Shared { eptp: ept.eptp(), io_bitmaps: io, msr_bitmap, watch: Arc::default() })
     }
 }
 
@@ -162,6 +171,9 @@ pub struct ExitStats {
     pub reflected: u64,
     /// Virtual VM entries into L2 (VMLAUNCH/VMRESUME of L1 that entered).
     pub l2_entries: u64,
+    /// Writes to watched EPT12 pages that dropped the EPT02s (L1's, or an
+    /// L2's on EPT01).
+    pub ept12_writes: u64,
     /// VM entries that failed a check, explained (the first
     /// [`MAX_EXPLAINED`]).
     pub entry_failures: Vec<String>,
@@ -178,6 +190,7 @@ impl Default for ExitStats {
             from_l2: [0; EXIT_REASONS],
             reflected: 0,
             l2_entries: 0,
+            ept12_writes: 0,
             entry_failures: Vec::new(),
         }
     }
@@ -193,6 +206,7 @@ impl ExitStats {
         }
         self.reflected += o.reflected;
         self.l2_entries += o.l2_entries;
+        self.ept12_writes += o.ept12_writes;
         let room = MAX_EXPLAINED.saturating_sub(self.entry_failures.len());
         self.entry_failures.extend(o.entry_failures.iter().take(room).cloned());
     }
@@ -237,12 +251,14 @@ impl ExitStats {
             *a -= b;
         }
         format!(
-            "L0 exits from L1: {} ({})\nL0 exits from L2: {l2} ({})\nL2 exits reflected to L1: {}, L2 entries: {}\n",
+            "L0 exits from L1: {} ({})\nL0 exits from L2: {l2} ({})\nL2 exits reflected to L1: {}, L2 entries: {}, \
+             EPT12 writes: {}\n",
             self.total() - l2,
             top(&l1),
             top(&self.from_l2),
             self.reflected,
-            self.l2_entries
+            self.l2_entries,
+            self.ept12_writes
         )
     }
 }
@@ -316,6 +332,7 @@ impl Vcpu {
     pub fn under_l0(cpu: Cpu, shared: L0Shared, policy: &CpuPolicy) -> Vcpu {
         let mut v = Vcpu::direct(cpu);
         v.mode = VcpuMode::L0;
+        let io_bitmaps = shared.io_bitmaps;
         v.shared = Some(shared);
         v.msrs = policy.readable_msrs();
         v.nested = policy.vmx.map(|caps| nested::NestedState {
@@ -325,7 +342,7 @@ impl Vcpu {
             l2_active: false,
             shadow: None,
             res: ::nested::merge::Vmcs02Resources {
-                io_bitmaps: shared.io_bitmaps,
+                io_bitmaps,
                 // Each vCPU's vmcs02 gets its own merged MSR bitmap, at its
                 // first virtual VM entry.
                 msr_bitmap: 0,
@@ -335,6 +352,8 @@ impl Vcpu {
             last_env: None,
             merged_for: None,
             merged_vmcs01: [0; 10],
+            seen_ept01_changes: 0,
+            seen_ept12_writes: 0,
         });
         if v.cpu.activity == Activity::WaitForSipi {
             v.wait_sipi = true;
@@ -393,7 +412,7 @@ impl Vcpu {
     /// with L0's controls, EPT01 and host state, and the registers as the
     /// guest state (SDM 25.11.3 "Initializing a VMCS").
     fn build_vmcs01(&mut self) {
-        let Some(shared) = self.shared else { return };
+        let Some(shared) = self.shared.clone() else { return };
         let caps = VmxCaps::turtles();
         self.cpu.vmxon(caps);
         let mut v = Box::new(Vmcs::new());
@@ -474,6 +493,8 @@ impl Vcpu {
         if self.wait_sipi {
             return RunExit::Halted;
         }
+        // What other vCPUs did to EPT01 and EPT12 while this one waited.
+        self.sync_ept12_watch(mem);
         let end = self.cpu.icount.saturating_add(budget);
         self.poll_irq = true;
         // A guest paused in non-root operation at the end of its last
@@ -715,10 +736,16 @@ impl Vcpu {
             ExitReason::ControlRegisterAccess => return self.cr_exit(mem, bus, qualification),
             ExitReason::EptViolation => {
                 let gpa = self.cpu.vmread(F::GuestPhysicalAddress);
-                if mem.ram_offset(gpa).is_some() {
-                    return Next::Return(RunExit::Shutdown(format!("L0: EPT violation on RAM at {gpa:#x}")));
-                }
-                return self.emulate(mem, bus);
+                return match self.ept01_fault(mem, gpa, qualification) {
+                    Ept01Fault::Device => self.emulate(mem, bus),
+                    Ept01Fault::Ept12Write => {
+                        self.ept12_written(mem);
+                        Next::Resume
+                    }
+                    Ept01Fault::Unexpected => {
+                        Next::Return(RunExit::Shutdown(format!("L0: EPT violation on RAM at {gpa:#x}")))
+                    }
+                };
             }
             // Windows only ask to be told: the next entry injects.
             ExitReason::InterruptWindow | ExitReason::NmiWindow | ExitReason::ExternalInterrupt => {}

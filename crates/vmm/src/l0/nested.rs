@@ -7,12 +7,16 @@
 //! file drives them with the CPU: which VMCS is current, entries, and
 //! applying outcomes to L1.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
 use cpu::mmu::Access;
 use cpu::virt::VmEntry;
 use cpu::{Bus, Memory, RunExit};
 use nested::ept::{Fill, ShadowEpt};
 use nested::merge::{load_guest_state, merge_controls, Vmcs02Resources};
 use nested::reflect::{l0_wants_exit, l1_wants_exit, ExitFacts};
+use nested::watch::{Protect, WriteWatch};
 use nested::{ExitInfo, Outcome, L1};
 use tracing::debug;
 use vmx::check::EntryFailure;
@@ -57,6 +61,43 @@ pub(super) struct NestedState {
     pub merged_for: Option<(u64, Option<u64>)>,
     /// vmcs01's controls vmcs02's were merged from.
     pub merged_vmcs01: [u64; 10],
+    /// [`Ept12Watch::ept01_changes`] as this vCPU last acted on it.
+    pub seen_ept01_changes: u64,
+    /// [`Ept12Watch::ept12_writes`] as this vCPU last acted on it.
+    pub seen_ept12_writes: u64,
+}
+
+/// The EPT12 table pages L0 keeps read-only in EPT01 for the EPT02s of all
+/// vCPUs ([`nested::watch`]), one per VM since all vCPUs share EPT01.
+///
+/// vCPUs run one at a time, in slices; what one does to EPT01 or to the
+/// shadows the others see through two counters, which each vCPU compares
+/// with its own copies at the start of its next slice, before it runs any
+/// guest code ([`Vcpu::sync_ept12_watch`]). So no vCPU ever runs on a stale
+/// translation: the guarantee is exact, not eventual.
+#[derive(Debug, Default)]
+pub(crate) struct Ept12Watch {
+    pages: Mutex<WriteWatch>,
+    /// Bumped when a page changed protection in EPT01: each vCPU flushes
+    /// its cached EPT01 translations.
+    ept01_changes: AtomicU64,
+    /// Bumped when a watched page was written: each vCPU drops its EPT02.
+    ept12_writes: AtomicU64,
+}
+
+/// What an EPT violation on EPT01 is (SDM 29.3.3.2 "EPT Violations").
+/// EPT01 maps all RAM with every permission except the EPT12 pages L0
+/// watches, which are read-only, and nothing else: the one place that
+/// tells the cases apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Ept01Fault {
+    /// Not RAM: a device page, emulated.
+    Device,
+    /// A write to a watched EPT12 page: the EPT02s go, the write is
+    /// retried.
+    Ept12Write,
+    /// RAM EPT01 should have allowed: an L0 bug.
+    Unexpected,
 }
 
 /// The vmcs01 fields that feed vmcs02's controls.
@@ -77,6 +118,102 @@ fn vmcs01_controls(v: &Vmcs) -> [u64; 10] {
 }
 
 impl Vcpu {
+    /// Classifies an EPT01 violation at `gpa` with exit `qualification`
+    /// (bit 1: a write; 28.2.1, Table 28-7).
+    pub(super) fn ept01_fault(&self, mem: &Memory, gpa: u64, qualification: u64) -> Ept01Fault {
+        if mem.ram_offset(gpa).is_none() {
+            return Ept01Fault::Device;
+        }
+        let watched =
+            |sh: &super::L0Shared| sh.watch.pages.lock().unwrap_or_else(PoisonError::into_inner).is_watched(gpa);
+        if qualification & 2 != 0 && self.shared.as_ref().is_some_and(watched) {
+            Ept01Fault::Ept12Write
+        } else {
+            Ept01Fault::Unexpected
+        }
+    }
+
+    /// A write to a watched EPT12 page, by L1 (or by an L2 on EPT01):
+    /// every EPT02 of the VM goes (this vCPU's now, the others' before
+    /// their next slice), every watched page becomes writable again, and
+    /// the guest re-executes the write ("unprotect and retry": nothing is
+    /// emulated). The shadows refill on demand and watch their tables
+    /// anew.
+    pub(super) fn ept12_written(&mut self, mem: &mut Memory) {
+        let Some(sh) = self.shared.as_ref() else { return };
+        let root = sh.eptp & !0xfff;
+        sh.watch.pages.lock().unwrap_or_else(PoisonError::into_inner).release_all(mem, root);
+        let changes = sh.watch.ept01_changes.fetch_add(1, Ordering::Relaxed) + 1;
+        let writes = sh.watch.ept12_writes.fetch_add(1, Ordering::Relaxed) + 1;
+        // The CPU's cached translations of L1 still say read-only.
+        self.cpu.invept(Some(sh.eptp));
+        self.exits.ept12_writes += 1;
+        let Some(n) = self.nested.as_mut() else { return };
+        n.seen_ept01_changes = changes;
+        n.seen_ept12_writes = writes;
+        if let Some(s) = n.shadow.as_mut() {
+            s.invalidate(mem);
+            let eptp02 = s.eptp();
+            self.cpu.invept(Some(eptp02));
+        }
+    }
+
+    /// Write-protects in EPT01 the EPT12 tables this vCPU's EPT02 walked
+    /// for the first time, before L2 runs on what the fill mapped. The
+    /// common fill walks no new table and costs one test.
+    fn watch_new_tables(&mut self, mem: &mut Memory) -> Result<(), RunExit> {
+        let Some(n) = self.nested.as_mut() else { return Ok(()) };
+        let Some(s) = n.shadow.as_mut().filter(|s| s.has_new_table_pages()) else { return Ok(()) };
+        let Some(sh) = self.shared.as_ref() else { return Ok(()) };
+        let pages = s.take_new_table_pages();
+        let root = sh.eptp & !0xfff;
+        let mut watch = sh.watch.pages.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut added = false;
+        for p in pages {
+            match watch.protect(mem, root, p) {
+                Ok(Protect::Already) => {}
+                Ok(Protect::Added) => added = true,
+                // Stale pages of dropped shadows filled the set: start
+                // over as after a write (this EPT02 goes too; L2 faults
+                // again and refills).
+                Ok(Protect::Full) => {
+                    drop(watch);
+                    self.ept12_written(mem);
+                    return Ok(());
+                }
+                Err(e) => return Err(RunExit::Shutdown(format!("L0: cannot write-protect EPT12 page {p:#x}: {e}"))),
+            }
+        }
+        drop(watch);
+        if added {
+            n.seen_ept01_changes = sh.watch.ept01_changes.fetch_add(1, Ordering::Relaxed) + 1;
+            // L1's cached translations may still allow the write.
+            self.cpu.invept(Some(sh.eptp));
+        }
+        Ok(())
+    }
+
+    /// Acts on what other vCPUs changed since this one last ran: cached
+    /// EPT01 translations go when EPT01 changed, this vCPU's EPT02 when a
+    /// watched page was written.
+    pub(super) fn sync_ept12_watch(&mut self, mem: &mut Memory) {
+        let (Some(n), Some(sh)) = (self.nested.as_mut(), self.shared.as_ref()) else { return };
+        let changes = sh.watch.ept01_changes.load(Ordering::Relaxed);
+        if changes != n.seen_ept01_changes {
+            n.seen_ept01_changes = changes;
+            self.cpu.invept(Some(sh.eptp));
+        }
+        let writes = sh.watch.ept12_writes.load(Ordering::Relaxed);
+        if writes != n.seen_ept12_writes {
+            n.seen_ept12_writes = writes;
+            if let Some(s) = n.shadow.as_mut() {
+                s.invalidate(mem);
+                let eptp02 = s.eptp();
+                self.cpu.invept(Some(eptp02));
+            }
+        }
+    }
+
     /// L1's registers as L1 sees them: CR0/CR4 through vmcs01's read
     /// shadows where L0 owns bits.
     fn l1_view(&self) -> cpu::Regs {
@@ -376,7 +513,11 @@ impl Vcpu {
                 let Some(shadow) = n.shadow.as_mut().filter(|_| n.res.eptp02.is_some()) else {
                     return self.handle_exit(mem, bus, f.reason as u16);
                 };
-                match shadow.fill(mem, gpa2, access, &caps) {
+                let fill = shadow.fill(mem, gpa2, access, &caps);
+                if let Err(stop) = self.watch_new_tables(mem) {
+                    return Next::Return(stop);
+                }
+                match fill {
                     Fill::Filled => Next::Resume,
                     Fill::Violation { qualification } => {
                         // What L1 sees: EPT12's permissions, the access, and

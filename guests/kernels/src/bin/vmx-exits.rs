@@ -35,7 +35,8 @@
 //! delivery through an unmapped IDT, INT3 pushing to an unmapped stack)
 //! and re-injection of the event; VMFUNC EPTP switching (26.5.5.3 "EPTP
 //! Switching": a switch L2 completes without an exit to L1, and the three
-//! ways it fails with exit reason 59). A control the capability MSRs do not
+//! ways it fails with exit reason 59); an EPT12 leaf L1 rewrites without
+//! INVEPT (see [`ept12_write`]). A control the capability MSRs do not
 //! offer turns its test into a `skip` line.
 #![no_std]
 #![no_main]
@@ -552,6 +553,7 @@ fn main(_mb: u32) {
         ept_violations(&ctx);
         idt_vectoring(&ctx);
         eptp_switching(&ctx);
+        ept12_write(&ctx);
     } else {
         skip!("EPT (4-level, WB, 2 MiB pages) not offered", "EPT tests");
     }
@@ -1213,4 +1215,30 @@ fn eptp_switching(c: &Ctx) {
         eq!(vmread(field::EPT_POINTER), c.eptp, "VMFUNC with {}: EPT pointer unchanged", name);
     }
     vmwrite(field::VM_FUNCTION_CONTROLS, 0);
+}
+
+/// L1 rewrites an EPT leaf L2 has used (X -> A becomes X -> B) without
+/// INVEPT, and L2 then reads B. Hardware may go on using a cached X -> A
+/// translation until INVEPT (SDM Vol. 3C, 29.4 "Caching Translation
+/// Information"), so software must not rely on either outcome; Turtles'
+/// L0 write-protects the EPT12 tables its EPT02 was built from and drops
+/// EPT02 on L1's write, so under Turtles L2 always sees B. This checks
+/// Turtles' behaviour.
+fn ept12_write(c: &Ctx) {
+    fill_v_w();
+    c.controls(0, 0, ctl::PROC2_ENABLE_EPT);
+    invept(c);
+    start(addr(t_read), 2);
+    let mut regs = GuestRegs { rbx: PAGE_V, ..Default::default() };
+    let e = run(&mut regs);
+    ended(&e, "EPT12 write, before");
+    eq!(regs.rax, V_CONTENT, "EPT12 X -> A: L2 reads A");
+    let j = ((PAGE_V - SCRATCH) >> 12) as usize;
+    set_u64(pa(&EPT_PT), j, PAGE_W | ept::RWX | ept::MEMTYPE_WB);
+    start(addr(t_read), 2);
+    let e = run(&mut regs);
+    ended(&e, "EPT12 write, after");
+    eq!(regs.rax, W_CONTENT, "EPT12 leaf rewritten to X -> B without INVEPT: L2 reads B (Turtles)");
+    set_u64(pa(&EPT_PT), j, PAGE_V | ept::RWX | ept::MEMTYPE_WB);
+    invept(c);
 }
