@@ -38,8 +38,8 @@
 //!   write at its next access, deterministically. EPT02 itself never maps a listed page writable, so L2
 //!   cannot change EPT12 behind L0's back either: a write by L2 to one
 //!   drops the whole shadow before the page is mapped, or, when the page
-//!   is on its own translation path, is left to L0 to emulate
-//!   ([`Fill::Emulate`]).
+//!   is on its own translation path ([`Fill::TableWrite`]), is mapped for
+//!   one instruction of L2, after which L0 drops the shadow.
 //! - Private memory is never freed by [`Memory`]; a shadow keeps the pages
 //!   it allocated and reuses them after an invalidation, and resets itself
 //!   before it would hold more than [`MAX_TABLE_PAGES`] of them, so it never
@@ -96,13 +96,20 @@ pub enum Fill {
         /// The L1-physical address accessed.
         gpa1: Gpa,
     },
+    /// EPT12 allows a write to L1 RAM at `gpa1`, a page holding one of the
+    /// EPT12 tables on its own translation path (the root is on every
+    /// path): EPT02 cannot map it writable for good, since the write may
+    /// change the very translation. L0 maps it for one instruction
+    /// ([`ShadowEpt::map_for_one_write`]), single-steps L2 and drops the
+    /// shadow afterwards.
+    TableWrite {
+        /// The L1-physical address accessed.
+        gpa1: Gpa,
+    },
     /// EPT12 allows the access to L1 RAM at `gpa1`, but EPT02 cannot map it
-    /// for L2: a write to a page holding one of the EPT12 tables on its own
-    /// translation path (the root is on every path), an L2-physical address
-    /// from 2^48 up, or no private memory left for EPT02's tables. L0
-    /// emulates the one access against L1 RAM (EPT12 allowed it), then
-    /// calls [`ShadowEpt::invalidate`] if it wrote a page listed in
-    /// [`ShadowEpt::ept12_table_pages`].
+    /// for L2: an L2-physical address from 2^48 up, or no private memory
+    /// left for EPT02's tables. L0 would have to emulate the one access
+    /// against L1 RAM (EPT12 allowed it).
     Emulate {
         /// The L1-physical address accessed.
         gpa1: Gpa,
@@ -240,8 +247,11 @@ impl ShadowEpt {
         // A 4-level EPT02 cannot hold L2 addresses from 2^48 up (L2's paging
         // never makes them), and a table page on its own path cannot be
         // both watched and writable.
-        if page2 >= 1 << 48 || (write && path.pages().contains(&page1)) {
+        if page2 >= 1 << 48 {
             return Fill::Emulate { gpa1: Gpa(gpa1) };
+        }
+        if write && path.pages().contains(&page1) {
+            return Fill::TableWrite { gpa1: Gpa(gpa1) };
         }
         // Make room first, so what follows never fails for lack of pages.
         let new_tables = path.pages().iter().filter(|p| self.ept12_pages.binary_search(p).is_err()).count();
@@ -287,6 +297,49 @@ impl ShadowEpt {
             Err(_) => {
                 self.invalidate(mem);
                 Fill::Emulate { gpa1: Gpa(gpa1) }
+            }
+        }
+    }
+
+    /// After [`Fill::TableWrite`]: walks EPT12 for the write again and maps
+    /// the page writable, outside the shadow's rules (it is an EPT12 table
+    /// on its own path). The caller lets L2 execute one instruction and
+    /// then calls [`invalidate`](Self::invalidate) whatever happened, so
+    /// nothing derived from the table outlives the write. Other fills in
+    /// between (the same instruction reading through the table) leave this
+    /// mapping alone, so the instruction completes. Returns what
+    /// [`fill`](Self::fill) would for a failing walk, else
+    /// [`Fill::Filled`].
+    pub fn map_for_one_write(&mut self, mem: &mut Memory, gpa2: u64, l1_caps: &VmxCaps) -> Fill {
+        let cfg = EptConfig::from_caps(l1_caps.ept_vpid());
+        let req = EptRequest::physical(Access::Write);
+        let t = match translate_in(mem, Tables::Ram, self.eptp12, gpa2, req, cfg, None) {
+            Ok(t) => t,
+            Err(EptError::Violation { qualification, .. }) => return Fill::Violation { qualification },
+            Err(EptError::Misconfig { .. }) => return Fill::Misconfig,
+        };
+        let (page1, page2) = (t.hpa & !(PAGE_SIZE - 1), gpa2 & !(PAGE_SIZE - 1));
+        if mem.ram_offset(page1).is_none() {
+            return Fill::Device { gpa1: Gpa(t.hpa) };
+        }
+        if page2 >= 1 << 48 {
+            return Fill::Emulate { gpa1: Gpa(t.hpa) };
+        }
+        if self.used.len() + 1 + TABLES_PER_FILL > MAX_TABLE_PAGES || self.mappings >= MAX_MAPPINGS {
+            self.invalidate(mem);
+        }
+        let mut perms = EptEntry::READ | EptEntry::WRITE;
+        perms.set(EptEntry::EXECUTE, t.exec);
+        perms.set(EptEntry::IGNORE_PAT, t.ignore_pat);
+        let memory_type = MemoryType::from_bits(t.memory_type).unwrap_or(MemoryType::WriteBack);
+        match self.map(mem, page2, page1, perms, memory_type) {
+            Ok(()) => {
+                self.mappings += 1;
+                Fill::Filled
+            }
+            Err(_) => {
+                self.invalidate(mem);
+                Fill::Emulate { gpa1: Gpa(t.hpa) }
             }
         }
     }
@@ -569,8 +622,20 @@ mod tests {
         let root2 = alias + (root - EPT12_POOL);
         assert_eq!(run(&mut m, &mut s, root2, Access::Read), Ok(root));
         assert!(cpu_walk(&mut m, &s, root2, Access::Write).is_err());
-        // ...and a write to the root, on every path, is L0's to emulate.
-        assert_eq!(s.fill(&mut m, root2 + 8, Access::Write, &caps()), Fill::Emulate { gpa1: Gpa(root + 8) });
+        // ...and a write to the root, on every path, is a table write L0
+        // lets through for one instruction.
+        assert_eq!(s.fill(&mut m, root2 + 8, Access::Write, &caps()), Fill::TableWrite { gpa1: Gpa(root + 8) });
+        assert!(cpu_walk(&mut m, &s, root2, Access::Write).is_err());
+        assert_eq!(s.map_for_one_write(&mut m, root2 + 8, &caps()), Fill::Filled);
+        assert_eq!(cpu_walk(&mut m, &s, root2 + 8, Access::Write).unwrap().hpa, root + 8);
+        // A fill through the root meanwhile leaves that mapping alone.
+        assert_eq!(s.fill(&mut m, 0x7000, Access::Read, &caps()), Fill::Filled);
+        assert!(cpu_walk(&mut m, &s, root2, Access::Write).is_ok());
+        s.invalidate(&mut m);
+        assert!(cpu_walk(&mut m, &s, root2, Access::Read).is_err());
+        // The walk's verdict holds: not mapped in EPT12 is a violation.
+        assert!(matches!(s.map_for_one_write(&mut m, 0x4000_0000, &caps()), Fill::Violation { .. }));
+        assert_eq!(s.fill(&mut m, 0x5000, Access::Read, &caps()), Fill::Filled);
         // A write to a watched table off its own path (the low PD) drops
         // the shadow before the page is mapped writable.
         let pd = low.pages()[2];

@@ -354,6 +354,7 @@ impl Vcpu {
             merged_vmcs01: [0; 10],
             seen_ept01_changes: 0,
             seen_ept12_writes: 0,
+            table_write_step: None,
         });
         if v.cpu.activity == Activity::WaitForSipi {
             v.wait_sipi = true;

@@ -20,7 +20,7 @@ use nested::watch::{Protect, WriteWatch};
 use nested::{ExitInfo, Outcome, L1};
 use tracing::debug;
 use vmx::check::EntryFailure;
-use vmx::controls::{PinCtls, ProcCtls2};
+use vmx::controls::{PinCtls, ProcCtls, ProcCtls2};
 use vmx::{EntryEnv, EntryMemory, ExitReason, LaunchState, Vmcs, VmcsField as F};
 use x86::{vector, Cr0, Cr4, Efer};
 
@@ -65,6 +65,10 @@ pub(super) struct NestedState {
     pub seen_ept01_changes: u64,
     /// [`Ept12Watch::ept12_writes`] as this vCPU last acted on it.
     pub seen_ept12_writes: u64,
+    /// L2 runs one instruction with an EPT12 table on its own path mapped
+    /// writable ([`Fill::TableWrite`]) under L0's monitor trap flag; holds
+    /// whether vmcs02 had the flag set before (vmcs12's).
+    pub table_write_step: Option<bool>,
 }
 
 /// The EPT12 table pages L0 keeps read-only in EPT01 for the EPT02s of all
@@ -477,6 +481,17 @@ impl Vcpu {
                 }
             },
         };
+        // A step ends at the first exit of L2, except the EPT02 fills the
+        // same instruction needs to complete (they keep the writable
+        // table page mapped; a fill reflected to L1 ends it in `reflect`).
+        let fill = matches!(r, ExitReason::EptViolation | ExitReason::EptMisconfiguration);
+        if !fill && self.end_table_write_step(mem) && r == ExitReason::MonitorTrapFlag {
+            let proc12 =
+                self.nested.as_ref().and_then(|n| n.vmx.current()).map(|v| v.vmcs().get(F::PrimaryProcControls));
+            if proc12.is_some_and(|p| p & u64::from(ProcCtls::MONITOR_TRAP_FLAG.bits()) == 0) {
+                return Next::Resume;
+            }
+        }
         let Some(n) = self.nested.as_mut() else { return Next::Resume };
         let Some(v12) = n.vmx.current() else {
             return Next::Return(RunExit::Shutdown("L0: L2 ran without a current vmcs12".into()));
@@ -513,11 +528,19 @@ impl Vcpu {
                 let Some(shadow) = n.shadow.as_mut().filter(|_| n.res.eptp02.is_some()) else {
                     return self.handle_exit(mem, bus, f.reason as u16);
                 };
-                let fill = shadow.fill(mem, gpa2, access, &caps);
+                let mut fill = shadow.fill(mem, gpa2, access, &caps);
+                let step = matches!(fill, Fill::TableWrite { .. });
+                if step {
+                    fill = shadow.map_for_one_write(mem, gpa2, &caps);
+                }
                 if let Err(stop) = self.watch_new_tables(mem) {
                     return Next::Return(stop);
                 }
                 match fill {
+                    Fill::Filled if step => {
+                        self.begin_table_write_step();
+                        Next::Resume
+                    }
                     Fill::Filled => Next::Resume,
                     Fill::Violation { qualification } => {
                         // What L1 sees: EPT12's permissions, the access, and
@@ -540,7 +563,13 @@ impl Vcpu {
                         gpa1.0
                     ))),
                     Fill::Emulate { gpa1 } => Next::Return(RunExit::Shutdown(format!(
-                        "L0: L2 access to L1 address {:#x} needs emulation (EPT12 table page; not supported yet)",
+                        "L0: L2 access to L1 address {:#x} needs emulation (L2 address from 2^48 up, or L0 out of \
+                         private memory; not supported yet)",
+                        gpa1.0
+                    ))),
+                    // map_for_one_write never asks for another step.
+                    Fill::TableWrite { gpa1 } => Next::Return(RunExit::Shutdown(format!(
+                        "L0: L2 write to EPT12 table at L1 address {:#x} could not be mapped",
                         gpa1.0
                     ))),
                 }
@@ -550,6 +579,32 @@ impl Vcpu {
             // event goes (L1 through a reflected exit, or L2).
             _ => Next::Resume,
         }
+    }
+
+    /// Arms the monitor trap flag in vmcs02 (SDM 26.5.2 "Monitor Trap
+    /// Flag") so that L2 executes the one instruction that writes an EPT12
+    /// table on its own path, which EPT02 now maps writable, and exits.
+    fn begin_table_write_step(&mut self) {
+        let Some(n) = self.nested.as_mut() else { return };
+        let mtf = u64::from(ProcCtls::MONITOR_TRAP_FLAG.bits());
+        let proc = self.cpu.vmread(F::PrimaryProcControls);
+        n.table_write_step = Some(proc & mtf != 0);
+        self.cpu.vmwrite(F::PrimaryProcControls, proc | mtf);
+    }
+
+    /// The first exit of L2 (or a reflection to L1) after
+    /// [`begin_table_write_step`](Self::begin_table_write_step), whatever
+    /// its reason: the monitor trap flag goes back to what vmcs12 asked,
+    /// and since L2 may have written an EPT12 table, every EPT02 of the VM
+    /// goes, as after L1's write to a watched page. Returns whether a step
+    /// ended.
+    pub(super) fn end_table_write_step(&mut self, mem: &mut Memory) -> bool {
+        let Some(before) = self.nested.as_mut().and_then(|n| n.table_write_step.take()) else { return false };
+        let mtf = u64::from(ProcCtls::MONITOR_TRAP_FLAG.bits());
+        let proc = self.cpu.vmread(F::PrimaryProcControls);
+        self.cpu.vmwrite(F::PrimaryProcControls, if before { proc | mtf } else { proc & !mtf });
+        self.ept12_written(mem);
+        true
     }
 
     /// VMFUNC of L2 with vmcs12's VM functions enabled (SDM 26.5.5 "VM
@@ -618,6 +673,8 @@ impl Vcpu {
     /// information into vmcs12, vmcs12's exit MSR lists, vmcs12's host
     /// state into vmcs01, and L1 runs again.
     pub(super) fn reflect(&mut self, mem: &mut Memory, bus: &mut dyn Bus) {
+        // vmcs02 must not keep L0's monitor trap flag for L1 to see.
+        self.end_table_write_step(mem);
         let Some(n) = self.nested.as_mut() else { return };
         let Some(v01) = n.vmcs01.take() else { return };
         let Some(v02) = self.cpu.vmptrld(v01) else { return };

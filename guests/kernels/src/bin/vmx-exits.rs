@@ -36,7 +36,8 @@
 //! and re-injection of the event; VMFUNC EPTP switching (26.5.5.3 "EPTP
 //! Switching": a switch L2 completes without an exit to L1, and the three
 //! ways it fails with exit reason 59); an EPT12 leaf L1 rewrites without
-//! INVEPT (see [`ept12_write`]). A control the capability MSRs do not
+//! INVEPT (see [`ept12_write`]); an EPT12 entry L2 writes through its own
+//! EPT mapping of the table. A control the capability MSRs do not
 //! offer turns its test into a `skip` line.
 #![no_std]
 #![no_main]
@@ -131,7 +132,7 @@ global_asm!(
     .globl t_cpuid, t_hlt, t_io, t_io_2, t_io_3, t_io_4, t_io_5, t_cr_4, t_cr_5, t_iobm, t_iobm_2
     .globl t_msr, t_msr_2, t_msr_3, t_cr, t_cr_2, t_cr_3, t_cr3, t_cr3_2, t_cr3_3, t_cr8
     .globl t_invlpg, t_rdtsc, t_ud2, t_read, t_write, t_int3, t_nops
-    .globl t_sti, t_sti_2, t_loop, t_loop_end, t_msrlist, t_jmp, t_spin, t_vmfunc, t_vmfunc_2, l2_vectors
+    .globl t_sti, t_sti_2, t_loop, t_loop_end, t_msrlist, t_jmp, t_spin, t_vmfunc, t_vmfunc_2, t_wr, l2_vectors
 t_cpuid:
     cpuid                       # 0f a2
     vmcall
@@ -251,6 +252,10 @@ t_vmfunc_2:
     vmfunc                      # 0f 01 d4: function EAX, EPTP index ECX
     mov     r9, [rbx]
     vmcall
+t_wr:
+    mov     [rbx], rax
+    mov     rax, [rdx]
+    vmcall
 
     .balign 32
 l2_vectors:
@@ -302,6 +307,7 @@ extern "C" {
     fn t_spin();
     fn t_vmfunc();
     fn t_vmfunc_2();
+    fn t_wr();
     fn l2_vectors();
 }
 
@@ -554,6 +560,7 @@ fn main(_mb: u32) {
         idt_vectoring(&ctx);
         eptp_switching(&ctx);
         ept12_write(&ctx);
+        ept12_written_by_l2(&ctx);
     } else {
         skip!("EPT (4-level, WB, 2 MiB pages) not offered", "EPT tests");
     }
@@ -1240,5 +1247,29 @@ fn ept12_write(c: &Ctx) {
     ended(&e, "EPT12 write, after");
     eq!(regs.rax, W_CONTENT, "EPT12 leaf rewritten to X -> B without INVEPT: L2 reads B (Turtles)");
     set_u64(pa(&EPT_PT), j, PAGE_V | ept::RWX | ept::MEMTYPE_WB);
+    invept(c);
+}
+
+/// L2 writes an EPT12 entry itself, through EPT's identity mapping of the
+/// page directory (a table on the write's own translation path), making a
+/// not-present 2-MiB page present, and then reads through it. EPT entries
+/// that were not present are never cached (SDM Vol. 3C, 29.4 "Caching
+/// Translation Information"), so this holds on hardware too.
+fn ept12_written_by_l2(c: &Ctx) {
+    const SLOT: usize = 40;
+    let gpa = (SLOT as u64) << 21;
+    fill_v_w();
+    c.controls(0, 0, ctl::PROC2_ENABLE_EPT);
+    invept(c);
+    let entry = SCRATCH | ept::RWX | ept::MEMTYPE_WB | ept::PAGE_SIZE;
+    let target = pa(&EPT_PD) + 8 * SLOT as u64;
+    start(addr(t_wr), 2);
+    let mut regs = GuestRegs { rax: entry, rbx: target, rdx: gpa + (PAGE_V - SCRATCH), ..Default::default() };
+    let e = run(&mut regs);
+    ended(&e, "EPT12 write by L2");
+    // SAFETY: the page directory is this kernel's; L2 is not running.
+    eq!(unsafe { core::ptr::read_volatile(target as *const u64) }, entry, "L2 wrote the EPT12 entry");
+    eq!(regs.rax, V_CONTENT, "L2 reads through the 2-MiB page it made present in EPT12");
+    set_u64(pa(&EPT_PD), SLOT, 0);
     invept(c);
 }
