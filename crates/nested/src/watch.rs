@@ -12,10 +12,16 @@
 //! that maps it down to 4 KiB pages and leaving the rest of RAM mapped as
 //! it was; a write by L1 is then an EPT violation (29.3.3 "EPT-Induced VM
 //! Exits") on RAM, which [`WriteWatch::is_watched`] tells from a device
-//! page. L0 answers it by dropping every EPT02 and making every watched
-//! page writable again ([`WriteWatch::release_all`]); L1 re-executes its
-//! write, and the shadows refill and watch their tables anew. No
-//! instruction of L1 needs emulating.
+//! page. L0 makes that page alone writable ([`WriteWatch::release`]), lets
+//! L1 execute the one instruction under its monitor trap flag and
+//! compares the page with a copy: if only not-present entries changed
+//! ([`changes_translations`], the common case of a hypervisor filling in
+//! its guest's EPT), every EPT02 stays valid and the page is protected
+//! again. Otherwise (and when stepping does not fit: event delivery, a
+//! second watched page in the instruction) L0 drops every EPT02 and makes
+//! every watched page writable ([`WriteWatch::release_all`]), so the rest
+//! of a batch of writes runs free; the shadows refill and watch their
+//! tables anew. No instruction of L1 needs emulating.
 //!
 //! Invariants:
 //! - A page is read-only in EPT01 if and only if it is in the set: every
@@ -99,6 +105,20 @@ impl WriteWatch {
         Ok(Protect::Added)
     }
 
+    /// Makes one watched page writable again and forgets it; returns
+    /// whether it was watched. The caller keeps the EPT02s coherent some
+    /// other way (vmm's L0 single-steps L1 over its write and protects the
+    /// page again).
+    pub fn release(&mut self, mem: &mut Memory, ept01_root: u64, page: u64) -> bool {
+        let page = page & !(PAGE_SIZE - 1);
+        let watched = self.pages.remove(&page);
+        if watched {
+            // As in release_all: the leaf exists, nothing is allocated.
+            let _ = remap(mem, ept01_root, page, EptEntry::RWX);
+        }
+        watched
+    }
+
     /// Makes every watched page writable again and forgets them; returns
     /// how many there were. The caller drops every EPT02 (they relied on
     /// the watch) and flushes cached EPT01 translations.
@@ -111,6 +131,16 @@ impl WriteWatch {
         }
         n
     }
+}
+
+/// Whether a write that turned the EPT12 table page `before` into `after`
+/// can change a translation an EPT02 derived from it: whether an entry
+/// that was present (any of bits 2:0, SDM 29.3.2 "EPT Translation
+/// Mechanism") changed. A walk stops at a not-present entry, so no EPT02
+/// mapping came through one, and filling one in (what a hypervisor does
+/// on most EPT violations of its guest) leaves every EPT02 valid.
+pub fn changes_translations(before: &[u8], after: &[u8]) -> bool {
+    before.chunks_exact(8).zip(after.chunks_exact(8)).any(|(b, a)| b != a && b[0] & 7 != 0)
 }
 
 /// Rewrites EPT01's 4 KiB leaf for `page` with `perms`, write-back.
@@ -179,6 +209,11 @@ mod tests {
             assert_eq!(w.protect(&mut m, root, p), Ok(Protect::Added));
             assert!(!writable(&mut m, eptp, p));
         }
+        // One page at a time.
+        assert!(w.release(&mut m, root, 0x20_5abc));
+        assert!(writable(&mut m, eptp, 0x20_5000) && !writable(&mut m, eptp, 0x20_6000));
+        assert!(!w.release(&mut m, root, 0x20_5000), "released already");
+        assert_eq!(w.protect(&mut m, root, 0x20_5000), Ok(Protect::Added));
         assert_eq!(w.release_all(&mut m, root), 4);
         assert!(w.is_empty());
         for p in pages {
@@ -203,6 +238,26 @@ mod tests {
             assert_eq!(w.protect(&mut m, root, p), Ok(Protect::Already));
         }
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn only_changes_to_present_entries_change_translations() {
+        let mut before = [0u8; 4096];
+        before[8..16].copy_from_slice(&(0x5000u64 | 7).to_le_bytes());
+        // An execute-only entry is present too.
+        before[16..24].copy_from_slice(&(0x6000u64 | 4).to_le_bytes());
+        assert!(!changes_translations(&before, &before));
+        let mut after = before;
+        // Filling in a not-present entry, or changing bits of one.
+        after[0..8].copy_from_slice(&(0x9000u64 | 7).to_le_bytes());
+        after[4000] = 0x55;
+        assert!(!changes_translations(&before, &after));
+        // Any change to a present entry: address, permissions, A/D flags.
+        for (slot, v) in [(1usize, 0x7000u64 | 7), (1, 0x5000 | 1), (1, 0x5000 | 7 | 1 << 8), (2, 0), (2, 0x6000 | 5)] {
+            let mut a = before;
+            a[slot * 8..slot * 8 + 8].copy_from_slice(&v.to_le_bytes());
+            assert!(changes_translations(&before, &a), "slot {slot} = {v:#x}");
+        }
     }
 
     #[test]

@@ -15,10 +15,11 @@
 //!   maps. Unrestricted guest lets guests start in real mode; VPIDs keep
 //!   their TLB entries across exits. The one exception: EPT12 table pages
 //!   an EPT02 was built from are read-only while watched (split to 4 KiB
-//!   pages), so that L1's writes to them reach L0, which drops the EPT02s
-//!   and lets the write retry (`nested::Ept12Watch`, the `nested` crate's
-//!   `watch`); `Vcpu::ept01_fault` is the one place that tells such a
-//!   write from a device access.
+//!   pages), so that L1's writes to them reach L0, which single-steps
+//!   them and drops the EPT02s when a present entry changed
+//!   (`nested::Ept12Watch`, the `nested` crate's `watch`);
+//!   `Vcpu::ept01_fault` is the one place that tells such a write from a
+//!   device access.
 //! - Every port exits (I/O bitmaps all ones): ports are devices.
 //! - MSRs the CPU itself implements pass through the MSR bitmap; the rest
 //!   exit and are answered from the VM's [`CpuPolicy`] or the platform
@@ -171,9 +172,10 @@ pub struct ExitStats {
     pub reflected: u64,
     /// Virtual VM entries into L2 (VMLAUNCH/VMRESUME of L1 that entered).
     pub l2_entries: u64,
-    /// Writes to watched EPT12 pages that dropped the EPT02s (L1's, or an
-    /// L2's on EPT01).
+    /// Writes to watched EPT12 pages L0 caught (L1's, or an L2's).
     pub ept12_writes: u64,
+    /// Times every EPT02 was dropped because of such a write.
+    pub ept02_drops: u64,
     /// VM entries that failed a check, explained (the first
     /// [`MAX_EXPLAINED`]).
     pub entry_failures: Vec<String>,
@@ -191,6 +193,7 @@ impl Default for ExitStats {
             reflected: 0,
             l2_entries: 0,
             ept12_writes: 0,
+            ept02_drops: 0,
             entry_failures: Vec::new(),
         }
     }
@@ -207,6 +210,7 @@ impl ExitStats {
         self.reflected += o.reflected;
         self.l2_entries += o.l2_entries;
         self.ept12_writes += o.ept12_writes;
+        self.ept02_drops += o.ept02_drops;
         let room = MAX_EXPLAINED.saturating_sub(self.entry_failures.len());
         self.entry_failures.extend(o.entry_failures.iter().take(room).cloned());
     }
@@ -252,13 +256,14 @@ impl ExitStats {
         }
         format!(
             "L0 exits from L1: {} ({})\nL0 exits from L2: {l2} ({})\nL2 exits reflected to L1: {}, L2 entries: {}, \
-             EPT12 writes: {}\n",
+             EPT12 writes: {} (EPT02 dropped {})\n",
             self.total() - l2,
             top(&l1),
             top(&self.from_l2),
             self.reflected,
             self.l2_entries,
-            self.ept12_writes
+            self.ept12_writes,
+            self.ept02_drops
         )
     }
 }
@@ -355,6 +360,7 @@ impl Vcpu {
             seen_ept01_changes: 0,
             seen_ept12_writes: 0,
             table_write_step: None,
+            l1_table_write: None,
         });
         if v.cpu.activity == Activity::WaitForSipi {
             v.wait_sipi = true;
@@ -387,6 +393,14 @@ impl Vcpu {
             n.vmx = ::nested::NestedVmx::new(*n.vmx.caps());
             n.vmcs01 = None;
             n.l2_active = false;
+            n.table_write_step = None;
+            // A write of L1 to a watched page left unfinished: the page
+            // stays writable, so every EPT02 goes before anything runs.
+            if n.l1_table_write.take().is_some() {
+                if let Some(sh) = self.shared.as_ref() {
+                    sh.watch_written_elsewhere();
+                }
+            }
         }
         self.halted = false;
         self.nmi_pending = false;
@@ -535,12 +549,12 @@ impl Vcpu {
                 }
             }
             let left = end.saturating_sub(self.cpu.icount);
-            if left == 0 {
+            if left == 0 && !self.l1_table_write_pending() {
                 return RunExit::Budget;
             }
             // The CPU's own interrupt lines carry only that one external
             // interrupt: everything the guest receives, L0 injects.
-            let exit = self.cpu.run(mem, &mut lines, left);
+            let exit = self.cpu.run(mem, &mut lines, left.max(1));
             lines.external = false;
             match exit {
                 RunExit::VmExit => {}
@@ -717,6 +731,13 @@ impl Vcpu {
         let Some(r) = ExitReason::from_basic(reason) else {
             return Next::Return(RunExit::Shutdown(format!("L0: exit with unknown reason {reason}")));
         };
+        // L1's single-stepped write to a watched EPT12 page ends at its
+        // next exit (an EPT violation ends it in the arm below, which
+        // needs the watch as the fault found it).
+        let l1 = !self.nested.as_ref().is_some_and(|n| n.l2_active);
+        if l1 && r != ExitReason::EptViolation && self.end_l1_table_write(mem) && r == ExitReason::MonitorTrapFlag {
+            return Next::Resume;
+        }
         match r {
             ExitReason::Cpuid => {
                 let g = &self.cpu.regs.gpr;
@@ -738,11 +759,11 @@ impl Vcpu {
             ExitReason::EptViolation => {
                 let gpa = self.cpu.vmread(F::GuestPhysicalAddress);
                 return match self.ept01_fault(mem, gpa, qualification) {
-                    Ept01Fault::Device => self.emulate(mem, bus),
-                    Ept01Fault::Ept12Write => {
-                        self.ept12_written(mem);
-                        Next::Resume
+                    Ept01Fault::Device => {
+                        self.end_l1_table_write(mem);
+                        self.emulate(mem, bus)
                     }
+                    Ept01Fault::Ept12Write => self.ept12_write_fault(mem, gpa),
                     Ept01Fault::Unexpected => {
                         Next::Return(RunExit::Shutdown(format!("L0: EPT violation on RAM at {gpa:#x}")))
                     }

@@ -16,7 +16,7 @@ use cpu::{Bus, Memory, RunExit};
 use nested::ept::{Fill, ShadowEpt};
 use nested::merge::{load_guest_state, merge_controls, Vmcs02Resources};
 use nested::reflect::{l0_wants_exit, l1_wants_exit, ExitFacts};
-use nested::watch::{Protect, WriteWatch};
+use nested::watch::{changes_translations, Protect, WriteWatch};
 use nested::{ExitInfo, Outcome, L1};
 use tracing::debug;
 use vmx::check::EntryFailure;
@@ -69,6 +69,18 @@ pub(super) struct NestedState {
     /// writable ([`Fill::TableWrite`]) under L0's monitor trap flag; holds
     /// whether vmcs02 had the flag set before (vmcs12's).
     pub table_write_step: Option<bool>,
+    /// L1 runs one instruction with a watched EPT12 page writable in EPT01
+    /// under L0's monitor trap flag ([`Vcpu::ept12_write_fault`]).
+    pub l1_table_write: Option<L1TableWrite>,
+}
+
+/// A write of L1 to a watched EPT12 page, single-stepped: the page as it
+/// was, to see afterwards what the write changed.
+pub(super) struct L1TableWrite {
+    page: u64,
+    before: Box<[u8; 4096]>,
+    /// Whether vmcs01 had the monitor trap flag set before.
+    mtf_before: bool,
 }
 
 /// The EPT12 table pages L0 keeps read-only in EPT01 for the EPT02s of all
@@ -87,6 +99,14 @@ pub(crate) struct Ept12Watch {
     ept01_changes: AtomicU64,
     /// Bumped when a watched page was written: each vCPU drops its EPT02.
     ept12_writes: AtomicU64,
+}
+
+impl super::L0Shared {
+    /// Makes every vCPU drop its EPT02 before it next runs, this one
+    /// included (for callers without the memory to drop it now).
+    pub(super) fn watch_written_elsewhere(&self) {
+        self.watch.ept12_writes.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// What an EPT violation on EPT01 is (SDM 29.3.3.2 "EPT Violations").
@@ -151,7 +171,7 @@ impl Vcpu {
         let writes = sh.watch.ept12_writes.fetch_add(1, Ordering::Relaxed) + 1;
         // The CPU's cached translations of L1 still say read-only.
         self.cpu.invept(Some(sh.eptp));
-        self.exits.ept12_writes += 1;
+        self.exits.ept02_drops += 1;
         let Some(n) = self.nested.as_mut() else { return };
         n.seen_ept01_changes = changes;
         n.seen_ept12_writes = writes;
@@ -160,6 +180,80 @@ impl Vcpu {
             let eptp02 = s.eptp();
             self.cpu.invept(Some(eptp02));
         }
+    }
+
+    /// A write to a watched EPT12 page (an EPT01 violation,
+    /// [`Ept01Fault::Ept12Write`]). L1's own write is single-stepped: the
+    /// page alone becomes writable, L1 executes the one instruction under
+    /// L0's monitor trap flag (SDM 26.5.2 "Monitor Trap Flag"), and
+    /// [`end_l1_table_write`](Self::end_l1_table_write) sees what changed.
+    /// A hypervisor in L1 mostly fills in not-present EPT entries, which
+    /// leave every EPT02 valid, so the shadows survive them. Writes during
+    /// event delivery, a second watched page in the same instruction, and
+    /// L2's writes on EPT01 drop every EPT02 instead ([`ept12_written`]).
+    pub(super) fn ept12_write_fault(&mut self, mem: &mut Memory, gpa: u64) -> Next {
+        self.exits.ept12_writes += 1;
+        let vectoring = self.cpu.vmread(F::IdtVectoringInfo) & (1 << 31) != 0;
+        // A second watched page in the instruction being stepped: stepping
+        // page by page would never end, so every page goes.
+        let second = self.end_l1_table_write(mem);
+        let simple = !second && self.nested.as_ref().is_some_and(|n| !n.l2_active);
+        let Some(sh) = self.shared.as_ref().filter(|_| simple && !vectoring) else {
+            self.ept12_written(mem);
+            return Next::Resume;
+        };
+        let page = gpa & !0xfff;
+        let mut before = Box::new([0u8; 4096]);
+        if mem.read(page, &mut before[..]).is_err() {
+            self.ept12_written(mem);
+            return Next::Resume;
+        }
+        let root = sh.eptp & !0xfff;
+        sh.watch.pages.lock().unwrap_or_else(PoisonError::into_inner).release(mem, root, page);
+        self.cpu.invept(Some(sh.eptp));
+        let mtf = u64::from(ProcCtls::MONITOR_TRAP_FLAG.bits());
+        let proc = self.cpu.vmread(F::PrimaryProcControls);
+        self.cpu.vmwrite(F::PrimaryProcControls, proc | mtf);
+        if let Some(n) = self.nested.as_mut() {
+            n.l1_table_write = Some(L1TableWrite { page, before, mtf_before: proc & mtf != 0 });
+        }
+        Next::Resume
+    }
+
+    /// Whether L1 is single-stepping a write to a watched page; its slice
+    /// must not end before the step does, since the page is writable in
+    /// the EPT01 all vCPUs share.
+    pub(super) fn l1_table_write_pending(&self) -> bool {
+        self.nested.as_ref().is_some_and(|n| n.l1_table_write.is_some())
+    }
+
+    /// The first exit of L1 after [`ept12_write_fault`](Self::ept12_write_fault):
+    /// the monitor trap flag goes back to vmcs01's setting, and the page
+    /// is compared with its copy. A changed present entry drops every
+    /// EPT02 (and leaves the watched pages writable until the shadows walk
+    /// them again, so the rest of a batch of writes runs free); otherwise
+    /// the page is watched again and the shadows stay. Returns whether a
+    /// step ended.
+    pub(super) fn end_l1_table_write(&mut self, mem: &mut Memory) -> bool {
+        let Some(step) = self.nested.as_mut().and_then(|n| n.l1_table_write.take()) else { return false };
+        let mtf = u64::from(ProcCtls::MONITOR_TRAP_FLAG.bits());
+        let proc = self.cpu.vmread(F::PrimaryProcControls);
+        self.cpu.vmwrite(F::PrimaryProcControls, if step.mtf_before { proc | mtf } else { proc & !mtf });
+        let mut after = [0u8; 4096];
+        let changed = mem.read(step.page, &mut after).is_err() || changes_translations(&step.before[..], &after);
+        let Some(sh) = self.shared.as_ref().filter(|_| !changed) else {
+            self.ept12_written(mem);
+            return true;
+        };
+        let root = sh.eptp & !0xfff;
+        let again = sh.watch.pages.lock().unwrap_or_else(PoisonError::into_inner).protect(mem, root, step.page);
+        match again {
+            // This vCPU's translations allow the write; no other vCPU ran
+            // since the page became writable.
+            Ok(Protect::Added | Protect::Already) => self.cpu.invept(Some(sh.eptp)),
+            Ok(Protect::Full) | Err(_) => self.ept12_written(mem),
+        }
+        true
     }
 
     /// Write-protects in EPT01 the EPT12 tables this vCPU's EPT02 walked
@@ -603,6 +697,7 @@ impl Vcpu {
         let mtf = u64::from(ProcCtls::MONITOR_TRAP_FLAG.bits());
         let proc = self.cpu.vmread(F::PrimaryProcControls);
         self.cpu.vmwrite(F::PrimaryProcControls, if before { proc | mtf } else { proc & !mtf });
+        self.exits.ept12_writes += 1;
         self.ept12_written(mem);
         true
     }

@@ -1230,7 +1230,8 @@ fn eptp_switching(c: &Ctx) {
 /// Information"), so software must not rely on either outcome; Turtles'
 /// L0 write-protects the EPT12 tables its EPT02 was built from and drops
 /// EPT02 on L1's write, so under Turtles L2 always sees B. This checks
-/// Turtles' behaviour.
+/// Turtles' behaviour. Then a not-present leaf made present, which L2
+/// sees on hardware too, and which L0 lets through without dropping EPT02.
 fn ept12_write(c: &Ctx) {
     fill_v_w();
     c.controls(0, 0, ctl::PROC2_ENABLE_EPT);
@@ -1247,6 +1248,16 @@ fn ept12_write(c: &Ctx) {
     ended(&e, "EPT12 write, after");
     eq!(regs.rax, W_CONTENT, "EPT12 leaf rewritten to X -> B without INVEPT: L2 reads B (Turtles)");
     set_u64(pa(&EPT_PT), j, PAGE_V | ept::RWX | ept::MEMTYPE_WB);
+    // A not-present leaf made present needs no INVEPT anywhere: not-present
+    // entries are never cached.
+    let k = ((PAGE_NP - SCRATCH) >> 12) as usize;
+    set_u64(pa(&EPT_PT), k, PAGE_W | ept::READ | ept::MEMTYPE_WB);
+    start(addr(t_read), 2);
+    regs.rbx = PAGE_NP;
+    let e = run(&mut regs);
+    ended(&e, "EPT12 leaf made present");
+    eq!(regs.rax, W_CONTENT, "EPT12 not-present leaf made present without INVEPT: L2 reads through it");
+    set_u64(pa(&EPT_PT), k, 0);
     invept(c);
 }
 
