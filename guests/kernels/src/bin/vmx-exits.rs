@@ -37,7 +37,8 @@
 //! Switching": a switch L2 completes without an exit to L1, and the three
 //! ways it fails with exit reason 59); an EPT12 leaf L1 rewrites without
 //! INVEPT (see [`ept12_write`]); an EPT12 entry L2 writes through its own
-//! EPT mapping of the table. A control the capability MSRs do not
+//! EPT mapping of the table; an L2 without EPT reading L1's local APIC
+//! after the EPT tests. A control the capability MSRs do not
 //! offer turns its test into a `skip` line.
 #![no_std]
 #![no_main]
@@ -561,6 +562,7 @@ fn main(_mb: u32) {
         eptp_switching(&ctx);
         ept12_write(&ctx);
         ept12_written_by_l2(&ctx);
+        device_without_ept(&ctx);
     } else {
         skip!("EPT (4-level, WB, 2 MiB pages) not offered", "EPT tests");
     }
@@ -1283,4 +1285,20 @@ fn ept12_written_by_l2(c: &Ctx) {
     eq!(regs.rax, V_CONTENT, "L2 reads through the 2-MiB page it made present in EPT12");
     set_u64(pa(&EPT_PD), SLOT, 0);
     invept(c);
+}
+
+/// An L2 without EPT reaches L1's devices at L1's physical addresses (its
+/// guest-physical addresses are L1's), also after earlier L2s ran with
+/// EPT: nothing of their EPT may apply.
+fn device_without_ept(c: &Ctx) {
+    c.controls(0, 0, 0);
+    let reg = rt::apic::LAPIC_BASE + 0x30;
+    start(addr(t_read), 2);
+    let mut regs = GuestRegs { rbx: reg, ..Default::default() };
+    let e = run(&mut regs);
+    ended(&e, "local APIC read without EPT");
+    // SAFETY: the local APIC page is identity mapped; reading the version
+    // register has no side effect.
+    let version = unsafe { core::ptr::read_volatile(reg as *const u32) };
+    eq!(regs.rax as u32, version, "L2 without EPT reads L1's local APIC version register");
 }
