@@ -30,12 +30,16 @@
 //!   gets all ones there (a misconfiguration), never L0's data.
 //! - Every EPT02 mapping was derived from EPT12 table pages listed in
 //!   [`ShadowEpt::ept12_table_pages`]; L0 watches them (write-protects them
-//!   in EPT01) and calls [`ShadowEpt::invalidate`] when L1 writes one, as it
-//!   does on INVEPT. EPT02 itself never maps a listed page writable, so L2
+//!   in EPT01, [`crate::watch`], taking each new one once from
+//!   [`ShadowEpt::take_new_table_pages`] after the fill that walked it) and
+//!   calls [`ShadowEpt::invalidate`] when L1 writes one, as it does on
+//!   INVEPT. Hardware may use stale EPT translations until INVEPT (SDM
+//!   29.4 "Caching Translation Information"); under Turtles L2 sees L1's
+//!   write at its next access, deterministically. EPT02 itself never maps a listed page writable, so L2
 //!   cannot change EPT12 behind L0's back either: a write by L2 to one
 //!   drops the whole shadow before the page is mapped, or, when the page
-//!   is on its own translation path, is left to L0 to emulate
-//!   ([`Fill::Emulate`]).
+//!   is on its own translation path ([`Fill::TableWrite`]), is mapped for
+//!   one instruction of L2, after which L0 drops the shadow.
 //! - Private memory is never freed by [`Memory`]; a shadow keeps the pages
 //!   it allocated and reuses them after an invalidation, and resets itself
 //!   before it would hold more than [`MAX_TABLE_PAGES`] of them, so it never
@@ -92,13 +96,20 @@ pub enum Fill {
         /// The L1-physical address accessed.
         gpa1: Gpa,
     },
+    /// EPT12 allows a write to L1 RAM at `gpa1`, a page holding one of the
+    /// EPT12 tables on its own translation path (the root is on every
+    /// path): EPT02 cannot map it writable for good, since the write may
+    /// change the very translation. L0 maps it for one instruction
+    /// ([`ShadowEpt::map_for_one_write`]), single-steps L2 and drops the
+    /// shadow afterwards.
+    TableWrite {
+        /// The L1-physical address accessed.
+        gpa1: Gpa,
+    },
     /// EPT12 allows the access to L1 RAM at `gpa1`, but EPT02 cannot map it
-    /// for L2: a write to a page holding one of the EPT12 tables on its own
-    /// translation path (the root is on every path), an L2-physical address
-    /// from 2^48 up, or no private memory left for EPT02's tables. L0
-    /// emulates the one access against L1 RAM (EPT12 allowed it), then
-    /// calls [`ShadowEpt::invalidate`] if it wrote a page listed in
-    /// [`ShadowEpt::ept12_table_pages`].
+    /// for L2: an L2-physical address from 2^48 up, or no private memory
+    /// left for EPT02's tables. L0 would have to emulate the one access
+    /// against L1 RAM (EPT12 allowed it).
     Emulate {
         /// The L1-physical address accessed.
         gpa1: Gpa,
@@ -119,6 +130,8 @@ pub struct ShadowEpt {
     free: Vec<u64>,
     /// EPT12 table pages (L1-physical) the mappings derive from, sorted.
     ept12_pages: Vec<u64>,
+    /// Pages added to `ept12_pages` that L0 has not taken to watch yet.
+    fresh: Vec<u64>,
     /// L1-physical pages EPT02 maps writable.
     writable: BTreeSet<u64>,
     /// 4 KiB mappings in EPT02.
@@ -136,6 +149,7 @@ impl ShadowEpt {
             used: Vec::new(),
             free: Vec::new(),
             ept12_pages: Vec::new(),
+            fresh: Vec::new(),
             writable: BTreeSet::new(),
             mappings: 0,
         })
@@ -168,6 +182,21 @@ impl ShadowEpt {
     /// when L1 writes one.
     pub fn ept12_table_pages(&self) -> &[u64] {
         &self.ept12_pages
+    }
+
+    /// The pages [`ept12_table_pages`](Self::ept12_table_pages) gained since
+    /// the last call, in the order the walks met them: each new table page
+    /// once, however many fills walk it later (until an invalidation
+    /// empties the list and a walk adds it again). L0 write-protects them
+    /// in EPT01 before L2 runs on the fill ([`crate::watch`]).
+    pub fn take_new_table_pages(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.fresh)
+    }
+
+    /// Whether [`take_new_table_pages`](Self::take_new_table_pages) has
+    /// anything (the common fill adds nothing: no allocation then).
+    pub fn has_new_table_pages(&self) -> bool {
+        !self.fresh.is_empty()
     }
 
     /// Forgets every mapping (INVEPT by L1, a write to an EPT12 table): the
@@ -218,8 +247,11 @@ impl ShadowEpt {
         // A 4-level EPT02 cannot hold L2 addresses from 2^48 up (L2's paging
         // never makes them), and a table page on its own path cannot be
         // both watched and writable.
-        if page2 >= 1 << 48 || (write && path.pages().contains(&page1)) {
+        if page2 >= 1 << 48 {
             return Fill::Emulate { gpa1: Gpa(gpa1) };
+        }
+        if write && path.pages().contains(&page1) {
+            return Fill::TableWrite { gpa1: Gpa(gpa1) };
         }
         // Make room first, so what follows never fails for lack of pages.
         let new_tables = path.pages().iter().filter(|p| self.ept12_pages.binary_search(p).is_err()).count();
@@ -237,6 +269,7 @@ impl ShadowEpt {
         for &p in path.pages() {
             if let Err(i) = self.ept12_pages.binary_search(&p) {
                 self.ept12_pages.insert(i, p);
+                self.fresh.push(p);
             }
         }
         // EPT12's permissions AND EPT01's (RWX). With EPT12 A/D on, the
@@ -264,6 +297,49 @@ impl ShadowEpt {
             Err(_) => {
                 self.invalidate(mem);
                 Fill::Emulate { gpa1: Gpa(gpa1) }
+            }
+        }
+    }
+
+    /// After [`Fill::TableWrite`]: walks EPT12 for the write again and maps
+    /// the page writable, outside the shadow's rules (it is an EPT12 table
+    /// on its own path). The caller lets L2 execute one instruction and
+    /// then calls [`invalidate`](Self::invalidate) whatever happened, so
+    /// nothing derived from the table outlives the write. Other fills in
+    /// between (the same instruction reading through the table) leave this
+    /// mapping alone, so the instruction completes. Returns what
+    /// [`fill`](Self::fill) would for a failing walk, else
+    /// [`Fill::Filled`].
+    pub fn map_for_one_write(&mut self, mem: &mut Memory, gpa2: u64, l1_caps: &VmxCaps) -> Fill {
+        let cfg = EptConfig::from_caps(l1_caps.ept_vpid());
+        let req = EptRequest::physical(Access::Write);
+        let t = match translate_in(mem, Tables::Ram, self.eptp12, gpa2, req, cfg, None) {
+            Ok(t) => t,
+            Err(EptError::Violation { qualification, .. }) => return Fill::Violation { qualification },
+            Err(EptError::Misconfig { .. }) => return Fill::Misconfig,
+        };
+        let (page1, page2) = (t.hpa & !(PAGE_SIZE - 1), gpa2 & !(PAGE_SIZE - 1));
+        if mem.ram_offset(page1).is_none() {
+            return Fill::Device { gpa1: Gpa(t.hpa) };
+        }
+        if page2 >= 1 << 48 {
+            return Fill::Emulate { gpa1: Gpa(t.hpa) };
+        }
+        if self.used.len() + 1 + TABLES_PER_FILL > MAX_TABLE_PAGES || self.mappings >= MAX_MAPPINGS {
+            self.invalidate(mem);
+        }
+        let mut perms = EptEntry::READ | EptEntry::WRITE;
+        perms.set(EptEntry::EXECUTE, t.exec);
+        perms.set(EptEntry::IGNORE_PAT, t.ignore_pat);
+        let memory_type = MemoryType::from_bits(t.memory_type).unwrap_or(MemoryType::WriteBack);
+        match self.map(mem, page2, page1, perms, memory_type) {
+            Ok(()) => {
+                self.mappings += 1;
+                Fill::Filled
+            }
+            Err(_) => {
+                self.invalidate(mem);
+                Fill::Emulate { gpa1: Gpa(t.hpa) }
             }
         }
     }
@@ -546,8 +622,20 @@ mod tests {
         let root2 = alias + (root - EPT12_POOL);
         assert_eq!(run(&mut m, &mut s, root2, Access::Read), Ok(root));
         assert!(cpu_walk(&mut m, &s, root2, Access::Write).is_err());
-        // ...and a write to the root, on every path, is L0's to emulate.
-        assert_eq!(s.fill(&mut m, root2 + 8, Access::Write, &caps()), Fill::Emulate { gpa1: Gpa(root + 8) });
+        // ...and a write to the root, on every path, is a table write L0
+        // lets through for one instruction.
+        assert_eq!(s.fill(&mut m, root2 + 8, Access::Write, &caps()), Fill::TableWrite { gpa1: Gpa(root + 8) });
+        assert!(cpu_walk(&mut m, &s, root2, Access::Write).is_err());
+        assert_eq!(s.map_for_one_write(&mut m, root2 + 8, &caps()), Fill::Filled);
+        assert_eq!(cpu_walk(&mut m, &s, root2 + 8, Access::Write).unwrap().hpa, root + 8);
+        // A fill through the root meanwhile leaves that mapping alone.
+        assert_eq!(s.fill(&mut m, 0x7000, Access::Read, &caps()), Fill::Filled);
+        assert!(cpu_walk(&mut m, &s, root2, Access::Write).is_ok());
+        s.invalidate(&mut m);
+        assert!(cpu_walk(&mut m, &s, root2, Access::Read).is_err());
+        // The walk's verdict holds: not mapped in EPT12 is a violation.
+        assert!(matches!(s.map_for_one_write(&mut m, 0x4000_0000, &caps()), Fill::Violation { .. }));
+        assert_eq!(s.fill(&mut m, 0x5000, Access::Read, &caps()), Fill::Filled);
         // A write to a watched table off its own path (the low PD) drops
         // the shadow before the page is mapped writable.
         let pd = low.pages()[2];
@@ -559,6 +647,34 @@ mod tests {
         assert_eq!(s.fill(&mut m, 0x5000, Access::Read, &caps()), Fill::Filled);
         assert!(cpu_walk(&mut m, &s, pd2, Access::Write).is_err());
         assert!(cpu_walk(&mut m, &s, pd2, Access::Read).is_err());
+    }
+
+    #[test]
+    fn new_table_pages_are_handed_out_once_per_walk_that_adds_them() {
+        let mut m = Memory::new(MEM).unwrap();
+        let mut b = ept12(&mut m);
+        b.map(&mut m, 0, 0, 4 << 20, EptEntry::RWX, MemoryType::WriteBack).unwrap();
+        b.map(&mut m, 0x4000_0000, 0x30_0000, PAGE_SIZE, rw(), MemoryType::WriteBack).unwrap();
+        let mut s = ShadowEpt::new(&mut m, b.eptp()).unwrap();
+        assert!(!s.has_new_table_pages());
+        assert_eq!(s.fill(&mut m, 0x5000, Access::Read, &caps()), Fill::Filled);
+        let low = ept12_path(&mut m, b.eptp(), 0x5000);
+        assert!(s.has_new_table_pages());
+        assert_eq!(s.take_new_table_pages(), low.pages());
+        assert!(!s.has_new_table_pages());
+        // Same tables: nothing new. Another PDPT entry: its PD and PT only.
+        assert_eq!(s.fill(&mut m, 0x6000, Access::Write, &caps()), Fill::Filled);
+        assert!(s.take_new_table_pages().is_empty());
+        assert_eq!(s.fill(&mut m, 0x4000_0000, Access::Read, &caps()), Fill::Filled);
+        let high = ept12_path(&mut m, b.eptp(), 0x4000_0000);
+        assert_eq!(s.take_new_table_pages(), &high.pages()[2..]);
+        // After an invalidation the walks add (and hand out) them again.
+        s.invalidate(&mut m);
+        assert_eq!(s.fill(&mut m, 0x5000, Access::Read, &caps()), Fill::Filled);
+        assert_eq!(s.take_new_table_pages(), low.pages());
+        // A walk that fails adds nothing.
+        assert!(matches!(s.fill(&mut m, 0x8000_0000, Access::Read, &caps()), Fill::Violation { .. }));
+        assert!(!s.has_new_table_pages());
     }
 
     #[test]

@@ -27,7 +27,12 @@
 //!   Execution"), with segmentation;
 //! - [`memory`]: L1's memory as those instructions reach it;
 //! - [`ept`]: shadow EPT02, EPT12 composed with EPT01 on demand (SDM 29.3
-//!   "The Extended Page Table Mechanism (EPT)").
+//!   "The Extended Page Table Mechanism (EPT)");
+//! - [`vmfunc`]: L2's VM functions, EPTP switching on vmcs12's list (SDM
+//!   26.5.5 "VM Functions", 26.5.5.3 "EPTP Switching");
+//! - [`watch`]: the EPT12 table pages L0 keeps read-only in EPT01, so that
+//!   L1's writes to them drop EPT02 (SDM 29.4 "Caching Translation
+//!   Information").
 //!
 //! Still to come, in their own files: `merge` (vmcs02 from vmcs01 and
 //! vmcs12), `sync` (vmcs02 back into vmcs12 on exit), `reflect` (which
@@ -47,6 +52,8 @@ pub mod operand;
 pub mod reflect;
 pub mod sync;
 pub mod vmcs12;
+pub mod vmfunc;
+pub mod watch;
 
 pub use instructions::{eptp_valid, ExitInfo, NestedVmx, Outcome, L1};
 pub use operand::Location;

@@ -447,8 +447,8 @@ fn build(spec: &Spec) -> Result<Machine, VmError> {
             } else {
                 c.init();
             }
-            let mut v = match shared {
-                Some(sh) => Vcpu::under_l0(c, sh, &spec.cpu_policy),
+            let mut v = match &shared {
+                Some(sh) => Vcpu::under_l0(c, sh.clone(), &spec.cpu_policy),
                 None => Vcpu::direct(c),
             };
             v.timing = spec.exit_timing;

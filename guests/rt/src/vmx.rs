@@ -225,6 +225,7 @@ pub unsafe fn invvpid(typ: u64, vpid: u16, la: u64) -> VmResult {
 pub mod field {
     // 16-bit control, guest-state and host-state fields (B.1).
     pub const VPID: u64 = 0x0000;
+    pub const EPTP_INDEX: u64 = 0x0004;
     pub const GUEST_ES_SELECTOR: u64 = 0x0800;
     pub const GUEST_CS_SELECTOR: u64 = 0x0802;
     pub const GUEST_SS_SELECTOR: u64 = 0x0804;
@@ -248,7 +249,9 @@ pub mod field {
     pub const VM_EXIT_MSR_LOAD_ADDR: u64 = 0x2008;
     pub const VM_ENTRY_MSR_LOAD_ADDR: u64 = 0x200a;
     pub const TSC_OFFSET: u64 = 0x2010;
+    pub const VM_FUNCTION_CONTROLS: u64 = 0x2018;
     pub const EPT_POINTER: u64 = 0x201a;
+    pub const EPTP_LIST_ADDRESS: u64 = 0x2024;
     pub const GUEST_PHYSICAL_ADDRESS: u64 = 0x2400;
     pub const VMCS_LINK_POINTER: u64 = 0x2800;
     pub const GUEST_IA32_DEBUGCTL: u64 = 0x2802;
@@ -375,6 +378,8 @@ pub mod ctl {
     pub const PROC2_ENABLE_EPT: u32 = 1 << 1;
     pub const PROC2_ENABLE_VPID: u32 = 1 << 5;
     pub const PROC2_UNRESTRICTED_GUEST: u32 = 1 << 7;
+    pub const PROC2_ENABLE_VM_FUNCTIONS: u32 = 1 << 13;
+    pub const PROC2_EPT_VIOLATION_VE: u32 = 1 << 18;
 
     pub const EXIT_SAVE_DEBUG_CONTROLS: u32 = 1 << 2;
     pub const EXIT_HOST_ADDRESS_SPACE_SIZE: u32 = 1 << 9;
@@ -408,6 +413,7 @@ pub mod exit_reason {
     pub const EPT_VIOLATION: u32 = 48;
     pub const EPT_MISCONFIG: u32 = 49;
     pub const PREEMPTION_TIMER: u32 = 52;
+    pub const VMFUNC: u32 = 59;
     /// Bit 31 of the exit-reason field: VM-entry failure.
     pub const ENTRY_FAILURE: u32 = 1 << 31;
 }

@@ -13,7 +13,13 @@
 //!   else: every device page is an EPT violation that L0 emulates against
 //!   the platform. The tables live in private physical memory no guest
 //!   maps. Unrestricted guest lets guests start in real mode; VPIDs keep
-//!   their TLB entries across exits.
+//!   their TLB entries across exits. The one exception: EPT12 table pages
+//!   an EPT02 was built from are read-only while watched (split to 4 KiB
+//!   pages), so that L1's writes to them reach L0, which single-steps
+//!   them and drops the EPT02s when a present entry changed
+//!   (`nested::Ept12Watch`, the `nested` crate's `watch`);
+//!   `Vcpu::ept01_fault` is the one place that tells such a write from a
+//!   device access.
 //! - Every port exits (I/O bitmaps all ones): ports are devices.
 //! - MSRs the CPU itself implements pass through the MSR bitmap; the rest
 //!   exit and are answered from the VM's [`CpuPolicy`] or the platform
@@ -30,6 +36,7 @@
 //!   before the next entry.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use cpu::ept::EptBuilder;
@@ -48,6 +55,8 @@ use crate::trace_targets::VMEXIT;
 
 mod nested;
 mod shadow_vmcs;
+
+use nested::Ept01Fault;
 
 /// Host-state values of vmcs01: L0's own (64-bit, flat) context. L0 runs
 /// outside the CPU, so these only have to pass the host-state checks.
@@ -103,12 +112,13 @@ pub enum L0Error {
 }
 
 /// The per-VM structures every vmcs01 points to: EPT01 and the bitmaps,
-/// in private memory.
-#[derive(Clone, Copy, Debug)]
+/// in private memory; and the EPT12 pages all vCPUs watch in EPT01.
+#[derive(Clone, Debug)]
 pub struct L0Shared {
     eptp: u64,
     io_bitmaps: [u64; 2],
     msr_bitmap: u64,
+    watch: Arc<nested::Ept12Watch>,
 }
 
 impl L0Shared {
@@ -145,7 +155,7 @@ impl L0Shared {
                 }
             }
         }
-        Ok(L0Shared { eptp: ept.eptp(), io_bitmaps: io, msr_bitmap })
+        Ok(L0Shared { eptp: ept.eptp(), io_bitmaps: io, msr_bitmap, watch: Arc::default() })
     }
 }
 
@@ -163,6 +173,10 @@ pub struct ExitStats {
     pub reflected: u64,
     /// Virtual VM entries into L2 (VMLAUNCH/VMRESUME of L1 that entered).
     pub l2_entries: u64,
+    /// Writes to watched EPT12 pages L0 caught (L1's, or an L2's).
+    pub ept12_writes: u64,
+    /// Times every EPT02 was dropped because of such a write.
+    pub ept02_drops: u64,
     /// VM entries that failed a check, explained (the first
     /// [`MAX_EXPLAINED`]).
     pub entry_failures: Vec<String>,
@@ -179,6 +193,8 @@ impl Default for ExitStats {
             from_l2: [0; EXIT_REASONS],
             reflected: 0,
             l2_entries: 0,
+            ept12_writes: 0,
+            ept02_drops: 0,
             entry_failures: Vec::new(),
         }
     }
@@ -194,6 +210,8 @@ impl ExitStats {
         }
         self.reflected += o.reflected;
         self.l2_entries += o.l2_entries;
+        self.ept12_writes += o.ept12_writes;
+        self.ept02_drops += o.ept02_drops;
         let room = MAX_EXPLAINED.saturating_sub(self.entry_failures.len());
         self.entry_failures.extend(o.entry_failures.iter().take(room).cloned());
     }
@@ -238,12 +256,15 @@ impl ExitStats {
             *a -= b;
         }
         format!(
-            "L0 exits from L1: {} ({})\nL0 exits from L2: {l2} ({})\nL2 exits reflected to L1: {}, L2 entries: {}\n",
+            "L0 exits from L1: {} ({})\nL0 exits from L2: {l2} ({})\nL2 exits reflected to L1: {}, L2 entries: {}, \
+             EPT12 writes: {} (EPT02 dropped {})\n",
             self.total() - l2,
             top(&l1),
             top(&self.from_l2),
             self.reflected,
-            self.l2_entries
+            self.l2_entries,
+            self.ept12_writes,
+            self.ept02_drops
         )
     }
 }
@@ -317,6 +338,7 @@ impl Vcpu {
     pub fn under_l0(cpu: Cpu, shared: L0Shared, policy: &CpuPolicy) -> Vcpu {
         let mut v = Vcpu::direct(cpu);
         v.mode = VcpuMode::L0;
+        let io_bitmaps = shared.io_bitmaps;
         v.shared = Some(shared);
         v.msrs = policy.readable_msrs();
         v.nested = policy.vmx.map(|caps| nested::NestedState {
@@ -326,7 +348,7 @@ impl Vcpu {
             l2_active: false,
             shadow: None,
             res: ::nested::merge::Vmcs02Resources {
-                io_bitmaps: shared.io_bitmaps,
+                io_bitmaps,
                 // Each vCPU's vmcs02 gets its own merged MSR bitmap, at its
                 // first virtual VM entry.
                 msr_bitmap: 0,
@@ -337,6 +359,10 @@ impl Vcpu {
             merged_for: None,
             merged_vmcs01: [0; 10],
             vmcs_shadowing: shadow_vmcs::VmcsShadowing::default(),
+            seen_ept01_changes: 0,
+            seen_ept12_writes: 0,
+            table_write_step: None,
+            l1_table_write: None,
         });
         if v.cpu.activity == Activity::WaitForSipi {
             v.wait_sipi = true;
@@ -369,6 +395,14 @@ impl Vcpu {
             n.vmx = ::nested::NestedVmx::new(*n.vmx.caps());
             n.vmcs01 = None;
             n.l2_active = false;
+            n.table_write_step = None;
+            // A write of L1 to a watched page left unfinished: the page
+            // stays writable, so every EPT02 goes before anything runs.
+            if n.l1_table_write.take().is_some() {
+                if let Some(sh) = self.shared.as_ref() {
+                    sh.watch_written_elsewhere();
+                }
+            }
         }
         self.halted = false;
         self.nmi_pending = false;
@@ -395,7 +429,7 @@ impl Vcpu {
     /// with L0's controls, EPT01 and host state, and the registers as the
     /// guest state (SDM 25.11.3 "Initializing a VMCS").
     fn build_vmcs01(&mut self) {
-        let Some(shared) = self.shared else { return };
+        let Some(shared) = self.shared.clone() else { return };
         let caps = VmxCaps::processor();
         self.cpu.vmxon(caps);
         let mut v = Box::new(Vmcs::new());
@@ -476,6 +510,8 @@ impl Vcpu {
         if self.wait_sipi {
             return RunExit::Halted;
         }
+        // What other vCPUs did to EPT01 and EPT12 while this one waited.
+        self.sync_ept12_watch(mem);
         let end = self.cpu.icount.saturating_add(budget);
         self.poll_irq = true;
         // A guest paused in non-root operation at the end of its last
@@ -518,12 +554,12 @@ impl Vcpu {
                 }
             }
             let left = end.saturating_sub(self.cpu.icount);
-            if left == 0 {
+            if left == 0 && !self.l1_table_write_pending() {
                 return RunExit::Budget;
             }
             // The CPU's own interrupt lines carry only that one external
             // interrupt: everything the guest receives, L0 injects.
-            let exit = self.cpu.run(mem, &mut lines, left);
+            let exit = self.cpu.run(mem, &mut lines, left.max(1));
             lines.external = false;
             match exit {
                 RunExit::VmExit => {}
@@ -700,6 +736,13 @@ impl Vcpu {
         // Exits that cannot have touched a device leave the platform's
         // interrupt state as L0 last saw it (the CPUID loop's fast path).
         self.poll_irq |= !matches!(r, ExitReason::Cpuid | ExitReason::Xsetbv);
+        // L1's single-stepped write to a watched EPT12 page ends at its
+        // next exit (an EPT violation ends it in the arm below, which
+        // needs the watch as the fault found it).
+        let l1 = !self.nested.as_ref().is_some_and(|n| n.l2_active);
+        if l1 && r != ExitReason::EptViolation && self.end_l1_table_write(mem) && r == ExitReason::MonitorTrapFlag {
+            return Next::Resume;
+        }
         match r {
             ExitReason::Cpuid => {
                 let g = &self.cpu.regs.gpr;
@@ -720,10 +763,16 @@ impl Vcpu {
             ExitReason::ControlRegisterAccess => return self.cr_exit(mem, bus, qualification),
             ExitReason::EptViolation => {
                 let gpa = self.cpu.vmread(F::GuestPhysicalAddress);
-                if mem.ram_offset(gpa).is_some() {
-                    return Next::Return(RunExit::Shutdown(format!("L0: EPT violation on RAM at {gpa:#x}")));
-                }
-                return self.emulate(mem, bus);
+                return match self.ept01_fault(mem, gpa, qualification) {
+                    Ept01Fault::Device => {
+                        self.end_l1_table_write(mem);
+                        self.emulate(mem, bus)
+                    }
+                    Ept01Fault::Ept12Write => self.ept12_write_fault(mem, gpa),
+                    Ept01Fault::Unexpected => {
+                        Next::Return(RunExit::Shutdown(format!("L0: EPT violation on RAM at {gpa:#x}")))
+                    }
+                };
             }
             // Windows only ask to be told: the next entry injects.
             ExitReason::InterruptWindow | ExitReason::NmiWindow | ExitReason::ExternalInterrupt => {}

@@ -7,16 +7,20 @@
 //! file drives them with the CPU: which VMCS is current, entries, and
 //! applying outcomes to L1.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
 use cpu::mmu::Access;
 use cpu::virt::VmEntry;
 use cpu::{Bus, Memory, RunExit};
 use nested::ept::{Fill, ShadowEpt};
 use nested::merge::{load_guest_state, merge_controls, Vmcs02Resources};
 use nested::reflect::{l0_wants_exit, l1_wants_exit, ExitFacts};
+use nested::watch::{changes_translations, Protect, WriteWatch};
 use nested::{ExitInfo, Outcome, L1};
 use tracing::debug;
 use vmx::check::EntryFailure;
-use vmx::controls::{PinCtls, ProcCtls2};
+use vmx::controls::{PinCtls, ProcCtls, ProcCtls2};
 use vmx::{EntryEnv, EntryMemory, ExitReason, LaunchState, Vmcs, VmcsField as F};
 use x86::{vector, Cr0, Cr4, Efer};
 
@@ -59,6 +63,67 @@ pub(super) struct NestedState {
     pub merged_vmcs01: [u64; 10],
     /// vmcs12 as vmcs01's shadow VMCS while L1 runs (`shadow_vmcs.rs`).
     pub vmcs_shadowing: super::shadow_vmcs::VmcsShadowing,
+    /// [`Ept12Watch::ept01_changes`] as this vCPU last acted on it.
+    pub seen_ept01_changes: u64,
+    /// [`Ept12Watch::ept12_writes`] as this vCPU last acted on it.
+    pub seen_ept12_writes: u64,
+    /// L2 runs one instruction with an EPT12 table on its own path mapped
+    /// writable ([`Fill::TableWrite`]) under L0's monitor trap flag; holds
+    /// whether vmcs02 had the flag set before (vmcs12's).
+    pub table_write_step: Option<bool>,
+    /// L1 runs one instruction with a watched EPT12 page writable in EPT01
+    /// under L0's monitor trap flag ([`Vcpu::ept12_write_fault`]).
+    pub l1_table_write: Option<L1TableWrite>,
+}
+
+/// A write of L1 to a watched EPT12 page, single-stepped: the page as it
+/// was, to see afterwards what the write changed.
+pub(super) struct L1TableWrite {
+    page: u64,
+    before: Box<[u8; 4096]>,
+    /// Whether vmcs01 had the monitor trap flag set before.
+    mtf_before: bool,
+}
+
+/// The EPT12 table pages L0 keeps read-only in EPT01 for the EPT02s of all
+/// vCPUs ([`nested::watch`]), one per VM since all vCPUs share EPT01.
+///
+/// vCPUs run one at a time, in slices; what one does to EPT01 or to the
+/// shadows the others see through two counters, which each vCPU compares
+/// with its own copies at the start of its next slice, before it runs any
+/// guest code ([`Vcpu::sync_ept12_watch`]). So no vCPU ever runs on a stale
+/// translation: the guarantee is exact, not eventual.
+#[derive(Debug, Default)]
+pub(crate) struct Ept12Watch {
+    pages: Mutex<WriteWatch>,
+    /// Bumped when a page changed protection in EPT01: each vCPU flushes
+    /// its cached EPT01 translations.
+    ept01_changes: AtomicU64,
+    /// Bumped when a watched page was written: each vCPU drops its EPT02.
+    ept12_writes: AtomicU64,
+}
+
+impl super::L0Shared {
+    /// Makes every vCPU drop its EPT02 before it next runs, this one
+    /// included (for callers without the memory to drop it now).
+    pub(super) fn watch_written_elsewhere(&self) {
+        self.watch.ept12_writes.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What an EPT violation on EPT01 is (SDM 29.3.3.2 "EPT Violations").
+/// EPT01 maps all RAM with every permission except the EPT12 pages L0
+/// watches, which are read-only, and nothing else: the one place that
+/// tells the cases apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Ept01Fault {
+    /// Not RAM: a device page, emulated.
+    Device,
+    /// A write to a watched EPT12 page: the EPT02s go, the write is
+    /// retried.
+    Ept12Write,
+    /// RAM EPT01 should have allowed: an L0 bug.
+    Unexpected,
 }
 
 /// The vmcs01 fields that feed vmcs02's controls.
@@ -79,6 +144,176 @@ fn vmcs01_controls(v: &Vmcs) -> [u64; 10] {
 }
 
 impl Vcpu {
+    /// Classifies an EPT01 violation at `gpa` with exit `qualification`
+    /// (bit 1: a write; 28.2.1, Table 28-7).
+    pub(super) fn ept01_fault(&self, mem: &Memory, gpa: u64, qualification: u64) -> Ept01Fault {
+        if mem.ram_offset(gpa).is_none() {
+            return Ept01Fault::Device;
+        }
+        let watched =
+            |sh: &super::L0Shared| sh.watch.pages.lock().unwrap_or_else(PoisonError::into_inner).is_watched(gpa);
+        if qualification & 2 != 0 && self.shared.as_ref().is_some_and(watched) {
+            Ept01Fault::Ept12Write
+        } else {
+            Ept01Fault::Unexpected
+        }
+    }
+
+    /// A write to a watched EPT12 page, by L1 (or by an L2 on EPT01):
+    /// every EPT02 of the VM goes (this vCPU's now, the others' before
+    /// their next slice), every watched page becomes writable again, and
+    /// the guest re-executes the write ("unprotect and retry": nothing is
+    /// emulated). The shadows refill on demand and watch their tables
+    /// anew.
+    pub(super) fn ept12_written(&mut self, mem: &mut Memory) {
+        let Some(sh) = self.shared.as_ref() else { return };
+        let root = sh.eptp & !0xfff;
+        sh.watch.pages.lock().unwrap_or_else(PoisonError::into_inner).release_all(mem, root);
+        let changes = sh.watch.ept01_changes.fetch_add(1, Ordering::Relaxed) + 1;
+        let writes = sh.watch.ept12_writes.fetch_add(1, Ordering::Relaxed) + 1;
+        // The CPU's cached translations of L1 still say read-only.
+        self.cpu.invept(Some(sh.eptp));
+        self.exits.ept02_drops += 1;
+        let Some(n) = self.nested.as_mut() else { return };
+        n.seen_ept01_changes = changes;
+        n.seen_ept12_writes = writes;
+        if let Some(s) = n.shadow.as_mut() {
+            s.invalidate(mem);
+            let eptp02 = s.eptp();
+            self.cpu.invept(Some(eptp02));
+        }
+    }
+
+    /// A write to a watched EPT12 page (an EPT01 violation,
+    /// [`Ept01Fault::Ept12Write`]). L1's own write is single-stepped: the
+    /// page alone becomes writable, L1 executes the one instruction under
+    /// L0's monitor trap flag (SDM 26.5.2 "Monitor Trap Flag"), and
+    /// [`end_l1_table_write`](Self::end_l1_table_write) sees what changed.
+    /// A hypervisor in L1 mostly fills in not-present EPT entries, which
+    /// leave every EPT02 valid, so the shadows survive them. Writes during
+    /// event delivery, a second watched page in the same instruction, and
+    /// L2's writes on EPT01 drop every EPT02 instead ([`ept12_written`]).
+    pub(super) fn ept12_write_fault(&mut self, mem: &mut Memory, gpa: u64) -> Next {
+        self.exits.ept12_writes += 1;
+        let vectoring = self.cpu.vmread(F::IdtVectoringInfo) & (1 << 31) != 0;
+        // A second watched page in the instruction being stepped: stepping
+        // page by page would never end, so every page goes.
+        let second = self.end_l1_table_write(mem);
+        let simple = !second && self.nested.as_ref().is_some_and(|n| !n.l2_active);
+        let Some(sh) = self.shared.as_ref().filter(|_| simple && !vectoring) else {
+            self.ept12_written(mem);
+            return Next::Resume;
+        };
+        let page = gpa & !0xfff;
+        let mut before = Box::new([0u8; 4096]);
+        if mem.read(page, &mut before[..]).is_err() {
+            self.ept12_written(mem);
+            return Next::Resume;
+        }
+        let root = sh.eptp & !0xfff;
+        sh.watch.pages.lock().unwrap_or_else(PoisonError::into_inner).release(mem, root, page);
+        self.cpu.invept(Some(sh.eptp));
+        let mtf = u64::from(ProcCtls::MONITOR_TRAP_FLAG.bits());
+        let proc = self.cpu.vmread(F::PrimaryProcControls);
+        self.cpu.vmwrite(F::PrimaryProcControls, proc | mtf);
+        if let Some(n) = self.nested.as_mut() {
+            n.l1_table_write = Some(L1TableWrite { page, before, mtf_before: proc & mtf != 0 });
+        }
+        Next::Resume
+    }
+
+    /// Whether L1 is single-stepping a write to a watched page; its slice
+    /// must not end before the step does, since the page is writable in
+    /// the EPT01 all vCPUs share.
+    pub(super) fn l1_table_write_pending(&self) -> bool {
+        self.nested.as_ref().is_some_and(|n| n.l1_table_write.is_some())
+    }
+
+    /// The first exit of L1 after [`ept12_write_fault`](Self::ept12_write_fault):
+    /// the monitor trap flag goes back to vmcs01's setting, and the page
+    /// is compared with its copy. A changed present entry drops every
+    /// EPT02 (and leaves the watched pages writable until the shadows walk
+    /// them again, so the rest of a batch of writes runs free); otherwise
+    /// the page is watched again and the shadows stay. Returns whether a
+    /// step ended.
+    pub(super) fn end_l1_table_write(&mut self, mem: &mut Memory) -> bool {
+        let Some(step) = self.nested.as_mut().and_then(|n| n.l1_table_write.take()) else { return false };
+        let mtf = u64::from(ProcCtls::MONITOR_TRAP_FLAG.bits());
+        let proc = self.cpu.vmread(F::PrimaryProcControls);
+        self.cpu.vmwrite(F::PrimaryProcControls, if step.mtf_before { proc | mtf } else { proc & !mtf });
+        let mut after = [0u8; 4096];
+        let changed = mem.read(step.page, &mut after).is_err() || changes_translations(&step.before[..], &after);
+        let Some(sh) = self.shared.as_ref().filter(|_| !changed) else {
+            self.ept12_written(mem);
+            return true;
+        };
+        let root = sh.eptp & !0xfff;
+        let again = sh.watch.pages.lock().unwrap_or_else(PoisonError::into_inner).protect(mem, root, step.page);
+        match again {
+            // This vCPU's translations allow the write; no other vCPU ran
+            // since the page became writable.
+            Ok(Protect::Added | Protect::Already) => self.cpu.invept(Some(sh.eptp)),
+            Ok(Protect::Full) | Err(_) => self.ept12_written(mem),
+        }
+        true
+    }
+
+    /// Write-protects in EPT01 the EPT12 tables this vCPU's EPT02 walked
+    /// for the first time, before L2 runs on what the fill mapped. The
+    /// common fill walks no new table and costs one test.
+    fn watch_new_tables(&mut self, mem: &mut Memory) -> Result<(), RunExit> {
+        let Some(n) = self.nested.as_mut() else { return Ok(()) };
+        let Some(s) = n.shadow.as_mut().filter(|s| s.has_new_table_pages()) else { return Ok(()) };
+        let Some(sh) = self.shared.as_ref() else { return Ok(()) };
+        let pages = s.take_new_table_pages();
+        let root = sh.eptp & !0xfff;
+        let mut watch = sh.watch.pages.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut added = false;
+        for p in pages {
+            match watch.protect(mem, root, p) {
+                Ok(Protect::Already) => {}
+                Ok(Protect::Added) => added = true,
+                // Stale pages of dropped shadows filled the set: start
+                // over as after a write (this EPT02 goes too; L2 faults
+                // again and refills).
+                Ok(Protect::Full) => {
+                    drop(watch);
+                    self.ept12_written(mem);
+                    return Ok(());
+                }
+                Err(e) => return Err(RunExit::Shutdown(format!("L0: cannot write-protect EPT12 page {p:#x}: {e}"))),
+            }
+        }
+        drop(watch);
+        if added {
+            n.seen_ept01_changes = sh.watch.ept01_changes.fetch_add(1, Ordering::Relaxed) + 1;
+            // L1's cached translations may still allow the write.
+            self.cpu.invept(Some(sh.eptp));
+        }
+        Ok(())
+    }
+
+    /// Acts on what other vCPUs changed since this one last ran: cached
+    /// EPT01 translations go when EPT01 changed, this vCPU's EPT02 when a
+    /// watched page was written.
+    pub(super) fn sync_ept12_watch(&mut self, mem: &mut Memory) {
+        let (Some(n), Some(sh)) = (self.nested.as_mut(), self.shared.as_ref()) else { return };
+        let changes = sh.watch.ept01_changes.load(Ordering::Relaxed);
+        if changes != n.seen_ept01_changes {
+            n.seen_ept01_changes = changes;
+            self.cpu.invept(Some(sh.eptp));
+        }
+        let writes = sh.watch.ept12_writes.load(Ordering::Relaxed);
+        if writes != n.seen_ept12_writes {
+            n.seen_ept12_writes = writes;
+            if let Some(s) = n.shadow.as_mut() {
+                s.invalidate(mem);
+                let eptp02 = s.eptp();
+                self.cpu.invept(Some(eptp02));
+            }
+        }
+    }
+
     /// L1's registers as L1 sees them: CR0/CR4 through vmcs01's read
     /// shadows where L0 owns bits.
     fn l1_view(&self) -> cpu::Regs {
@@ -342,6 +577,17 @@ impl Vcpu {
                 }
             },
         };
+        // A step ends at the first exit of L2, except the EPT02 fills the
+        // same instruction needs to complete (they keep the writable
+        // table page mapped; a fill reflected to L1 ends it in `reflect`).
+        let fill = matches!(r, ExitReason::EptViolation | ExitReason::EptMisconfiguration);
+        if !fill && self.end_table_write_step(mem) && r == ExitReason::MonitorTrapFlag {
+            let proc12 =
+                self.nested.as_ref().and_then(|n| n.vmx.current()).map(|v| v.vmcs().get(F::PrimaryProcControls));
+            if proc12.is_some_and(|p| p & u64::from(ProcCtls::MONITOR_TRAP_FLAG.bits()) == 0) {
+                return Next::Resume;
+            }
+        }
         let Some(n) = self.nested.as_mut() else { return Next::Resume };
         let Some(v12) = n.vmx.current() else {
             return Next::Return(RunExit::Shutdown("L0: L2 ran without a current vmcs12".into()));
@@ -372,12 +618,25 @@ impl Vcpu {
                 };
                 let Some(n) = self.nested.as_mut() else { return Next::Resume };
                 let caps = *n.vmx.caps();
-                let Some(shadow) = n.shadow.as_mut() else {
-                    // No EPT12: L2's physical addresses are L1's; a device
-                    // page is emulated like L1's own.
+                // Without EPT in vmcs12 (EPTP02 unset, even if an EPT02
+                // remains from an earlier vmcs12), L2's physical addresses
+                // are L1's; a device page is emulated like L1's own.
+                let Some(shadow) = n.shadow.as_mut().filter(|_| n.res.eptp02.is_some()) else {
                     return self.handle_exit(mem, bus, f.reason as u16);
                 };
-                match shadow.fill(mem, gpa2, access, &caps) {
+                let mut fill = shadow.fill(mem, gpa2, access, &caps);
+                let step = matches!(fill, Fill::TableWrite { .. });
+                if step {
+                    fill = shadow.map_for_one_write(mem, gpa2, &caps);
+                }
+                if let Err(stop) = self.watch_new_tables(mem) {
+                    return Next::Return(stop);
+                }
+                match fill {
+                    Fill::Filled if step => {
+                        self.begin_table_write_step();
+                        Next::Resume
+                    }
                     Fill::Filled => Next::Resume,
                     Fill::Violation { qualification } => {
                         // What L1 sees: EPT12's permissions, the access, and
@@ -400,15 +659,81 @@ impl Vcpu {
                         gpa1.0
                     ))),
                     Fill::Emulate { gpa1 } => Next::Return(RunExit::Shutdown(format!(
-                        "L0: L2 access to L1 address {:#x} needs emulation (EPT12 table page; not supported yet)",
+                        "L0: L2 access to L1 address {:#x} needs emulation (L2 address from 2^48 up, or L0 out of \
+                         private memory; not supported yet)",
+                        gpa1.0
+                    ))),
+                    // map_for_one_write never asks for another step.
+                    Fill::TableWrite { gpa1 } => Next::Return(RunExit::Shutdown(format!(
+                        "L0: L2 write to EPT12 table at L1 address {:#x} could not be mapped",
                         gpa1.0
                     ))),
                 }
             }
+            ExitReason::Vmfunc => self.l2_vmfunc(mem, bus),
             // Interrupts and windows: the next entry decides where the
             // event goes (L1 through a reflected exit, or L2).
             _ => Next::Resume,
         }
+    }
+
+    /// Arms the monitor trap flag in vmcs02 (SDM 26.5.2 "Monitor Trap
+    /// Flag") so that L2 executes the one instruction that writes an EPT12
+    /// table on its own path, which EPT02 now maps writable, and exits.
+    fn begin_table_write_step(&mut self) {
+        let Some(n) = self.nested.as_mut() else { return };
+        let mtf = u64::from(ProcCtls::MONITOR_TRAP_FLAG.bits());
+        let proc = self.cpu.vmread(F::PrimaryProcControls);
+        n.table_write_step = Some(proc & mtf != 0);
+        self.cpu.vmwrite(F::PrimaryProcControls, proc | mtf);
+    }
+
+    /// The first exit of L2 (or a reflection to L1) after
+    /// [`begin_table_write_step`](Self::begin_table_write_step), whatever
+    /// its reason: the monitor trap flag goes back to what vmcs12 asked,
+    /// and since L2 may have written an EPT12 table, every EPT02 of the VM
+    /// goes, as after L1's write to a watched page. Returns whether a step
+    /// ended.
+    pub(super) fn end_table_write_step(&mut self, mem: &mut Memory) -> bool {
+        let Some(before) = self.nested.as_mut().and_then(|n| n.table_write_step.take()) else { return false };
+        let mtf = u64::from(ProcCtls::MONITOR_TRAP_FLAG.bits());
+        let proc = self.cpu.vmread(F::PrimaryProcControls);
+        self.cpu.vmwrite(F::PrimaryProcControls, if before { proc | mtf } else { proc & !mtf });
+        self.exits.ept12_writes += 1;
+        self.ept12_written(mem);
+        true
+    }
+
+    /// VMFUNC of L2 with vmcs12's VM functions enabled (SDM 26.5.5 "VM
+    /// Functions"): an EPTP switch L0 completes for L2 (26.5.5.3 "EPTP
+    /// Switching": vmcs12's EPT pointer becomes the list entry, EPT02
+    /// follows, L2 resumes after the instruction without L1 seeing an
+    /// exit), or a failure, which exits to L1 with reason 59 as on
+    /// hardware (the exit fields of vmcs02 already say so).
+    fn l2_vmfunc(&mut self, mem: &mut Memory, bus: &mut dyn Bus) -> Next {
+        let (eax, ecx) = (self.cpu.regs.gpr[0], self.cpu.regs.gpr[1]);
+        let Some(n) = self.nested.as_mut() else { return Next::Resume };
+        let caps = *n.vmx.caps();
+        let Some(v12) = n.vmx.current_mut() else { return Next::Resume };
+        match nested::vmfunc::vmfunc(v12.vmcs(), mem, eax, ecx, &caps) {
+            Ok(switch) => {
+                switch.apply(v12.vmcs_mut(), &caps);
+                // vmcs02 keeps EPTP02; what it maps now comes from the new
+                // EPT12, filled on demand. Entry checks made EPT part of
+                // EPTP switching, so L2 runs on EPT02 here.
+                if let Some(s) = n.shadow.as_mut().filter(|s| s.eptp12() != switch.eptp) {
+                    s.retarget(mem, switch.eptp);
+                    let eptp02 = s.eptp();
+                    self.cpu.invept(Some(eptp02));
+                }
+                self.skip_instruction();
+            }
+            Err(why) => {
+                debug!(target: VMEXIT, ?why, "L2's VMFUNC exits to L1");
+                self.reflect(mem, bus);
+            }
+        }
+        Next::Resume
     }
 
     /// A platform interrupt while L2 runs goes to L1 as an
@@ -445,6 +770,8 @@ impl Vcpu {
     /// information into vmcs12, vmcs12's exit MSR lists, vmcs12's host
     /// state into vmcs01, and L1 runs again.
     pub(super) fn reflect(&mut self, mem: &mut Memory, bus: &mut dyn Bus) {
+        // vmcs02 must not keep L0's monitor trap flag for L1 to see.
+        self.end_table_write_step(mem);
         let Some(n) = self.nested.as_mut() else { return };
         let Some(v01) = n.vmcs01.take() else { return };
         let Some(v02) = self.cpu.vmptrld(v01) else { return };

@@ -33,7 +33,12 @@
 //! MSR load/store lists; EPT-violation qualifications (read-only,
 //! not-present, non-executable pages); IDT-vectoring information (#UD
 //! delivery through an unmapped IDT, INT3 pushing to an unmapped stack)
-//! and re-injection of the event. A control the capability MSRs do not
+//! and re-injection of the event; VMFUNC EPTP switching (26.5.5.3 "EPTP
+//! Switching": a switch L2 completes without an exit to L1, and the three
+//! ways it fails with exit reason 59); an EPT12 leaf L1 rewrites without
+//! INVEPT (see [`ept12_write`]); an EPT12 entry L2 writes through its own
+//! EPT mapping of the table; an L2 without EPT reading L1's local APIC
+//! after the EPT tests. A control the capability MSRs do not
 //! offer turns its test into a `skip` line.
 #![no_std]
 #![no_main]
@@ -75,6 +80,15 @@ const PAGE_NP: u64 = SCRATCH + 0x3000;
 const PAGE_IDT: u64 = SCRATCH + 0x4000;
 /// Size of the EPT identity map.
 const EPT_MAP_BYTES: u64 = 64 << 20;
+/// The page the EPTP-switching and EPT12-write tests look at through
+/// EPT: identity mapped by [`build_ept`], mapped to [`PAGE_W`] by
+/// [`build_ept_alt`].
+const PAGE_V: u64 = SCRATCH + 0x5000;
+/// The other L1 page those tests map [`PAGE_V`] to.
+const PAGE_W: u64 = SCRATCH + 0x6000;
+/// What [`PAGE_V`] and [`PAGE_W`] hold in those tests.
+const V_CONTENT: u64 = 0x5555_aaaa_0000_0001;
+const W_CONTENT: u64 = 0x6666_bbbb_0000_0002;
 /// A linear address L1's page tables leave unmapped (PML4 entry 2).
 const UNMAPPED: u64 = 0x100_0000_0000;
 /// The MSR the list tests move around (not part of the VMCS guest state).
@@ -90,6 +104,12 @@ static EPT_PML4: Global<Page> = Global::new(Page::zeroed());
 static EPT_PDPT: Global<Page> = Global::new(Page::zeroed());
 static EPT_PD: Global<Page> = Global::new(Page::zeroed());
 static EPT_PT: Global<Page> = Global::new(Page::zeroed());
+/// The second EPT hierarchy of the EPTP-switching test ([`build_ept_alt`]).
+static EPT1_PML4: Global<Page> = Global::new(Page::zeroed());
+static EPT1_PDPT: Global<Page> = Global::new(Page::zeroed());
+static EPT1_PD: Global<Page> = Global::new(Page::zeroed());
+static EPT1_PT: Global<Page> = Global::new(Page::zeroed());
+static EPTP_LIST: Global<Page> = Global::new(Page::zeroed());
 static MSR_LISTS: Global<[MsrEntry; 3]> = Global::new([MsrEntry { index: 0, reserved: 0, data: 0 }; 3]);
 
 #[repr(C, align(16))]
@@ -113,7 +133,7 @@ global_asm!(
     .globl t_cpuid, t_hlt, t_io, t_io_2, t_io_3, t_io_4, t_io_5, t_cr_4, t_cr_5, t_iobm, t_iobm_2
     .globl t_msr, t_msr_2, t_msr_3, t_cr, t_cr_2, t_cr_3, t_cr3, t_cr3_2, t_cr3_3, t_cr8
     .globl t_invlpg, t_rdtsc, t_ud2, t_read, t_write, t_int3, t_nops
-    .globl t_sti, t_sti_2, t_loop, t_loop_end, t_msrlist, t_jmp, t_spin, l2_vectors
+    .globl t_sti, t_sti_2, t_loop, t_loop_end, t_msrlist, t_jmp, t_spin, t_vmfunc, t_vmfunc_2, t_wr, l2_vectors
 t_cpuid:
     cpuid                       # 0f a2
     vmcall
@@ -227,6 +247,16 @@ t_spin:
     jnz     t_spin
     cpuid
     vmcall
+t_vmfunc:
+    mov     r8, [rbx]
+t_vmfunc_2:
+    vmfunc                      # 0f 01 d4: function EAX, EPTP index ECX
+    mov     r9, [rbx]
+    vmcall
+t_wr:
+    mov     [rbx], rax
+    mov     rax, [rdx]
+    vmcall
 
     .balign 32
 l2_vectors:
@@ -276,6 +306,9 @@ extern "C" {
     fn t_msrlist();
     fn t_jmp();
     fn t_spin();
+    fn t_vmfunc();
+    fn t_vmfunc_2();
+    fn t_wr();
     fn l2_vectors();
 }
 
@@ -526,6 +559,10 @@ fn main(_mb: u32) {
     if ctx.eptp != 0 {
         ept_violations(&ctx);
         idt_vectoring(&ctx);
+        eptp_switching(&ctx);
+        ept12_write(&ctx);
+        ept12_written_by_l2(&ctx);
+        device_without_ept(&ctx);
     } else {
         skip!("EPT (4-level, WB, 2 MiB pages) not offered", "EPT tests");
     }
@@ -1116,4 +1153,152 @@ fn idt_vectoring(c: &Ctx) {
     set_u64(pa(&EPT_PT), k, 0);
     invept(c);
     vmwrite(field::VM_ENTRY_INSTRUCTION_LENGTH, 0);
+}
+
+/// A copy of [`build_ept`]'s hierarchy as it is now, except that
+/// [`PAGE_V`] maps to [`PAGE_W`]: every table on that path is its own.
+fn build_ept_alt() -> u64 {
+    let (pml4, pdpt, pd, pt) = (pa(&EPT1_PML4), pa(&EPT1_PDPT), pa(&EPT1_PD), pa(&EPT1_PT));
+    // SAFETY: pages of this kernel, identity mapped; L2 is not running.
+    unsafe {
+        core::ptr::copy_nonoverlapping(pa(&EPT_PD) as *const u8, pd as *mut u8, 4096);
+        core::ptr::copy_nonoverlapping(pa(&EPT_PT) as *const u8, pt as *mut u8, 4096);
+    }
+    set_u64(pml4, 0, pdpt | ept::RWX);
+    set_u64(pdpt, 0, pd | ept::RWX);
+    set_u64(pd, (SCRATCH >> 21) as usize, pt | ept::RWX);
+    set_u64(pt, ((PAGE_V - SCRATCH) >> 12) as usize, PAGE_W | ept::RWX | ept::MEMTYPE_WB);
+    vmx::eptp(pml4)
+}
+
+/// [`PAGE_V`] and [`PAGE_W`] hold their contents again.
+fn fill_v_w() {
+    // SAFETY: scratch pages of this kernel, identity mapped.
+    unsafe {
+        core::ptr::write_volatile(PAGE_V as *mut u64, V_CONTENT);
+        core::ptr::write_volatile(PAGE_W as *mut u64, W_CONTENT);
+    }
+}
+
+/// 26.5.5.3 "EPTP Switching": VMFUNC 0 loads the EPT pointer from entry
+/// ECX of the EPTP list without a VM exit; ECX >= 512, an entry a VM entry
+/// would reject (27.2.1.1) or a function whose control bit is clear exit
+/// with reason 59 and leave the EPT pointer alone.
+fn eptp_switching(c: &Ctx) {
+    let on = c.caps.proc2.allows(ctl::PROC2_ENABLE_VM_FUNCTIONS)
+        // SAFETY: IA32_VMX_VMFUNC exists when "enable VM functions" may be
+        // 1 (SDM Vol. 3C, A.11).
+        && unsafe { arch::rdmsr(vmx::msr::IA32_VMX_VMFUNC) } & 1 == 1;
+    if !on {
+        skip!("not offered", "VMFUNC EPTP switching");
+        return;
+    }
+    fill_v_w();
+    let eptp1 = build_ept_alt();
+    let list = pa(&EPTP_LIST);
+    // Entry 2 stays 0: page-walk length 1, which no VM entry accepts.
+    zero(list);
+    set_u64(list, 0, c.eptp);
+    set_u64(list, 1, eptp1);
+    c.controls(0, 0, ctl::PROC2_ENABLE_EPT | ctl::PROC2_ENABLE_VM_FUNCTIONS);
+    vmwrite(field::VM_FUNCTION_CONTROLS, 1);
+    vmwrite(field::EPTP_LIST_ADDRESS, list);
+    invept(c);
+    start(addr(t_vmfunc), 2);
+    let mut regs = GuestRegs { rcx: 1, rbx: PAGE_V, ..Default::default() };
+    let e = run(&mut regs);
+    eq!(e.reason, er::VMCALL, "VMFUNC 0 with ECX = 1: no exit until L2's VMCALL");
+    eq!((regs.r8, regs.r9), (V_CONTENT, W_CONTENT), "VMFUNC 0: L2 reads its page through list entry 0, then 1");
+    eq!(vmread(field::EPT_POINTER), eptp1, "VMFUNC 0: the EPT pointer is list entry 1 at the next exit");
+    if c.caps.proc2.allows(ctl::PROC2_EPT_VIOLATION_VE) {
+        eq!(vmread(field::EPTP_INDEX), 1, "VMFUNC 0: EPTP index 1");
+    }
+    let cases: [(&str, u64, u64); 3] = [("ECX = 512", 0, 512), ("an invalid list entry", 0, 2), ("EAX = 1", 1, 1)];
+    for (name, rax, rcx) in cases {
+        vmwrite(field::EPT_POINTER, c.eptp);
+        start(addr(t_vmfunc), 2);
+        let mut regs = GuestRegs { rax, rcx, rbx: PAGE_V, ..Default::default() };
+        let e = run(&mut regs);
+        eq!(e.reason, er::VMFUNC, "VMFUNC with {}: exit reason 59", name);
+        eq!((e.rip, e.len), (addr(t_vmfunc_2), 3), "VMFUNC with {}: guest RIP and length 3", name);
+        eq!(vmread(field::EPT_POINTER), c.eptp, "VMFUNC with {}: EPT pointer unchanged", name);
+    }
+    vmwrite(field::VM_FUNCTION_CONTROLS, 0);
+}
+
+/// L1 rewrites an EPT leaf L2 has used (X -> A becomes X -> B) without
+/// INVEPT, and L2 then reads B. Hardware may go on using a cached X -> A
+/// translation until INVEPT (SDM Vol. 3C, 29.4 "Caching Translation
+/// Information"), so software must not rely on either outcome; Turtles'
+/// L0 write-protects the EPT12 tables its EPT02 was built from and drops
+/// EPT02 on L1's write, so under Turtles L2 always sees B. This checks
+/// Turtles' behaviour. Then a not-present leaf made present, which L2
+/// sees on hardware too, and which L0 lets through without dropping EPT02.
+fn ept12_write(c: &Ctx) {
+    fill_v_w();
+    c.controls(0, 0, ctl::PROC2_ENABLE_EPT);
+    invept(c);
+    start(addr(t_read), 2);
+    let mut regs = GuestRegs { rbx: PAGE_V, ..Default::default() };
+    let e = run(&mut regs);
+    ended(&e, "EPT12 write, before");
+    eq!(regs.rax, V_CONTENT, "EPT12 X -> A: L2 reads A");
+    let j = ((PAGE_V - SCRATCH) >> 12) as usize;
+    set_u64(pa(&EPT_PT), j, PAGE_W | ept::RWX | ept::MEMTYPE_WB);
+    start(addr(t_read), 2);
+    let e = run(&mut regs);
+    ended(&e, "EPT12 write, after");
+    eq!(regs.rax, W_CONTENT, "EPT12 leaf rewritten to X -> B without INVEPT: L2 reads B (Turtles)");
+    set_u64(pa(&EPT_PT), j, PAGE_V | ept::RWX | ept::MEMTYPE_WB);
+    // A not-present leaf made present needs no INVEPT anywhere: not-present
+    // entries are never cached.
+    let k = ((PAGE_NP - SCRATCH) >> 12) as usize;
+    set_u64(pa(&EPT_PT), k, PAGE_W | ept::READ | ept::MEMTYPE_WB);
+    start(addr(t_read), 2);
+    regs.rbx = PAGE_NP;
+    let e = run(&mut regs);
+    ended(&e, "EPT12 leaf made present");
+    eq!(regs.rax, W_CONTENT, "EPT12 not-present leaf made present without INVEPT: L2 reads through it");
+    set_u64(pa(&EPT_PT), k, 0);
+    invept(c);
+}
+
+/// L2 writes an EPT12 entry itself, through EPT's identity mapping of the
+/// page directory (a table on the write's own translation path), making a
+/// not-present 2-MiB page present, and then reads through it. EPT entries
+/// that were not present are never cached (SDM Vol. 3C, 29.4 "Caching
+/// Translation Information"), so this holds on hardware too.
+fn ept12_written_by_l2(c: &Ctx) {
+    const SLOT: usize = 40;
+    let gpa = (SLOT as u64) << 21;
+    fill_v_w();
+    c.controls(0, 0, ctl::PROC2_ENABLE_EPT);
+    invept(c);
+    let entry = SCRATCH | ept::RWX | ept::MEMTYPE_WB | ept::PAGE_SIZE;
+    let target = pa(&EPT_PD) + 8 * SLOT as u64;
+    start(addr(t_wr), 2);
+    let mut regs = GuestRegs { rax: entry, rbx: target, rdx: gpa + (PAGE_V - SCRATCH), ..Default::default() };
+    let e = run(&mut regs);
+    ended(&e, "EPT12 write by L2");
+    // SAFETY: the page directory is this kernel's; L2 is not running.
+    eq!(unsafe { core::ptr::read_volatile(target as *const u64) }, entry, "L2 wrote the EPT12 entry");
+    eq!(regs.rax, V_CONTENT, "L2 reads through the 2-MiB page it made present in EPT12");
+    set_u64(pa(&EPT_PD), SLOT, 0);
+    invept(c);
+}
+
+/// An L2 without EPT reaches L1's devices at L1's physical addresses (its
+/// guest-physical addresses are L1's), also after earlier L2s ran with
+/// EPT: nothing of their EPT may apply.
+fn device_without_ept(c: &Ctx) {
+    c.controls(0, 0, 0);
+    let reg = rt::apic::LAPIC_BASE + 0x30;
+    start(addr(t_read), 2);
+    let mut regs = GuestRegs { rbx: reg, ..Default::default() };
+    let e = run(&mut regs);
+    ended(&e, "local APIC read without EPT");
+    // SAFETY: the local APIC page is identity mapped; reading the version
+    // register has no side effect.
+    let version = unsafe { core::ptr::read_volatile(reg as *const u32) };
+    eq!(regs.rax as u32, version, "L2 without EPT reads L1's local APIC version register");
 }
