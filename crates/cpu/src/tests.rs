@@ -213,6 +213,26 @@ fn leave_restores_the_frame_in_64bit_mode() {
 }
 
 #[test]
+fn call_and_ret_fast_forms() {
+    // call +2 (to the inc) ; hlt ; hlt ; inc rbx ; ret
+    // e8 02 00 00 00 / f4 / f4 / 48 ff c3 / c3
+    let code = [0xe8, 0x02, 0x00, 0x00, 0x00, 0xf4, 0xf4, 0x48, 0xff, 0xc3, 0xc3];
+    let mut m = Machine::long64(&code);
+    m.run_to_hlt();
+    assert_eq!(m.gpr(3), 1, "the call reached its target");
+    assert_eq!(m.gpr(4), crate::testutil::STACK, "RET popped what CALL pushed");
+    assert_eq!(m.cpu.regs.rip, crate::testutil::CODE + 6, "RET returned past the CALL (and its HLT)");
+    let pushed = m.mem.read_u64(crate::testutil::STACK - 8).unwrap();
+    assert_eq!(pushed, crate::testutil::CODE + 5, "the return address is the next instruction");
+    // A RET to a non-canonical address is #GP(0) with RSP unchanged: no
+    // IDT here, so the machine shuts down, RSP still at the bad value.
+    let mut m = Machine::long64(&[0xc3]);
+    m.mem.write_u64(crate::testutil::STACK, 0x8000_0000_0000_0000).unwrap();
+    assert!(matches!(m.run(), crate::RunExit::Shutdown(_)));
+    assert_eq!(m.gpr(4), crate::testutil::STACK, "a faulting RET leaves RSP alone");
+}
+
+#[test]
 fn cmov_and_setcc_fast_forms() {
     // mov rax, -1 ; mov rbx, 5 ; cmp eax, eax (ZF=1)
     // cmovne eax, ebx   -> false, but a 32-bit CMOV zero-extends RAX

@@ -257,6 +257,26 @@ fn push64(cpu: &mut Cpu, ctx: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
     Ok(())
 }
 
+/// CALL rel32 in 64-bit code, its target found canonical at decode
+/// time: the return address is pushed, then the branch taken.
+fn call64(cpu: &mut Cpu, ctx: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
+    let rsp = cpu.regs.gpr[4].wrapping_sub(8);
+    cpu.write_mem(ctx, x86::seg::sreg::SS, rsp, 8, d.next_ip)?;
+    cpu.regs.gpr[4] = rsp;
+    cpu.next_rip = d.imm;
+    Ok(())
+}
+
+/// RET without an immediate in 64-bit code: the popped target must be
+/// canonical (#GP(0) otherwise, with RSP unchanged).
+fn ret64(cpu: &mut Cpu, ctx: &mut Ctx, _: &Decoded) -> Result<(), Fault> {
+    let rsp = cpu.regs.gpr[4];
+    let t = cpu.read_mem(ctx, x86::seg::sreg::SS, rsp, 8)?;
+    cpu.branch(t, 8)?;
+    cpu.regs.gpr[4] = rsp.wrapping_add(8);
+    Ok(())
+}
+
 /// POP of a 64-bit register in 64-bit mode (POP RSP loads the popped value).
 fn pop64(cpu: &mut Cpu, ctx: &mut Ctx, d: &Decoded) -> Result<(), Fault> {
     let rsp = cpu.regs.gpr[4];
@@ -470,6 +490,15 @@ pub fn select(insn: &Instruction, d: &mut Decoded) -> bool {
             d.imm = insn.near_branch_target();
             d.size = branch_size(k0);
             d.exec = if k0 == OpKind::NearBranch64 && canonical48(d.imm) { jmp64 } else { jmp_limit };
+            true
+        }
+        Mnemonic::Call if k0 == OpKind::NearBranch64 && canonical48(insn.near_branch_target()) => {
+            d.imm = insn.near_branch_target();
+            d.exec = call64;
+            true
+        }
+        Mnemonic::Ret if insn.code() == iced_x86::Code::Retnq => {
+            d.exec = ret64;
             true
         }
         Mnemonic::Shl
