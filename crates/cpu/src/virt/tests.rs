@@ -84,6 +84,31 @@ impl Guest {
         cpu.vm_enter(mem, bus, launch)
     }
 
+    /// Puts the guest at CPL 3 (CPL is SS.DPL: DPL-3 code and data
+    /// segments the entry checks accept), with user-accessible paging for
+    /// the first 2 MiB.
+    pub(crate) fn user_mode(mut self) -> Guest {
+        self.m.mem.write_u64(0x1000, 0x2000 | 7).unwrap();
+        self.m.mem.write_u64(0x2000, 0x3000 | 7).unwrap();
+        self.m.mem.write_u64(0x3000, 0x87).unwrap();
+        self.set(F::GuestCsSelector, 0x1b);
+        for f in [F::GuestSsSelector, F::GuestDsSelector, F::GuestEsSelector, F::GuestFsSelector, F::GuestGsSelector] {
+            self.set(f, 0x23);
+        }
+        for f in [
+            F::GuestCsAccessRights,
+            F::GuestSsAccessRights,
+            F::GuestDsAccessRights,
+            F::GuestEsAccessRights,
+            F::GuestFsAccessRights,
+            F::GuestGsAccessRights,
+        ] {
+            let ar = self.get(f);
+            self.set(f, ar | (3 << 5));
+        }
+        self
+    }
+
     /// Enters and runs until the guest exits; returns the basic exit
     /// reason.
     pub(crate) fn run_to_exit(&mut self) -> u64 {

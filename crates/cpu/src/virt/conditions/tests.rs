@@ -118,38 +118,15 @@ fn vmx_instructions_exit_with_instruction_information() {
     }
 }
 
-/// Puts `g`'s guest at CPL 3, with user-accessible paging for the first
-/// 2 MiB.
-fn user_mode(mut g: Guest) -> Guest {
-    g.m.mem.write_u64(0x1000, 0x2000 | 7).unwrap();
-    g.m.mem.write_u64(0x2000, 0x3000 | 7).unwrap();
-    g.m.mem.write_u64(0x3000, 0x87).unwrap();
-    g.set(F::GuestCsSelector, 0x1b);
-    for f in [F::GuestSsSelector, F::GuestDsSelector, F::GuestEsSelector, F::GuestFsSelector, F::GuestGsSelector] {
-        g.set(f, 0x23);
-    }
-    for f in [
-        F::GuestCsAccessRights,
-        F::GuestSsAccessRights,
-        F::GuestDsAccessRights,
-        F::GuestEsAccessRights,
-        F::GuestFsAccessRights,
-        F::GuestGsAccessRights,
-    ] {
-        g.set(f, g.get(f) | (3 << 5));
-    }
-    g
-}
-
 #[test]
 fn privilege_faults_come_before_exits_except_for_mov_dr() {
     // wbinvd at CPL 3 with WBINVD exiting: #GP, not an exit (26.1.1).
-    let mut g = user_mode(with(&[0x0f, 0x09], ProcCtls::empty(), ProcCtls2::WBINVD_EXITING));
+    let mut g = with(&[0x0f, 0x09], ProcCtls::empty(), ProcCtls2::WBINVD_EXITING).user_mode();
     g.set(F::ExceptionBitmap, 1 << 13);
     assert_eq!(g.run_to_exit(), ExitReason::ExceptionOrNmi as u64);
     assert_eq!(g.get(F::ExitInterruptionInfo), 0x8000_0b0d);
     // mov dr7, rcx at CPL 3 with MOV-DR exiting: the exit wins (26.1.3).
-    let mut g = user_mode(with(&[0x0f, 0x23, 0xf9], ProcCtls::MOV_DR_EXITING, ProcCtls2::empty()));
+    let mut g = with(&[0x0f, 0x23, 0xf9], ProcCtls::MOV_DR_EXITING, ProcCtls2::empty()).user_mode();
     g.set(F::ExceptionBitmap, 1 << 13);
     assert_eq!(g.run_to_exit(), ExitReason::MovDr as u64);
 }
@@ -158,7 +135,7 @@ fn privilege_faults_come_before_exits_except_for_mov_dr() {
 fn vmx_instructions_exit_at_cpl3_and_are_ud_in_root() {
     // vmclear [rax] at CPL 3: the exit comes before the CPL check (ch. 31,
     // VMCLEAR "Operation").
-    let mut g = user_mode(Guest::plain(&[0x66, 0x0f, 0xc7, 0x30]));
+    let mut g = Guest::plain(&[0x66, 0x0f, 0xc7, 0x30]).user_mode();
     assert_eq!(g.run_to_exit(), ExitReason::Vmclear as u64);
     assert_eq!(g.get(F::GuestCsSelector), 0x1b);
     // In root operation (L0 never executes them): #UD, here a triple fault

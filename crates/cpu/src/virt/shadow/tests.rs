@@ -250,28 +250,9 @@ fn vmwrite_to_a_read_only_field_needs_vmwrite_to_any_field() {
 fn cpl3_shadowed_access_is_gp() {
     let mut code = mov_rax(GUEST_RIP as u32);
     code.extend([0x0f, 0x78, 0xc3]);
-    let mut g = shadowing(&code);
+    let mut g = shadowing(&code).user_mode();
     g.set(F::ExceptionBitmap, 1 << 13);
     g.m.cpu.regs.gpr[3] = 0x77;
-    // CPL is SS.DPL: 3, with a DPL-3 data segment the checks accept.
-    for f in [F::GuestSsSelector, F::GuestDsSelector, F::GuestEsSelector, F::GuestFsSelector, F::GuestGsSelector] {
-        g.set(f, 0x23);
-    }
-    g.set(F::GuestCsSelector, 0x1b);
-    for f in [
-        F::GuestCsAccessRights,
-        F::GuestSsAccessRights,
-        F::GuestDsAccessRights,
-        F::GuestEsAccessRights,
-        F::GuestFsAccessRights,
-        F::GuestGsAccessRights,
-    ] {
-        g.set(f, g.get(f) | (3 << 5));
-    }
-    // User pages for the first 2 MiB.
-    g.m.mem.write_u64(0x1000, 0x2000 | 7).unwrap();
-    g.m.mem.write_u64(0x2000, 0x3000 | 7).unwrap();
-    g.m.mem.write_u64(0x3000, 0x87).unwrap();
     assert_eq!(g.run_to_exit(), ExitReason::ExceptionOrNmi as u64);
     assert_eq!(g.get(F::ExitInterruptionInfo) & 0xff, 13);
     assert_eq!(g.m.cpu.regs.gpr[3], 0x77);
