@@ -12,8 +12,18 @@
 //! holds no decoded code, so writes to code always take the slow path.
 //! Flushing more than the architecture requires is always allowed; this
 //! TLB does so freely (CR3 loads flush global entries too).
+//!
+//! Under EPT the TLB also keeps guest-physical mappings (SDM vol. 3C,
+//! 29.4.1 "Information That May Be Cached"): guest-physical page to
+//! host-physical page, one direct-mapped set per access kind, filled only
+//! by a successful EPT walk of the same kind (so the accessed and dirty
+//! flags that walk set need not be set again). They belong to the TLB's
+//! (VPID, EPTP) context but have their own epoch: as on hardware, MOV to
+//! CR3, INVLPG and VM transitions leave them, and only INVEPT and a change
+//! of EPTP drop them ([`Tlb::flush_gpa`]). Without them, every guest
+//! page-walk step and every final address walked EPT again.
 
-use crate::ept::{EptConfig, EptRequest};
+use crate::ept::{EptConfig, EptRequest, EptSource};
 use crate::fault::Fault;
 use crate::mem::Memory;
 use crate::state::Regs;
@@ -46,6 +56,39 @@ const EPOCH_MASK: u64 = 0xfff;
 /// Never matches: page addresses have zero low bits and epochs start at 1.
 const INVALID: u64 = 0;
 
+/// Guest-physical mappings per access kind: 4096 pages, 16 MiB.
+const GPA_BITS: usize = 12;
+const GPA_SIZE: usize = 1 << GPA_BITS;
+
+/// One direct-mapped set of guest-physical mappings (one access kind):
+/// 4 KiB pages, and 2 MiB chunks of 2 MiB and 1 GiB pages (what L0's
+/// EPT01 mostly maps: 512 of those cover 1 GiB of guest RAM).
+#[derive(Clone)]
+struct GpaSet {
+    /// Guest-physical 4 KiB page address with the epoch, or [`INVALID`].
+    tag: Box<[u64; GPA_SIZE]>,
+    /// Host-physical page address.
+    hpa: Box<[u64; GPA_SIZE]>,
+    /// Guest-physical 2 MiB chunk address with the epoch, or [`INVALID`].
+    tag_2m: Box<[u64; GPA_SIZE]>,
+    /// Host-physical chunk address.
+    hpa_2m: Box<[u64; GPA_SIZE]>,
+}
+
+impl GpaSet {
+    fn new() -> Self {
+        GpaSet {
+            tag: Box::new([INVALID; GPA_SIZE]),
+            hpa: Box::new([0; GPA_SIZE]),
+            tag_2m: Box::new([INVALID; GPA_SIZE]),
+            hpa_2m: Box::new([0; GPA_SIZE]),
+        }
+    }
+}
+
+/// A 2 MiB chunk.
+const CHUNK_2M: u64 = 0x20_0000;
+
 /// One direct-mapped TLB set (one access kind, one privilege).
 #[derive(Clone)]
 struct TlbSet {
@@ -65,6 +108,10 @@ impl TlbSet {
 #[derive(Clone)]
 pub struct Tlb {
     sets: [TlbSet; 6],
+    /// Guest-physical mappings by access kind (read, write, fetch).
+    gpa: [GpaSet; 3],
+    /// Epoch of the guest-physical mappings (1..=EPOCH_MASK).
+    gpa_epoch: u64,
     /// Current epoch (1..=EPOCH_MASK), or'ed into every valid tag.
     epoch: u64,
     /// Some entry came from a large page: INVLPG must flush everything.
@@ -83,7 +130,15 @@ impl core::fmt::Debug for Tlb {
 
 impl Default for Tlb {
     fn default() -> Self {
-        Tlb { sets: core::array::from_fn(|_| TlbSet::new()), epoch: 1, large: false, code_epoch: 0, disabled: false }
+        Tlb {
+            sets: core::array::from_fn(|_| TlbSet::new()),
+            gpa: core::array::from_fn(|_| GpaSet::new()),
+            gpa_epoch: 1,
+            epoch: 1,
+            large: false,
+            code_epoch: 0,
+            disabled: false,
+        }
     }
 }
 
@@ -120,6 +175,50 @@ impl Tlb {
             self.epoch = 1;
         }
         self.large = false;
+    }
+
+    /// The host-physical address a guest-physical mapping of kind `kind`
+    /// gives `gpa`.
+    #[inline(always)]
+    fn gpa_lookup(&self, gpa: u64, kind: usize) -> Option<u64> {
+        let set = &self.gpa[kind];
+        let j = ((gpa >> 21) as usize) & (GPA_SIZE - 1);
+        if set.tag_2m[j] == (gpa & !(CHUNK_2M - 1)) | self.gpa_epoch {
+            return Some(set.hpa_2m[j] | (gpa & (CHUNK_2M - 1)));
+        }
+        let i = ((gpa >> 12) as usize) & (GPA_SIZE - 1);
+        (set.tag[i] == (gpa & !0xfff) | self.gpa_epoch).then(|| set.hpa[i] | (gpa & 0xfff))
+    }
+
+    /// Drops the guest-physical mappings (INVEPT, a new EPTP).
+    pub fn flush_gpa(&mut self) {
+        self.gpa_epoch += 1;
+        if self.gpa_epoch > EPOCH_MASK {
+            for s in &mut self.gpa {
+                s.tag.fill(INVALID);
+                s.tag_2m.fill(INVALID);
+            }
+            self.gpa_epoch = 1;
+        }
+    }
+
+    /// Records that `gpa` maps to `hpa` for `kind` in a page of
+    /// `page_size` bytes.
+    fn gpa_fill(&mut self, gpa: u64, kind: usize, hpa: u64, page_size: u64) {
+        if self.disabled {
+            return;
+        }
+        let epoch = self.gpa_epoch;
+        let set = &mut self.gpa[kind];
+        if page_size >= CHUNK_2M {
+            let j = ((gpa >> 21) as usize) & (GPA_SIZE - 1);
+            set.tag_2m[j] = (gpa & !(CHUNK_2M - 1)) | epoch;
+            set.hpa_2m[j] = hpa & !(CHUNK_2M - 1);
+        } else {
+            let i = ((gpa >> 12) as usize) & (GPA_SIZE - 1);
+            set.tag[i] = (gpa & !0xfff) | epoch;
+            set.hpa[i] = hpa & !0xfff;
+        }
     }
 
     /// Drops the write entries (a page became a code page somewhere).
@@ -180,14 +279,40 @@ pub fn walk(regs: &Regs, mem: &mut Memory, la: u64, ac: AccessCtx) -> Result<Tra
 /// vol. 3C, 29.3.2 "EPT Translation Mechanism"); an EPT violation or
 /// misconfiguration comes back as [`Fault::ept`], which the processor
 /// turns into a VM exit.
+/// With `tlb`, its guest-physical mappings answer first and a successful
+/// walk fills them.
 #[inline]
-fn ept_translate(mem: &mut Memory, ept: Option<u64>, gpa: u64, req: EptRequest) -> Result<u64, Fault> {
-    match ept {
-        None => Ok(gpa),
-        Some(eptp) => match crate::ept::translate(mem, eptp, gpa, req, EptConfig::ALL) {
-            Ok(t) => Ok(t.hpa),
-            Err(e) => Err(Fault::ept(e)),
-        },
+fn ept_translate(
+    mem: &mut Memory,
+    tlb: &mut Option<&mut Tlb>,
+    ept: Option<u64>,
+    gpa: u64,
+    req: EptRequest,
+) -> Result<u64, Fault> {
+    let Some(eptp) = ept else { return Ok(gpa) };
+    // The kind a walk for `req` checks and marks: with EPT A/D flags an
+    // access to a guest paging structure counts as a write (29.3.5).
+    let kind = match req.access {
+        Access::Fetch => 2,
+        Access::Write => 1,
+        Access::Read
+            if req.source == EptSource::GuestPagingStructure && vmx::controls::EptPointer(eptp).ad_enabled() =>
+        {
+            1
+        }
+        Access::Read => 0,
+    };
+    if let Some(hpa) = tlb.as_deref().and_then(|t| t.gpa_lookup(gpa, kind)) {
+        return Ok(hpa);
+    }
+    match crate::ept::translate(mem, eptp, gpa, req, EptConfig::ALL) {
+        Ok(t) => {
+            if let Some(tlb) = tlb.as_deref_mut() {
+                tlb.gpa_fill(gpa, kind, t.hpa, t.page_size);
+            }
+            Ok(t.hpa)
+        }
+        Err(e) => Err(Fault::ept(e)),
     }
 }
 
@@ -198,9 +323,21 @@ fn ept_translate(mem: &mut Memory, ept: Option<u64>, gpa: u64, req: EptRequest) 
 /// EPT to translate guest-physical addresses, including those of guest
 /// paging structures"). The returned address is host-physical.
 pub fn walk_ept(regs: &Regs, mem: &mut Memory, la: u64, ac: AccessCtx, ept: Option<u64>) -> Result<Translation, Fault> {
+    walk_ept_in(regs, mem, &mut None, la, ac, ept)
+}
+
+/// [`walk_ept`] using and filling `tlb`'s guest-physical mappings.
+fn walk_ept_in(
+    regs: &Regs,
+    mem: &mut Memory,
+    tlb: &mut Option<&mut Tlb>,
+    la: u64,
+    ac: AccessCtx,
+    ept: Option<u64>,
+) -> Result<Translation, Fault> {
     let cr0 = regs.cr0;
     if cr0 & Cr0::PG.bits() == 0 {
-        let pa = ept_translate(mem, ept, la & 0xffff_ffff, EptRequest::linear(ac.access))?;
+        let pa = ept_translate(mem, tlb, ept, la & 0xffff_ffff, EptRequest::linear(ac.access))?;
         return Ok(Translation { pa, large: false, user_page: true });
     }
     let cr4 = regs.cr4;
@@ -234,20 +371,21 @@ pub fn walk_ept(regs: &Regs, mem: &mut Memory, la: u64, ac: AccessCtx, ept: Opti
 
     // Reads an entry at guest-physical `addr`; returns it with its
     // host-physical address, where its A/D bits are later set.
-    let read_entry = |mem: &mut Memory, addr: u64, wide: bool| -> Result<(u64, u64), Fault> {
-        let addr = ept_translate(mem, ept, addr, EptRequest::paging_structure(Access::Read))?;
-        // A paging structure outside RAM reads as all ones, which is not
-        // present on real hardware only for unimplemented addresses; we
-        // report it as a reserved-bit fault rather than touch MMIO. L0's
-        // private memory is outside RAM: the guest chose this address, so
-        // the read is RAM-only and never returns L0's tables.
-        let r = if wide { mem.read_u64(addr) } else { mem.read_u32(addr).map(u64::from) };
-        r.map(|e| (e, addr)).map_err(|_| Fault::pf(ec | pf::RSVD | pf::P, la))
-    };
+    let read_entry =
+        |mem: &mut Memory, tlb: &mut Option<&mut Tlb>, addr: u64, wide: bool| -> Result<(u64, u64), Fault> {
+            let addr = ept_translate(mem, tlb, ept, addr, EptRequest::paging_structure(Access::Read))?;
+            // A paging structure outside RAM reads as all ones, which is not
+            // present on real hardware only for unimplemented addresses; we
+            // report it as a reserved-bit fault rather than touch MMIO. L0's
+            // private memory is outside RAM: the guest chose this address, so
+            // the read is RAM-only and never returns L0's tables.
+            let r = if wide { mem.read_u64(addr) } else { mem.read_u32(addr).map(u64::from) };
+            r.map(|e| (e, addr)).map_err(|_| Fault::pf(ec | pf::RSVD | pf::P, la))
+        };
 
     if !pae {
         // 32-bit paging (SDM 4.3).
-        let (pde, pde_addr) = read_entry(mem, (regs.cr3 & 0xffff_f000) | ((la >> 20) & 0xffc), false)?;
+        let (pde, pde_addr) = read_entry(mem, tlb, (regs.cr3 & 0xffff_f000) | ((la >> 20) & 0xffc), false)?;
         if pde & paging::P == 0 {
             return Err(Fault::pf(ec, la));
         }
@@ -266,7 +404,7 @@ pub fn walk_ept(regs: &Regs, mem: &mut Memory, la: u64, ac: AccessCtx, ept: Opti
         } else {
             visited[0] = (pde_addr, false);
             nvisited = 1;
-            let (pte, pte_addr) = read_entry(mem, (pde & 0xffff_f000) | ((la >> 10) & 0xffc), false)?;
+            let (pte, pte_addr) = read_entry(mem, tlb, (pde & 0xffff_f000) | ((la >> 10) & 0xffc), false)?;
             if pte & paging::P == 0 {
                 return Err(Fault::pf(ec, la));
             }
@@ -290,7 +428,7 @@ pub fn walk_ept(regs: &Regs, mem: &mut Memory, la: u64, ac: AccessCtx, ept: Opti
         } else {
             // PAE: the PDPTE selected by bits 31:30 (SDM 4.4.1).
             let pdpte_addr = (regs.cr3 & 0xffff_ffe0) + ((la >> 30) & 3) * 8;
-            let (pdpte, _) = read_entry(mem, pdpte_addr, true)?;
+            let (pdpte, _) = read_entry(mem, tlb, pdpte_addr, true)?;
             if pdpte & paging::P == 0 {
                 return Err(Fault::pf(ec, la));
             }
@@ -302,7 +440,7 @@ pub fn walk_ept(regs: &Regs, mem: &mut Memory, la: u64, ac: AccessCtx, ept: Opti
         loop {
             let shift = 12 + 9 * (level - 1);
             let idx = (la >> shift) & 0x1ff;
-            let (e, e_addr) = read_entry(mem, table + idx * 8, true)?;
+            let (e, e_addr) = read_entry(mem, tlb, table + idx * 8, true)?;
             if e & paging::P == 0 {
                 return Err(Fault::pf(ec, la));
             }
@@ -370,7 +508,7 @@ pub fn walk_ept(regs: &Regs, mem: &mut Memory, la: u64, ac: AccessCtx, ept: Opti
 
     // The final guest-physical address goes through EPT before any
     // accessed or dirty flag is set, so an EPT exit leaves no trace.
-    let pa = ept_translate(mem, ept, pa, EptRequest::linear(ac.access))?;
+    let pa = ept_translate(mem, tlb, ept, pa, EptRequest::linear(ac.access))?;
     // Accessed and dirty flags (SDM 4.8).
     for &(addr, wide) in &visited[..nvisited] {
         set_bits(mem, addr, wide, paging::A);
@@ -402,7 +540,7 @@ pub(crate) fn translate_fill(
     ac: AccessCtx,
     ept: Option<u64>,
 ) -> Result<u64, Fault> {
-    let t = walk_ept(regs, mem, la, ac, ept)?;
+    let t = walk_ept_in(regs, mem, &mut Some(&mut *tlb), la, ac, ept)?;
     if let Some(off) = mem.ram_offset(t.pa & !0xfff) {
         // Supervisor data accesses to user pages depend on RFLAGS.AC under
         // SMAP, which the TLB does not key on: never cache them.
@@ -462,6 +600,35 @@ mod tests {
         let t = walk(&regs, &mut mem, 0x123, READ).unwrap();
         assert_eq!(mem.ram_offset(t.pa), None);
         assert!(mem.read_u64(t.pa).is_err());
+    }
+
+    /// Guest-physical mappings (29.4.1): they survive a linear flush (MOV
+    /// CR3), go with `flush_gpa` (INVEPT), and a read's mapping never
+    /// lets a write through.
+    #[test]
+    fn guest_physical_mappings_are_cached_until_invept() {
+        let mut mem = Memory::new(1 << 20).unwrap();
+        let mut b = EptBuilder::new(&mut mem, |m: &mut Memory| m.alloc_private_page()).unwrap();
+        b.map(&mut mem, 0, 0, 1 << 20, EptEntry::RWX, MemoryType::WriteBack).unwrap();
+        let eptp = b.eptp();
+        mem.write_u64(0x4000, 0x5000 | 7).unwrap();
+        let regs = long_mode(&mut mem, 0x4000);
+        let mut tlb = Tlb::default();
+        assert_eq!(translate_fill(&regs, &mut tlb, &mut mem, 0x123, READ, Some(eptp)), Ok(0x5123));
+        // L0 remaps guest-physical 0x5000 read-only to 0x6000, without
+        // INVEPT: a walk after a linear flush still uses the cached
+        // guest-physical mapping, as hardware may.
+        b.map(&mut mem, 0x5000, 0x6000, 0x1000, EptEntry::READ, MemoryType::WriteBack).unwrap();
+        tlb.flush_all();
+        assert_eq!(translate_fill(&regs, &mut tlb, &mut mem, 0x123, READ, Some(eptp)), Ok(0x5123));
+        // A write was never walked: it sees the read-only entry.
+        let write = AccessCtx { access: Access::Write, ..READ };
+        let f = translate_fill(&regs, &mut tlb, &mut mem, 0x123, write, Some(eptp)).unwrap_err();
+        assert_eq!(f.ept_info().map(|(misconfig, _, gpa)| (misconfig, gpa)), Some((false, 0x5123)));
+        // INVEPT: the new mapping.
+        tlb.flush_all();
+        tlb.flush_gpa();
+        assert_eq!(translate_fill(&regs, &mut tlb, &mut mem, 0x123, READ, Some(eptp)), Ok(0x6123));
     }
 
     #[test]

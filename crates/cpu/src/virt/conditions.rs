@@ -286,6 +286,7 @@ impl Cpu {
         // new (VPID, EPTP) pair.
         let vpid = self.vmx.ctls.vpid;
         self.vmx.tlb_owner = (vpid != 0).then_some((vpid, raw));
+        self.tlb.flush_gpa();
         self.state_changed();
         true
     }

@@ -183,6 +183,11 @@ impl Cpu {
             v.clear_written();
         }
         self.vmx.guest_live = false;
+        if self.vmx.ctls.vpid == 0 {
+            // Without a VPID, entries drop the linear and combined
+            // mappings (SDM 29.4.3.1).
+            self.tlb.flush_all();
+        }
         true
     }
 

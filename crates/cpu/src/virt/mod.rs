@@ -522,6 +522,9 @@ impl Cpu {
             self.vmx.tlb_alt = Some((p, t));
         }
         self.vmx.tlb_owner = tagged.then_some(owner);
+        // A context for a new owner, or an untagged one (whose EPTP is not
+        // recorded): no guest-physical mapping of another EPTP survives.
+        self.tlb.flush_gpa();
         self.refresh_derived(true);
     }
 
@@ -530,8 +533,11 @@ impl Cpu {
     /// it when it changes EPT paging structures a guest may have cached.
     pub fn invept(&mut self, eptp: Option<u64>) {
         let hit = |o: &(u16, u64)| eptp.is_none_or(|e| (o.1 ^ e) & !0xfff == 0);
-        if self.vmx.tlb_owner.as_ref().is_some_and(hit) {
+        // An untagged TLB (no VPID) may hold guest-physical mappings of any
+        // EPTP: it goes whole.
+        if self.vmx.tlb_owner.as_ref().is_none_or(hit) {
             self.tlb.flush_all();
+            self.tlb.flush_gpa();
         }
         if self.vmx.tlb_alt.as_ref().is_some_and(|(o, _)| hit(o)) {
             self.vmx.tlb_alt = None;
