@@ -439,7 +439,7 @@ impl Cpu {
     }
 
     /// VMREAD from the current VMCS (0 without one).
-    #[inline]
+    #[inline(always)]
     pub fn vmread(&self, field: VmcsField) -> u64 {
         let Some(v) = self.vmx.current.as_deref() else { return 0 };
         if self.vmx.guest_live {

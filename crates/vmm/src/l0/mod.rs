@@ -740,7 +740,12 @@ impl Vcpu {
         // next exit (an EPT violation ends it in the arm below, which
         // needs the watch as the fault found it).
         let l1 = !self.nested.as_ref().is_some_and(|n| n.l2_active);
-        if l1 && r != ExitReason::EptViolation && self.end_l1_table_write(mem) && r == ExitReason::MonitorTrapFlag {
+        if l1
+            && r != ExitReason::EptViolation
+            && self.l1_table_write_pending()
+            && self.end_l1_table_write(mem)
+            && r == ExitReason::MonitorTrapFlag
+        {
             return Next::Resume;
         }
         match r {
