@@ -209,7 +209,8 @@ impl Cpu {
         } else {
             mmu::translate_fill(&self.regs, &mut self.tlb, ctx.mem, la, ac, self.ept)
         };
-        r.map_err(|f| self.ept_exit(f, la))
+        let pa = r.map_err(|f| self.ept_exit(f, la))?;
+        self.check_apic_access(la, pa, access)
     }
 
     #[cold]

@@ -132,6 +132,7 @@ impl Cpu {
         let ac = AccessCtx { access: Access::Fetch, user, implicit: false };
         let pa = mmu::translate_fill(&self.regs, &mut self.tlb, ctx.mem, la, ac, self.ept)
             .map_err(|f| self.ept_exit(f, la))?;
+        let pa = self.check_apic_access(la, pa, Access::Fetch)?;
         Ok((la, ctx.mem.ram_offset(pa).ok_or(pa)))
     }
 
@@ -352,6 +353,7 @@ impl Cpu {
     fn fetch_byte(&mut self, ctx: &mut Ctx, la: u64) -> Result<u8, Fault> {
         let ac = AccessCtx { access: Access::Fetch, user: self.cpl == 3, implicit: false };
         let pa = mmu::walk_ept(&self.regs, ctx.mem, la, ac, self.ept).map_err(|f| self.ept_exit(f, la))?.pa;
+        let pa = self.check_apic_access(la, pa, Access::Fetch)?;
         let mut b = [0u8];
         ctx.mem.read(pa, &mut b).map_err(|_| Fault::gp0())?;
         Ok(b[0])

@@ -243,6 +243,38 @@ impl Cpu {
         }
     }
 
+    /// APIC-access VM exits (SDM 30.4 "Virtualizing Memory-Mapped APIC
+    /// Accesses"): with "virtualize APIC accesses", a linear access whose
+    /// physical address (through EPT when it is on) is on the APIC-access
+    /// page exits instead of reaching memory, with the page offset and the
+    /// access type (0 read, 1 write, 2 fetch) as qualification (28.2.1).
+    /// The TLB never keeps such a translation. Turtles virtualizes none of
+    /// these accesses (the "use TPR shadow" reads and writes of offset 080H
+    /// exit too), and guest-physical accesses (paging-structure walks) to
+    /// the page are not checked. Returns `pa` when the access may proceed.
+    #[inline(always)]
+    pub(crate) fn check_apic_access(&mut self, la: u64, pa: u64, access: crate::mmu::Access) -> Result<u64, Fault> {
+        match self.vmx.ctls.apic_access {
+            Some(page) if self.non_root && pa & !0xfff == page => Err(self.apic_access_exit(la, pa, access)),
+            _ => Ok(pa),
+        }
+    }
+
+    #[cold]
+    fn apic_access_exit(&mut self, la: u64, pa: u64, access: crate::mmu::Access) -> Fault {
+        use crate::mmu::Access;
+        self.tlb.flush_page(la);
+        let qualification = (pa & 0xfff) | (access as u64) << 12;
+        // Data accesses are part of an instruction (fault-like: RIP stays
+        // at it); a fetch happens before there is one.
+        self.vmx.pending = Some(if access == Access::Fetch {
+            PendingExit::event(ExitReason::ApicAccess, qualification)
+        } else {
+            PendingExit::instruction(ExitReason::ApicAccess, qualification)
+        });
+        Fault::vm_exit()
+    }
+
     /// VMFUNC function 0, EPTP switching (26.5.5.3 "EPTP Switching"):
     /// entry ECX of the EPTP list becomes the EPT pointer, when ECX is
     /// below 512 and the entry passes the checks VM entry applies to an

@@ -157,6 +157,8 @@ pub struct Controls {
     pub exit_msr_stores: u32,
     /// VM-exit MSR-load count.
     pub exit_msr_loads: u32,
+    /// APIC-access page, when "virtualize APIC accesses" is 1.
+    pub apic_access: Option<u64>,
     /// VMREAD-bitmap address (used when "VMCS shadowing" is 1).
     pub vmread_bitmap: u64,
     /// VMWRITE-bitmap address (used when "VMCS shadowing" is 1).
@@ -210,6 +212,9 @@ impl Controls {
             entry_msr_loads: v.get(F::EntryMsrLoadCount) as u32,
             exit_msr_stores: v.get(F::ExitMsrStoreCount) as u32,
             exit_msr_loads: v.get(F::ExitMsrLoadCount) as u32,
+            apic_access: proc2
+                .contains(ProcCtls2::VIRTUALIZE_APIC_ACCESSES)
+                .then(|| v.get(F::ApicAccessAddress) & !0xfff),
             vmread_bitmap: v.get(F::VmreadBitmapAddress),
             vmwrite_bitmap: v.get(F::VmwriteBitmapAddress),
         }

@@ -589,3 +589,38 @@ fn task_switches_exit_with_selector_and_source() {
     assert_eq!(g.get(F::ExitInterruptionInfo), 0x8000_0b0b);
     assert_eq!(g.get(F::ExitInterruptionErrorCode), 0x38);
 }
+
+/// 30.4: with "virtualize APIC accesses", reads, writes and fetches that
+/// land on the APIC-access page exit with the offset and access type; the
+/// instruction does not run, and other pages are untouched.
+#[test]
+fn apic_access_page_accesses_exit() {
+    const PAGE: u64 = 0x20_0000;
+    // mov eax, [0x200080]; hlt
+    let read = [0x8b, 0x04, 0x25, 0x80, 0x00, 0x20, 0x00, 0xf4];
+    // mov [0x200300], eax; hlt
+    let write = [0x89, 0x04, 0x25, 0x00, 0x03, 0x20, 0x00, 0xf4];
+    for (code, qualification) in [(&read[..], 0x080), (&write[..], 0x1300)] {
+        let mut g = with(code, ProcCtls::empty(), ProcCtls2::VIRTUALIZE_APIC_ACCESSES);
+        g.set(F::ApicAccessAddress, PAGE);
+        g.m.mem.write_u32(PAGE + 0x80, 0x1234).unwrap();
+        g.m.cpu.regs.gpr[0] = 0x77;
+        assert_eq!(g.run_to_exit(), ExitReason::ApicAccess as u64);
+        assert_eq!(g.get(F::ExitQualification), qualification);
+        assert_eq!(g.get(F::GuestRip), CODE, "the access is fault-like");
+        assert_eq!(g.m.cpu.regs.gpr[0], 0x77, "nothing was read");
+        assert_eq!(g.m.mem.read_u32(PAGE + 0x300).unwrap(), 0, "nothing was written");
+    }
+    // A fetch from the page: type 2.
+    let mut g = with(&[0xe9, 0xfb, 0xff, 0x1e, 0x00], ProcCtls::empty(), ProcCtls2::VIRTUALIZE_APIC_ACCESSES);
+    g.set(F::ApicAccessAddress, PAGE);
+    assert_eq!(g.run_to_exit(), ExitReason::ApicAccess as u64);
+    assert_eq!(g.get(F::ExitQualification), 0x2000);
+    assert_eq!(g.get(F::GuestRip), PAGE);
+    // Without the control the same read just reads.
+    let mut g = with(&read, ProcCtls::empty(), ProcCtls2::empty());
+    g.m.mem.write_u32(PAGE + 0x80, 0x1234).unwrap();
+    assert_eq!(g.enter(), crate::virt::VmEntry::Entered);
+    assert_eq!(g.m.run(), RunExit::Halted);
+    assert_eq!(g.m.cpu.regs.gpr[0], 0x1234);
+}
