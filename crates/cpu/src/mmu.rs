@@ -578,6 +578,17 @@ mod tests {
 
     const READ: AccessCtx = AccessCtx { access: Access::Read, user: false, implicit: false };
 
+    /// 1 MiB of RAM mapped one to one by an EPT in private memory, and
+    /// guest paging that maps linear page 0 to guest-physical 0x5000.
+    fn ept_machine() -> (Memory, EptBuilder<impl FnMut(&mut Memory) -> Option<u64>>, Regs) {
+        let mut mem = Memory::new(1 << 20).unwrap();
+        let mut b = EptBuilder::new(&mut mem, |m: &mut Memory| m.alloc_private_page()).unwrap();
+        b.map(&mut mem, 0, 0, 1 << 20, EptEntry::RWX, MemoryType::WriteBack).unwrap();
+        mem.write_u64(0x4000, 0x5000 | 7).unwrap();
+        let regs = long_mode(&mut mem, 0x4000);
+        (mem, b, regs)
+    }
+
     #[test]
     fn guest_page_tables_in_private_memory_read_as_all_ones() {
         let mut mem = Memory::new(1 << 20).unwrap();
@@ -607,12 +618,8 @@ mod tests {
     /// lets a write through.
     #[test]
     fn guest_physical_mappings_are_cached_until_invept() {
-        let mut mem = Memory::new(1 << 20).unwrap();
-        let mut b = EptBuilder::new(&mut mem, |m: &mut Memory| m.alloc_private_page()).unwrap();
-        b.map(&mut mem, 0, 0, 1 << 20, EptEntry::RWX, MemoryType::WriteBack).unwrap();
+        let (mut mem, mut b, regs) = ept_machine();
         let eptp = b.eptp();
-        mem.write_u64(0x4000, 0x5000 | 7).unwrap();
-        let regs = long_mode(&mut mem, 0x4000);
         let mut tlb = Tlb::default();
         assert_eq!(translate_fill(&regs, &mut tlb, &mut mem, 0x123, READ, Some(eptp)), Ok(0x5123));
         // L0 remaps guest-physical 0x5000 read-only to 0x6000, without
@@ -633,12 +640,8 @@ mod tests {
 
     #[test]
     fn the_ept_walk_reads_private_tables_but_guest_tables_stay_in_ram() {
-        let mut mem = Memory::new(1 << 20).unwrap();
-        let mut b = EptBuilder::new(&mut mem, |m: &mut Memory| m.alloc_private_page()).unwrap();
-        b.map(&mut mem, 0, 0, 1 << 20, EptEntry::RWX, MemoryType::WriteBack).unwrap();
+        let (mut mem, b, regs) = ept_machine();
         let eptp = b.eptp();
-        mem.write_u64(0x4000, 0x5000 | 7).unwrap();
-        let regs = long_mode(&mut mem, 0x4000);
         assert_eq!(walk_ept(&regs, &mut mem, 0x123, READ, Some(eptp)).unwrap().pa, 0x5123);
         // A guest-physical address outside EPT's map is a violation, even
         // when it names private memory.

@@ -213,6 +213,27 @@ impl ExitReason {
         self as u16
     }
 
+    /// The exits of the VMX instructions a hypervisor executes (VMCLEAR,
+    /// VMLAUNCH, VMPTRLD, VMPTRST, VMREAD, VMRESUME, VMWRITE, VMXOFF,
+    /// VMXON, INVEPT, INVVPID): unconditional in non-root operation (SDM
+    /// 26.1.2), except VMREAD/VMWRITE under VMCS shadowing.
+    pub const fn is_vmx_instruction(self) -> bool {
+        matches!(
+            self,
+            ExitReason::Vmclear
+                | ExitReason::Vmlaunch
+                | ExitReason::Vmptrld
+                | ExitReason::Vmptrst
+                | ExitReason::Vmread
+                | ExitReason::Vmresume
+                | ExitReason::Vmwrite
+                | ExitReason::Vmxoff
+                | ExitReason::Vmxon
+                | ExitReason::Invept
+                | ExitReason::Invvpid
+        )
+    }
+
     /// Whether this reason is reported with bit 31 ("VM-entry failure") of
     /// the exit-reason field set.
     pub const fn is_entry_failure(self) -> bool {

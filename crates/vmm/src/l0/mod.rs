@@ -788,37 +788,11 @@ impl Vcpu {
             ExitReason::Xsetbv | ExitReason::TaskSwitch => return self.emulate(mem, bus),
             ExitReason::Invd | ExitReason::Wbinvd => self.skip_instruction(),
             // L1's VMX instructions, emulated when VMX is offered.
-            ExitReason::Vmclear
-            | ExitReason::Vmlaunch
-            | ExitReason::Vmptrld
-            | ExitReason::Vmptrst
-            | ExitReason::Vmread
-            | ExitReason::Vmresume
-            | ExitReason::Vmwrite
-            | ExitReason::Vmxoff
-            | ExitReason::Vmxon
-            | ExitReason::Invept
-            | ExitReason::Invvpid
-                if self.nested.is_some() =>
-            {
-                return self.l1_vmx_instruction(mem, bus, r)
-            }
+            r if r.is_vmx_instruction() && self.nested.is_some() => return self.l1_vmx_instruction(mem, bus, r),
             // VMX not offered: every VMX instruction is #UD; VMCALL and
             // VMFUNC have no L0 service behind them.
-            ExitReason::Vmcall
-            | ExitReason::Vmclear
-            | ExitReason::Vmlaunch
-            | ExitReason::Vmptrld
-            | ExitReason::Vmptrst
-            | ExitReason::Vmread
-            | ExitReason::Vmresume
-            | ExitReason::Vmwrite
-            | ExitReason::Vmxoff
-            | ExitReason::Vmxon
-            | ExitReason::Invept
-            | ExitReason::Invvpid
-            | ExitReason::Vmfunc
-            | ExitReason::Getsec => self.inject_exception(vector::UD, None),
+            r if r.is_vmx_instruction() => self.inject_exception(vector::UD, None),
+            ExitReason::Vmcall | ExitReason::Vmfunc | ExitReason::Getsec => self.inject_exception(vector::UD, None),
             other => {
                 return Next::Return(RunExit::Shutdown(format!(
                     "L0: unexpected VM exit {} (qualification {qualification:#x}) at rip {:#x}",
